@@ -1,0 +1,401 @@
+//! Settings: a TOML file, then `CIBA_PROXY__SECTION__KEY` environment
+//! variables. Unknown keys are rejected so that a typo in a security setting
+//! cannot pass unnoticed. Values that need parsing (keys, JWKS, algorithms)
+//! are checked where they are turned into their runtime types; every such
+//! failure is a [`ConfigError`] that names the key.
+use std::path::Path;
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use url::Url;
+
+/// A configuration problem, rendered as one line naming the key.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration error: {key}: {message}")]
+pub struct ConfigError {
+    pub key: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    pub fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub server: ServerSettings,
+    #[serde(default)]
+    pub store: StoreSettings,
+    pub ciba: CibaSettings,
+    pub upstream: UpstreamSettings,
+    pub notifier: NotifierSettings,
+    #[serde(default)]
+    pub clients: Vec<ClientSettings>,
+    #[serde(default)]
+    pub log: LogSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSettings {
+    /// Address to listen on.
+    #[serde(default = "default_bind")]
+    pub bind: String,
+    /// Public base URL; endpoints and the callback hang off it.
+    pub issuer: Url,
+}
+
+fn default_bind() -> String {
+    "127.0.0.1:8080".into()
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreSettings {
+    /// `memory://` or `redis://host:port[/db]` / `rediss://...`.
+    #[serde(default = "default_store_url")]
+    pub url: SecretString,
+    /// Prefix of every Redis key, so several deployments can share a server.
+    #[serde(default = "default_key_prefix")]
+    pub key_prefix: String,
+    /// Give up on one Redis command after this long, in milliseconds.
+    #[serde(default = "default_store_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+impl Default for StoreSettings {
+    fn default() -> Self {
+        Self {
+            url: default_store_url(),
+            key_prefix: default_key_prefix(),
+            timeout_ms: default_store_timeout_ms(),
+        }
+    }
+}
+
+fn default_store_url() -> SecretString {
+    SecretString::from("memory://")
+}
+fn default_key_prefix() -> String {
+    "ciba".into()
+}
+fn default_store_timeout_ms() -> u64 {
+    2000
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CibaSettings {
+    /// Default lifetime of a request, seconds.
+    #[serde(default = "default_expires_in")]
+    pub expires_in: u64,
+    /// Cap for `requested_expiry`, seconds.
+    #[serde(default = "default_max_expires_in")]
+    pub max_expires_in: u64,
+    /// Minimum poll interval, seconds.
+    #[serde(default = "default_interval")]
+    pub interval: u64,
+    /// Base64 of 32 random bytes: the AES-256-GCM key for tokens at rest.
+    pub token_encryption_key: SecretString,
+}
+
+fn default_expires_in() -> u64 {
+    300
+}
+fn default_max_expires_in() -> u64 {
+    600
+}
+fn default_interval() -> u64 {
+    5
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamSettings {
+    /// The IdP's issuer; ID tokens must carry exactly this `iss`.
+    pub issuer: Url,
+    /// Where the discovery document is, when not at `{issuer}/.well-known/openid-configuration`.
+    pub discovery_url: Option<Url>,
+    /// ID-token claim that must equal the login_hint.
+    #[serde(default = "default_subject_claim")]
+    pub subject_claim: String,
+    /// Timeout for every call to the IdP, milliseconds.
+    #[serde(default = "default_upstream_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+fn default_subject_claim() -> String {
+    "sub".into()
+}
+fn default_upstream_timeout_ms() -> u64 {
+    10_000
+}
+
+impl UpstreamSettings {
+    pub fn discovery_url(&self) -> Result<Url, ConfigError> {
+        match &self.discovery_url {
+            Some(url) => Ok(url.clone()),
+            None => {
+                let base = self.issuer.as_str().trim_end_matches('/');
+                Url::parse(&format!("{base}/.well-known/openid-configuration"))
+                    .map_err(|e| ConfigError::new("upstream.issuer", e.to_string()))
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NotifierKind {
+    Webhook,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotifierSettings {
+    pub kind: NotifierKind,
+    pub url: Url,
+    /// HMAC-SHA256 key for the `X-Ciba-Signature` header.
+    pub secret: SecretString,
+    /// Timeout for one delivery attempt, milliseconds.
+    #[serde(default = "default_notifier_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+fn default_notifier_timeout_ms() -> u64 {
+    5000
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenEndpointAuthMethod {
+    ClientSecretBasic,
+    ClientSecretPost,
+}
+
+impl TokenEndpointAuthMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ClientSecretBasic => "client_secret_basic",
+            Self::ClientSecretPost => "client_secret_post",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryMode {
+    Poll,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientSettings {
+    pub client_id: String,
+    pub client_secret: Option<SecretString>,
+    pub token_endpoint_auth_method: TokenEndpointAuthMethod,
+    #[serde(default = "default_delivery_mode")]
+    pub backchannel_token_delivery_mode: DeliveryMode,
+    pub backchannel_authentication_request_signing_alg: Option<String>,
+    /// The client's public keys as a JSON string.
+    pub jwks: Option<String>,
+    pub jwks_uri: Option<Url>,
+    /// The scopes this client may ask for.
+    pub scope: String,
+    pub upstream_client_id: Option<String>,
+    pub upstream_client_secret: Option<SecretString>,
+}
+
+fn default_delivery_mode() -> DeliveryMode {
+    DeliveryMode::Poll
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    #[serde(default)]
+    pub format: LogFormat,
+    /// A tracing filter; `RUST_LOG` overrides it.
+    #[serde(default = "default_log_level")]
+    pub level: String,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::default(),
+            level: default_log_level(),
+        }
+    }
+}
+
+fn default_log_level() -> String {
+    "info".into()
+}
+
+impl Settings {
+    /// Reads `path` (TOML), then applies `CIBA_PROXY__SECTION__KEY` overrides.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let raw = config::Config::builder()
+            .add_source(config::File::from(path).format(config::FileFormat::Toml))
+            .add_source(
+                config::Environment::with_prefix("CIBA_PROXY")
+                    .prefix_separator("__")
+                    .separator("__"),
+            )
+            .build()
+            .map_err(|e| ConfigError::new(path.display().to_string(), e.to_string()))?;
+        Self::from_config(raw)
+    }
+
+    /// Parses settings from a TOML string (no environment overrides).
+    pub fn from_toml(toml: &str) -> Result<Self, ConfigError> {
+        let raw = config::Config::builder()
+            .add_source(config::File::from_str(toml, config::FileFormat::Toml))
+            .build()
+            .map_err(|e| ConfigError::new("<toml>", e.to_string()))?;
+        Self::from_config(raw)
+    }
+
+    fn from_config(raw: config::Config) -> Result<Self, ConfigError> {
+        let settings: Self = raw.try_deserialize().map_err(config_error)?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Rules that need no parsing beyond serde's.
+    fn validate(&self) -> Result<(), ConfigError> {
+        let ciba = &self.ciba;
+        if ciba.expires_in == 0 {
+            return Err(ConfigError::new("ciba.expires_in", "must be at least 1 second"));
+        }
+        if ciba.max_expires_in < ciba.expires_in {
+            return Err(ConfigError::new(
+                "ciba.max_expires_in",
+                "must not be less than ciba.expires_in",
+            ));
+        }
+        if ciba.interval == 0 {
+            return Err(ConfigError::new("ciba.interval", "must be at least 1 second"));
+        }
+        if self.server.bind.parse::<std::net::SocketAddr>().is_err() {
+            return Err(ConfigError::new("server.bind", "expected host:port, e.g. 127.0.0.1:8080"));
+        }
+        check_http_url("server.issuer", &self.server.issuer)?;
+        check_http_url("upstream.issuer", &self.upstream.issuer)?;
+        check_http_url("notifier.url", &self.notifier.url)?;
+        if self.notifier.secret.expose_secret().is_empty() {
+            return Err(ConfigError::new("notifier.secret", "must not be empty"));
+        }
+        if self.upstream.subject_claim.is_empty() {
+            return Err(ConfigError::new("upstream.subject_claim", "must not be empty"));
+        }
+        let store = self.store.url.expose_secret();
+        if !(store == "memory://" || store.starts_with("redis://") || store.starts_with("rediss://"))
+        {
+            return Err(ConfigError::new(
+                "store.url",
+                "expected memory://, redis://host:port[/db] or rediss://...",
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn check_http_url(key: &str, url: &Url) -> Result<(), ConfigError> {
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+        return Err(ConfigError::new(key, "expected an http(s) URL with a host"));
+    }
+    Ok(())
+}
+
+/// The config crate names the key in most messages; keep them on one line.
+fn config_error(e: config::ConfigError) -> ConfigError {
+    let message = e.to_string().replace('\n', " ");
+    let key = match &e {
+        config::ConfigError::Type { key: Some(k), .. } => k.clone(),
+        config::ConfigError::At { key: Some(k), .. } => k.clone(),
+        _ => "settings".into(),
+    };
+    ConfigError::new(key, message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const VALID: &str = r#"
+        [server]
+        issuer = "http://127.0.0.1:8080"
+        [ciba]
+        token_encryption_key = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="
+        [upstream]
+        issuer = "http://127.0.0.1:3000"
+        [notifier]
+        kind = "webhook"
+        url = "http://127.0.0.1:9000/notify"
+        secret = "s"
+    "#;
+
+    #[test]
+    fn defaults_apply() {
+        let s = Settings::from_toml(VALID).unwrap();
+        assert_eq!(s.ciba.expires_in, 300);
+        assert_eq!(s.ciba.max_expires_in, 600);
+        assert_eq!(s.ciba.interval, 5);
+        assert_eq!(s.store.url.expose_secret(), "memory://");
+        assert_eq!(s.upstream.subject_claim, "sub");
+        assert_eq!(
+            s.upstream.discovery_url().unwrap().as_str(),
+            "http://127.0.0.1:3000/.well-known/openid-configuration"
+        );
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let toml = VALID.replace("[ciba]", "[ciba]\nintervall = 3");
+        let e = Settings::from_toml(&toml).unwrap_err();
+        assert!(e.to_string().contains("intervall"), "{e}");
+    }
+
+    #[test]
+    fn missing_key_is_named() {
+        let toml = VALID.replace("secret = \"s\"", "");
+        let e = Settings::from_toml(&toml).unwrap_err();
+        assert!(e.to_string().contains("secret"), "{e}");
+    }
+
+    #[test]
+    fn malformed_url_is_named() {
+        let toml = VALID.replace("http://127.0.0.1:3000", "not a url");
+        let e = Settings::from_toml(&toml).unwrap_err();
+        assert!(e.to_string().contains("upstream.issuer"), "{e}");
+    }
+
+    #[test]
+    fn max_expiry_below_default_is_rejected() {
+        let toml = VALID.replace("[ciba]", "[ciba]\nmax_expires_in = 10");
+        let e = Settings::from_toml(&toml).unwrap_err();
+        assert_eq!(e.key, "ciba.max_expires_in");
+    }
+
+    #[test]
+    fn unknown_store_scheme_is_rejected() {
+        let toml = format!("{VALID}\n[store]\nurl = \"postgres://x\"");
+        assert_eq!(Settings::from_toml(&toml).unwrap_err().key, "store.url");
+    }
+}

@@ -1,0 +1,199 @@
+//! The one OAuth error type at the HTTP edge. Handlers return it; its
+//! `ResponseError` impl renders `{"error","error_description"}` with the
+//! status the specs give. Internal causes go to the log, never to the client.
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+use serde::Serialize;
+
+/// How long a client should wait when the store or the IdP is unavailable.
+const RETRY_AFTER_SECS: &str = "2";
+
+#[derive(Debug, thiserror::Error)]
+pub enum OAuthError {
+    /// RFC 6749 §5.2, CIBA Core §13: missing, repeated or malformed parameter.
+    #[error("invalid_request: {0}")]
+    InvalidRequest(String),
+    /// RFC 6749 §5.2: client authentication failed (401 + WWW-Authenticate).
+    #[error("invalid_client: {0}")]
+    InvalidClient(String),
+    /// RFC 6749 §5.2: the auth_req_id is unknown, another client's, or used.
+    #[error("invalid_grant: {0}")]
+    InvalidGrant(String),
+    /// RFC 6749 §5.2: the client may not use this grant or delivery mode.
+    #[error("unauthorized_client: {0}")]
+    UnauthorizedClient(String),
+    /// RFC 6749 §5.2: only the CIBA grant is served here.
+    #[error("unsupported_grant_type: {0}")]
+    UnsupportedGrantType(String),
+    /// RFC 6749 §5.2, CIBA Core §13: scope unknown, not allowed, or no `openid`.
+    #[error("invalid_scope: {0}")]
+    InvalidScope(String),
+    /// CIBA Core §13: the backchannel request itself is refused (403).
+    #[error("access_denied: {0}")]
+    AccessDenied(String),
+    /// CIBA Core §13: binding_message is not short plain text.
+    #[error("invalid_binding_message: {0}")]
+    InvalidBindingMessage(String),
+    /// CIBA Core §11: the user has not finished yet.
+    #[error("authorization_pending")]
+    AuthorizationPending,
+    /// CIBA Core §11: polled faster than the interval; the interval has grown.
+    #[error("slow_down")]
+    SlowDown { interval: u64 },
+    /// CIBA Core §11: the auth_req_id has expired.
+    #[error("expired_token")]
+    ExpiredToken,
+    /// CIBA Core §11: the user declined, or the sign-in did not match (400 at /token).
+    #[error("access_denied: {0}")]
+    Denied(String),
+    /// RFC 6749 §4.1.2.1: the store or the IdP cannot be reached right now (503).
+    #[error("temporarily_unavailable: {0}")]
+    TemporarilyUnavailable(String),
+    /// Anything else: an opaque `server_error`; the cause is logged.
+    #[error("server_error")]
+    Internal(#[source] anyhow::Error),
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: &'a str,
+    error_description: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    interval: Option<u64>,
+}
+
+impl OAuthError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::InvalidRequest(_) => "invalid_request",
+            Self::InvalidClient(_) => "invalid_client",
+            Self::InvalidGrant(_) => "invalid_grant",
+            Self::UnauthorizedClient(_) => "unauthorized_client",
+            Self::UnsupportedGrantType(_) => "unsupported_grant_type",
+            Self::InvalidScope(_) => "invalid_scope",
+            Self::AccessDenied(_) | Self::Denied(_) => "access_denied",
+            Self::InvalidBindingMessage(_) => "invalid_binding_message",
+            Self::AuthorizationPending => "authorization_pending",
+            Self::SlowDown { .. } => "slow_down",
+            Self::ExpiredToken => "expired_token",
+            Self::TemporarilyUnavailable(_) => "temporarily_unavailable",
+            Self::Internal(_) => "server_error",
+        }
+    }
+
+    pub fn description(&self) -> String {
+        match self {
+            Self::InvalidRequest(d)
+            | Self::InvalidClient(d)
+            | Self::InvalidGrant(d)
+            | Self::UnauthorizedClient(d)
+            | Self::UnsupportedGrantType(d)
+            | Self::InvalidScope(d)
+            | Self::AccessDenied(d)
+            | Self::InvalidBindingMessage(d)
+            | Self::Denied(d)
+            | Self::TemporarilyUnavailable(d) => d.clone(),
+            Self::AuthorizationPending => "the user has not yet completed the authentication".into(),
+            Self::SlowDown { interval } => {
+                format!("polling too fast; wait at least {interval} seconds between requests")
+            }
+            Self::ExpiredToken => "the auth_req_id has expired; start a new request".into(),
+            Self::Internal(_) => "internal error".into(),
+        }
+    }
+
+    pub fn internal(e: impl Into<anyhow::Error>) -> Self {
+        Self::Internal(e.into())
+    }
+}
+
+impl ResponseError for OAuthError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            Self::InvalidClient(_) => StatusCode::UNAUTHORIZED,
+            Self::AccessDenied(_) => StatusCode::FORBIDDEN,
+            Self::TemporarilyUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            _ => StatusCode::BAD_REQUEST,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        match self {
+            Self::Internal(cause) => tracing::error!(error = ?cause, "request failed"),
+            Self::TemporarilyUnavailable(d) => tracing::warn!(reason = %d, "dependency unavailable"),
+            _ => {}
+        }
+        let description = self.description();
+        let interval = match self {
+            Self::SlowDown { interval } => Some(*interval),
+            _ => None,
+        };
+        let mut response = HttpResponse::build(self.status_code());
+        response.insert_header((header::CACHE_CONTROL, HeaderValue::from_static("no-store")));
+        match self {
+            // RFC 6749 §5.2: 401 carries the scheme the client should use.
+            Self::InvalidClient(_) => {
+                response.insert_header((
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Basic realm=\"ciba-proxy\""),
+                ));
+            }
+            Self::TemporarilyUnavailable(_) => {
+                response.insert_header((header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECS)));
+            }
+            _ => {}
+        }
+        response.json(ErrorBody {
+            error: self.code(),
+            error_description: &description,
+            interval,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::body::to_bytes;
+
+    async fn render(e: OAuthError) -> (StatusCode, serde_json::Value) {
+        let response = e.error_response();
+        let status = response.status();
+        let body = to_bytes(response.into_body()).await.unwrap_or_default();
+        (status, serde_json::from_slice(&body).unwrap_or_default())
+    }
+
+    #[actix_web::test]
+    async fn invalid_client_is_401_with_www_authenticate() {
+        let response = OAuthError::InvalidClient("bad secret".into()).error_response();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        assert!(response.headers().contains_key(header::WWW_AUTHENTICATE));
+    }
+
+    #[actix_web::test]
+    async fn internal_error_does_not_leak_its_cause() {
+        let (status, body) =
+            render(OAuthError::internal(anyhow::anyhow!("redis password=hunter2"))).await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(body["error"], "server_error");
+        assert!(!body.to_string().contains("hunter2"));
+    }
+
+    #[actix_web::test]
+    async fn access_denied_is_403_at_bc_authorize_but_400_at_token() {
+        assert_eq!(render(OAuthError::AccessDenied("x".into())).await.0, StatusCode::FORBIDDEN);
+        let (status, body) = render(OAuthError::Denied("user declined".into())).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(body["error"], "access_denied");
+        assert_eq!(body["error_description"], "user declined");
+    }
+
+    #[actix_web::test]
+    async fn unavailable_is_503_with_retry_after() {
+        let response = OAuthError::TemporarilyUnavailable("store down".into()).error_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(response.headers().contains_key(header::RETRY_AFTER));
+    }
+}

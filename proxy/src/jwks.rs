@@ -1,0 +1,147 @@
+//! Key sets used to verify JWS signatures: a client's registered keys (inline
+//! or at its `jwks_uri`) and the IdP's signing keys. A remote set is fetched
+//! lazily and refetched when a token names a `kid` it does not hold, so key
+//! rotation at the IdP needs no restart.
+use std::time::{Duration, Instant};
+
+use jsonwebtoken::jwk::{Jwk, JwkSet, PublicKeyUse};
+use jsonwebtoken::{DecodingKey, Header};
+use tokio::sync::RwLock;
+use url::Url;
+
+/// Unknown `kid`s trigger at most one refetch per this period, so forged
+/// tokens cannot make us hammer the key server.
+const MIN_REFETCH_INTERVAL: Duration = Duration::from_secs(10);
+/// Largest key set we accept.
+const MAX_JWKS_BYTES: usize = 256 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum JwksError {
+    #[error("the key set at {0} could not be fetched: {1}")]
+    Fetch(String, String),
+    #[error("no usable key matches the token's kid/alg")]
+    NoMatchingKey,
+    #[error("the matching key is unusable: {0}")]
+    BadKey(String),
+}
+
+#[derive(Debug)]
+enum Source {
+    Fixed,
+    Remote { uri: Url, http: reqwest::Client },
+}
+
+#[derive(Debug, Default)]
+struct Cached {
+    set: Option<JwkSet>,
+    fetched_at: Option<Instant>,
+}
+
+#[derive(Debug)]
+pub struct KeySet {
+    source: Source,
+    cache: RwLock<Cached>,
+}
+
+impl KeySet {
+    pub fn fixed(set: JwkSet) -> Self {
+        Self {
+            source: Source::Fixed,
+            cache: RwLock::new(Cached {
+                set: Some(set),
+                fetched_at: None,
+            }),
+        }
+    }
+
+    pub fn remote(uri: Url, http: reqwest::Client) -> Self {
+        Self {
+            source: Source::Remote { uri, http },
+            cache: RwLock::new(Cached::default()),
+        }
+    }
+
+    /// Parses a JWKS JSON document.
+    pub fn parse(json: &str) -> Result<JwkSet, String> {
+        serde_json::from_str(json).map_err(|e| format!("is not a valid JWK set: {e}"))
+    }
+
+    /// The key that verifies a token with this header.
+    pub async fn decoding_key(&self, header: &Header) -> Result<DecodingKey, JwksError> {
+        {
+            let cache = self.cache.read().await;
+            if let Some(set) = &cache.set {
+                if let Some(jwk) = select(set, header) {
+                    return to_decoding_key(jwk);
+                }
+            }
+        }
+        let Source::Remote { uri, http } = &self.source else {
+            return Err(JwksError::NoMatchingKey);
+        };
+        let mut cache = self.cache.write().await;
+        let recently = cache
+            .fetched_at
+            .is_some_and(|at| at.elapsed() < MIN_REFETCH_INTERVAL);
+        if !recently || cache.set.is_none() {
+            let set = fetch(uri, http).await?;
+            cache.set = Some(set);
+            cache.fetched_at = Some(Instant::now());
+        }
+        let set = cache.set.as_ref().ok_or(JwksError::NoMatchingKey)?;
+        select(set, header).map(to_decoding_key).unwrap_or(Err(JwksError::NoMatchingKey))
+    }
+}
+
+/// The key named by `kid`, or the only signing key when the token names none.
+fn select<'a>(set: &'a JwkSet, header: &Header) -> Option<&'a Jwk> {
+    let usable = |jwk: &&Jwk| {
+        let for_signing = !matches!(jwk.common.public_key_use, Some(PublicKeyUse::Encryption));
+        let alg_ok = jwk
+            .common
+            .key_algorithm
+            .is_none_or(|a| format!("{a:?}") == format!("{:?}", header.alg)); // both enums spell JOSE names
+        for_signing && alg_ok
+    };
+    match &header.kid {
+        Some(kid) => set
+            .keys
+            .iter()
+            .filter(usable)
+            .find(|k| k.common.key_id.as_deref() == Some(kid)),
+        None => {
+            let mut candidates = set.keys.iter().filter(usable);
+            let first = candidates.next();
+            candidates.next().is_none().then_some(first).flatten()
+        }
+    }
+}
+
+fn to_decoding_key(jwk: &Jwk) -> Result<DecodingKey, JwksError> {
+    DecodingKey::from_jwk(jwk).map_err(|e| JwksError::BadKey(e.to_string()))
+}
+
+async fn fetch(uri: &Url, http: &reqwest::Client) -> Result<JwkSet, JwksError> {
+    let fail = |e: String| JwksError::Fetch(uri.to_string(), e);
+    let response = http.get(uri.clone()).send().await.map_err(|e| fail(e.to_string()))?;
+    if !response.status().is_success() {
+        return Err(fail(format!("status {}", response.status())));
+    }
+    let body = read_limited(response, MAX_JWKS_BYTES).await.map_err(fail)?;
+    serde_json::from_slice(&body).map_err(|e| fail(format!("not a JWK set: {e}")))
+}
+
+/// Reads a response body, refusing bodies larger than `limit`.
+pub async fn read_limited(mut response: reqwest::Response, limit: usize) -> Result<Vec<u8>, String> {
+    if response.content_length().is_some_and(|n| n as usize > limit) {
+        return Err(format!("response larger than {limit} bytes"));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|e| e.to_string())? {
+        if body.len() + chunk.len() > limit {
+            return Err(format!("response larger than {limit} bytes"));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}

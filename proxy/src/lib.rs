@@ -1,0 +1,37 @@
+//! ciba-proxy: OpenID Connect CIBA in front of an OpenID provider that only
+//! speaks the authorization-code flow, with every poll answered from the store.
+//!
+//! Layout:
+//! - [`configuration`] loads and validates the TOML settings (exit 2 on error).
+//! - [`startup`] wires the pieces into an actix-web [`startup::Application`].
+//! - [`routes`] has one module per endpoint: discovery, `/bc-authorize`,
+//!   `/token`, `/callback` and the health probes.
+//! - [`domain`] holds the protocol types that can only be valid once parsed
+//!   (`AuthReqId`, `LoginHint`, `BindingMessage`, `Scope`, ...).
+//! - [`clients`] is the registry of consumption-device clients and their
+//!   authentication; [`request_object`] validates signed request objects.
+//! - [`upstream`] talks to the IdP: discovery, authorization URL with PKCE,
+//!   code exchange and ID-token validation; [`jwks`] caches key sets.
+//! - [`store`] keeps request and token state (in memory or in Redis) behind
+//!   one trait; [`crypto`] seals tokens at rest and makes random identifiers.
+//! - [`notifier`] tells the user's authentication device about a request.
+//! - [`error`] is the single OAuth error type rendered at the HTTP edge.
+#![forbid(unsafe_code)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+
+pub mod clients;
+pub mod clock;
+pub mod configuration;
+pub mod crypto;
+pub mod domain;
+pub mod error;
+pub mod form;
+pub mod jwks;
+pub mod notifier;
+pub mod request_object;
+pub mod routes;
+pub mod startup;
+pub mod state;
+pub mod store;
+pub mod telemetry;
+pub mod upstream;

@@ -1,0 +1,162 @@
+//! `POST /bc-authorize`: CIBA Core §7. Authenticates the client, validates
+//! the (signed) request, stores it as pending, has the user's device
+//! notified and answers `auth_req_id`, `expires_in`, `interval` (§7.3).
+use actix_web::http::header::{CacheControl, CacheDirective};
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::Serialize;
+
+use super::{record_auth_req, record_client, BACKCHANNEL_PATH};
+use crate::clients::Client;
+use crate::domain::{AuthReqId, BindingMessage, LoginHint, RequestedExpiry, Scope};
+use crate::error::OAuthError;
+use crate::form::FormParams;
+use crate::notifier::{deliver, UserNotification};
+use crate::request_object::{request_parameters, Audiences};
+use crate::state::{AppState, CibaPolicy};
+use crate::store::RequestRecord;
+
+#[derive(Debug, Serialize)]
+struct Acknowledgement {
+    auth_req_id: String,
+    expires_in: u64,
+    interval: u64,
+}
+
+/// A backchannel request whose every parameter has been checked.
+#[derive(Debug)]
+struct ValidRequest {
+    scope: Scope,
+    login_hint: LoginHint,
+    binding_message: Option<BindingMessage>,
+    expires_in: u64,
+    acr_values: Option<String>,
+}
+
+#[tracing::instrument(skip_all, fields(client_id))]
+pub async fn backchannel_authentication(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, OAuthError> {
+    let form = FormParams::from_request(&req, payload).await?;
+    let client = state.clients.authenticate(&req, &form)?;
+    record_client(&client.id);
+    let endpoint = state.url(BACKCHANNEL_PATH);
+    let audiences = Audiences {
+        issuer: &state.issuer,
+        endpoint: &endpoint,
+    };
+    let now_ms = state.clock.now_ms();
+    let params = request_parameters(&client, &form, &audiences, state.store.as_ref(), now_ms / 1000).await?;
+    let request = validate(&params, &client, &state.policy)?;
+
+    let authorization = state
+        .upstream
+        .authorization_request(&client, &request.scope, request.login_hint.as_str(), request.acr_values.as_deref())
+        .await
+        .map_err(|e| {
+            tracing::warn!(error = %e, "cannot build the upstream authorization request");
+            OAuthError::TemporarilyUnavailable("the identity provider is not reachable; retry shortly".into())
+        })?;
+    let id = AuthReqId::generate();
+    record_auth_req(&id);
+    let expires_at_ms = now_ms + request.expires_in * 1000;
+    let record = RequestRecord {
+        id: id.clone(),
+        client_id: client.id.clone(),
+        login_hint: request.login_hint.as_str().to_owned(),
+        scope: request.scope.to_string(),
+        nonce: authorization.nonce,
+        sealed_verifier: state.cipher.seal(authorization.pkce_verifier.as_bytes(), id.as_str()),
+        expires_at_ms,
+        interval_secs: state.policy.interval,
+    };
+    state.store.create(&record, &authorization.state, now_ms).await?;
+
+    let notification = UserNotification {
+        login_hint: record.login_hint,
+        binding_message: request.binding_message.map(|b| b.as_str().to_owned()),
+        client_id: client.id.clone(),
+        scope: record.scope,
+        authorization_url: authorization.url.to_string(),
+        expires_at: expires_at_ms / 1000,
+    };
+    tokio::spawn(deliver(
+        state.notifier.clone(),
+        state.store.clone(),
+        state.clock.clone(),
+        id.clone(),
+        notification,
+    ));
+    tracing::info!(expires_in = request.expires_in, "backchannel request accepted");
+
+    Ok(HttpResponse::Ok()
+        .insert_header(CacheControl(vec![CacheDirective::NoStore]))
+        .json(Acknowledgement {
+            auth_req_id: id.to_string(),
+            expires_in: request.expires_in,
+            interval: state.policy.interval,
+        }))
+}
+
+/// CIBA Core §7.1: scope, exactly one hint, binding_message, requested_expiry.
+fn validate(params: &FormParams, client: &Client, policy: &CibaPolicy) -> Result<ValidRequest, OAuthError> {
+    let scope = params
+        .get("scope")
+        .ok_or_else(|| OAuthError::InvalidRequest("scope is required".into()))?;
+    let scope = Scope::parse(scope).map_err(OAuthError::InvalidScope)?;
+    if !scope.contains("openid") {
+        return Err(OAuthError::InvalidScope("scope must include openid".into()));
+    }
+    let refused: Vec<&str> = scope.not_in(&client.scope).collect();
+    if !refused.is_empty() {
+        return Err(OAuthError::InvalidScope(format!(
+            "this client may not request: {}",
+            refused.join(" ")
+        )));
+    }
+
+    let hints: Vec<&str> = ["login_hint", "login_hint_token", "id_token_hint"]
+        .into_iter()
+        .filter(|h| params.get(h).is_some())
+        .collect();
+    let login_hint = match hints.as_slice() {
+        [] => {
+            return Err(OAuthError::InvalidRequest(
+                "one of login_hint, login_hint_token or id_token_hint is required".into(),
+            ))
+        }
+        ["login_hint"] => LoginHint::parse(params.get("login_hint").unwrap_or_default())
+            .map_err(OAuthError::InvalidRequest)?,
+        [other] => {
+            return Err(OAuthError::InvalidRequest(format!(
+                "{other} is not supported yet; identify the user with login_hint"
+            )))
+        }
+        _ => {
+            return Err(OAuthError::InvalidRequest(format!(
+                "send exactly one hint, not {}",
+                hints.join(" and ")
+            )))
+        }
+    };
+
+    let binding_message = params
+        .get("binding_message")
+        .map(BindingMessage::parse)
+        .transpose()
+        .map_err(OAuthError::InvalidBindingMessage)?;
+    let expires_in = match params.get("requested_expiry") {
+        Some(v) => RequestedExpiry::parse(v)
+            .map_err(OAuthError::InvalidRequest)?
+            .capped(policy.max_expires_in),
+        None => policy.expires_in,
+    };
+    Ok(ValidRequest {
+        scope,
+        login_hint,
+        binding_message,
+        expires_in,
+        acr_values: params.get("acr_values").map(str::to_owned),
+    })
+}

@@ -1,0 +1,30 @@
+//! `GET /.well-known/openid-configuration` (OpenID Connect Discovery, with
+//! the CIBA Core §4 metadata). The ID tokens are the IdP's, so the upstream
+//! issuer and its `jwks_uri` are published for clients that verify them.
+use actix_web::{web, HttpResponse};
+use serde_json::json;
+
+use super::{BACKCHANNEL_PATH, CIBA_GRANT_TYPE, TOKEN_PATH};
+use crate::clients::SIGNING_ALGS;
+use crate::error::OAuthError;
+use crate::state::AppState;
+
+pub async fn openid_configuration(state: web::Data<AppState>) -> Result<HttpResponse, OAuthError> {
+    let upstream = state.upstream.metadata().await.map_err(|e| {
+        tracing::warn!(error = %e, "upstream metadata unavailable");
+        OAuthError::TemporarilyUnavailable("the identity provider's metadata is not available yet".into())
+    })?;
+    let algs: Vec<String> = SIGNING_ALGS.iter().map(|a| format!("{a:?}")).collect();
+    Ok(HttpResponse::Ok().json(json!({
+        "issuer": state.issuer,
+        "backchannel_authentication_endpoint": state.url(BACKCHANNEL_PATH),
+        "token_endpoint": state.url(TOKEN_PATH),
+        "grant_types_supported": [CIBA_GRANT_TYPE],
+        "backchannel_token_delivery_modes_supported": ["poll"],
+        "backchannel_authentication_request_signing_alg_values_supported": algs,
+        "backchannel_user_code_parameter_supported": false,
+        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+        "upstream_issuer": upstream.issuer,
+        "jwks_uri": upstream.jwks_uri,
+    })))
+}

@@ -1,0 +1,142 @@
+//! Builds the application from settings: every setting is parsed and checked
+//! before a port is bound, so a bad configuration binds nothing.
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::dev::Server;
+use actix_web::{web, App, HttpServer};
+use secrecy::ExposeSecret;
+use tracing_actix_web::TracingLogger;
+use url::Url;
+
+use crate::clients::ClientRegistry;
+use crate::clock::{Clock, SystemClock};
+use crate::configuration::{ConfigError, NotifierKind, Settings};
+use crate::crypto::TokenCipher;
+use crate::notifier::{Notifier, WebhookNotifier};
+use crate::routes::{self, BACKCHANNEL_PATH, CALLBACK_PATH, TOKEN_PATH};
+use crate::state::{AppState, CibaPolicy};
+use crate::store::{MemoryStore, RedisStore, Store, StoreError};
+use crate::telemetry::RequestSpan;
+use crate::upstream::Upstream;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("cannot reach the store: {0}")]
+    Store(#[from] StoreError),
+    #[error("cannot listen: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("cannot build the HTTP client: {0}")]
+    Http(#[from] reqwest::Error),
+}
+
+pub struct Application {
+    port: u16,
+    server: Server,
+}
+
+impl Application {
+    /// Builds from settings and binds `server.bind`.
+    pub async fn build(settings: Settings) -> Result<Self, StartupError> {
+        let state = build_state(&settings, Arc::new(SystemClock)).await?;
+        let listener = TcpListener::bind(&settings.server.bind)?;
+        Self::serve(state, listener)
+    }
+
+    /// Builds on a listener the caller bound, with the caller's clock (tests).
+    pub async fn build_with(
+        settings: Settings,
+        listener: TcpListener,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, StartupError> {
+        let state = build_state(&settings, clock).await?;
+        Self::serve(state, listener)
+    }
+
+    fn serve(state: AppState, listener: TcpListener) -> Result<Self, StartupError> {
+        let port = listener.local_addr()?.port();
+        let upstream = state.upstream.clone();
+        // Load the IdP's metadata now rather than on the first request.
+        tokio::spawn(async move {
+            if let Err(e) = upstream.metadata().await {
+                tracing::warn!(error = %e, "upstream metadata not loaded yet; will retry on demand");
+            }
+        });
+        let data = web::Data::new(state);
+        let server = HttpServer::new(move || {
+            App::new()
+                .wrap(TracingLogger::<RequestSpan>::new())
+                .app_data(data.clone())
+                .route("/.well-known/openid-configuration", web::get().to(routes::discovery::openid_configuration))
+                .route(BACKCHANNEL_PATH, web::post().to(routes::backchannel_authentication::backchannel_authentication))
+                .route(TOKEN_PATH, web::post().to(routes::token::token))
+                .route(CALLBACK_PATH, web::get().to(routes::callback::callback))
+                .route("/healthz", web::get().to(routes::health::healthz))
+                .route("/readyz", web::get().to(routes::health::readyz))
+        })
+        .listen(listener)?
+        .run();
+        Ok(Self { port, server })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Serves until SIGINT/SIGTERM, then finishes in-flight requests.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.server.await
+    }
+}
+
+async fn build_state(settings: &Settings, clock: Arc<dyn Clock>) -> Result<AppState, StartupError> {
+    let cipher = TokenCipher::from_base64(&settings.ciba.token_encryption_key)?;
+    let issuer = settings.server.issuer.as_str().trim_end_matches('/').to_owned();
+    let callback = Url::parse(&format!("{issuer}{CALLBACK_PATH}"))
+        .map_err(|e| ConfigError::new("server.issuer", e.to_string()))?;
+    let upstream_http = Upstream::http_client(Duration::from_millis(settings.upstream.timeout_ms))?;
+    let clients = ClientRegistry::from_settings(&settings.clients, &upstream_http)?;
+    let upstream = Upstream::new(
+        &settings.upstream,
+        settings.upstream.discovery_url()?,
+        callback,
+        upstream_http,
+    );
+    let notifier: Arc<dyn Notifier> = match settings.notifier.kind {
+        NotifierKind::Webhook => Arc::new(WebhookNotifier::new(
+            settings.notifier.url.clone(),
+            settings.notifier.secret.clone(),
+            Upstream::http_client(Duration::from_millis(settings.notifier.timeout_ms))?,
+        )),
+    };
+    let store_url = settings.store.url.expose_secret();
+    let store: Arc<dyn Store> = if store_url == "memory://" {
+        Arc::new(MemoryStore::new(clock.clone()))
+    } else {
+        Arc::new(
+            RedisStore::connect(
+                store_url,
+                &settings.store.key_prefix,
+                Duration::from_millis(settings.store.timeout_ms),
+            )
+            .await?,
+        )
+    };
+    Ok(AppState {
+        issuer,
+        policy: CibaPolicy {
+            expires_in: settings.ciba.expires_in,
+            max_expires_in: settings.ciba.max_expires_in,
+            interval: settings.ciba.interval,
+        },
+        clients,
+        store,
+        upstream: Arc::new(upstream),
+        notifier,
+        cipher,
+        clock,
+    })
+}

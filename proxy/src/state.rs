@@ -1,0 +1,37 @@
+//! What every handler shares: built once at startup, cloned cheaply.
+use std::sync::Arc;
+
+use crate::clients::ClientRegistry;
+use crate::clock::Clock;
+use crate::crypto::TokenCipher;
+use crate::notifier::Notifier;
+use crate::store::Store;
+use crate::upstream::Upstream;
+
+/// Lifetimes and intervals handed to clients.
+#[derive(Debug, Clone, Copy)]
+pub struct CibaPolicy {
+    pub expires_in: u64,
+    pub max_expires_in: u64,
+    pub interval: u64,
+}
+
+#[derive(Clone)]
+pub struct AppState {
+    /// The proxy's public base URL, without a trailing slash.
+    pub issuer: String,
+    pub policy: CibaPolicy,
+    pub clients: ClientRegistry,
+    pub store: Arc<dyn Store>,
+    pub upstream: Arc<Upstream>,
+    pub notifier: Arc<dyn Notifier>,
+    pub cipher: TokenCipher,
+    pub clock: Arc<dyn Clock>,
+}
+
+impl AppState {
+    /// The public URL of one of our endpoints.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.issuer, path)
+    }
+}

@@ -1,0 +1,168 @@
+//! The single-instance store: a map under a mutex, swept as it is used.
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use parking_lot::Mutex;
+
+use super::{
+    Outcome, PollOutcome, RequestRecord, Status, Store, StoreError, EXPIRED_RETENTION_MS,
+    SLOW_DOWN_STEP_SECS,
+};
+use crate::clock::Clock;
+use crate::domain::AuthReqId;
+
+/// Sweep expired entries at most this often.
+const SWEEP_EVERY_MS: u64 = 30_000;
+
+#[derive(Debug)]
+struct Entry {
+    record: RequestRecord,
+    status: Status,
+    last_poll_ms: Option<u64>,
+    sealed_tokens: Option<String>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    requests: HashMap<AuthReqId, Entry>,
+    states: HashMap<String, (AuthReqId, u64)>,
+    once: HashMap<String, u64>,
+    last_sweep_ms: u64,
+}
+
+impl Inner {
+    fn sweep(&mut self, now: u64) {
+        if now.saturating_sub(self.last_sweep_ms) < SWEEP_EVERY_MS {
+            return;
+        }
+        self.last_sweep_ms = now;
+        self.requests
+            .retain(|_, e| now < e.record.expires_at_ms + EXPIRED_RETENTION_MS);
+        self.states.retain(|_, (_, until)| now < *until);
+        self.once.retain(|_, until| now < *until);
+    }
+}
+
+#[derive(Clone)]
+pub struct MemoryStore {
+    inner: Arc<Mutex<Inner>>,
+    clock: Arc<dyn Clock>,
+}
+
+impl MemoryStore {
+    pub fn new(clock: Arc<dyn Clock>) -> Self {
+        Self {
+            inner: Arc::default(),
+            clock,
+        }
+    }
+}
+
+#[async_trait]
+impl Store for MemoryStore {
+    async fn create(&self, record: &RequestRecord, state: &str, now_ms: u64) -> Result<(), StoreError> {
+        let mut inner = self.inner.lock();
+        inner.sweep(now_ms);
+        inner
+            .states
+            .insert(state.to_owned(), (record.id.clone(), record.expires_at_ms));
+        inner.requests.insert(
+            record.id.clone(),
+            Entry {
+                record: record.clone(),
+                status: Status::Pending,
+                last_poll_ms: None,
+                sealed_tokens: None,
+            },
+        );
+        Ok(())
+    }
+
+    async fn take_state(&self, state: &str) -> Result<Option<AuthReqId>, StoreError> {
+        let now = self.clock.now_ms();
+        let taken = self.inner.lock().states.remove(state);
+        Ok(taken.filter(|(_, until)| now < *until).map(|(id, _)| id))
+    }
+
+    async fn get(&self, id: &AuthReqId) -> Result<Option<(RequestRecord, Status)>, StoreError> {
+        let now = self.clock.now_ms();
+        let inner = self.inner.lock();
+        Ok(inner
+            .requests
+            .get(id)
+            .filter(|e| now < e.record.expires_at_ms + EXPIRED_RETENTION_MS)
+            .map(|e| (e.record.clone(), e.status.clone())))
+    }
+
+    async fn finish(&self, id: &AuthReqId, outcome: &Outcome, now_ms: u64) -> Result<bool, StoreError> {
+        let mut inner = self.inner.lock();
+        let Some(entry) = inner.requests.get_mut(id) else {
+            return Ok(false);
+        };
+        if entry.status != Status::Pending || now_ms >= entry.record.expires_at_ms {
+            return Ok(false);
+        }
+        match outcome {
+            Outcome::Approved { sealed_tokens } => {
+                entry.status = Status::Approved;
+                entry.sealed_tokens = Some(sealed_tokens.clone());
+            }
+            Outcome::Denied { reason } => entry.status = Status::Denied(reason.clone()),
+        }
+        Ok(true)
+    }
+
+    async fn poll(&self, id: &AuthReqId, client_id: &str, now_ms: u64) -> Result<PollOutcome, StoreError> {
+        let mut inner = self.inner.lock();
+        let Some(entry) = inner.requests.get_mut(id) else {
+            return Ok(PollOutcome::Unknown);
+        };
+        if entry.record.client_id != client_id
+            || now_ms >= entry.record.expires_at_ms + EXPIRED_RETENTION_MS
+        {
+            return Ok(PollOutcome::Unknown);
+        }
+        if now_ms >= entry.record.expires_at_ms {
+            entry.sealed_tokens = None;
+            return Ok(PollOutcome::Expired);
+        }
+        Ok(match &entry.status {
+            Status::Pending => {
+                let last = entry.last_poll_ms.replace(now_ms);
+                if last.is_some_and(|last| now_ms < last + entry.record.interval_secs * 1000) {
+                    entry.record.interval_secs += SLOW_DOWN_STEP_SECS;
+                    PollOutcome::SlowDown {
+                        interval_secs: entry.record.interval_secs,
+                    }
+                } else {
+                    PollOutcome::Pending
+                }
+            }
+            Status::Approved => {
+                entry.status = Status::Issued;
+                match entry.sealed_tokens.take() {
+                    Some(tokens) => PollOutcome::Tokens(tokens),
+                    None => PollOutcome::Expired,
+                }
+            }
+            Status::Denied(reason) => PollOutcome::Denied(reason.clone()),
+            Status::Issued => PollOutcome::Redeemed,
+        })
+    }
+
+    async fn use_once(&self, key: &str, ttl_secs: u64) -> Result<bool, StoreError> {
+        let now = self.clock.now_ms();
+        let mut inner = self.inner.lock();
+        inner.sweep(now);
+        if inner.once.get(key).is_some_and(|until| now < *until) {
+            return Ok(false);
+        }
+        inner.once.insert(key.to_owned(), now + ttl_secs * 1000);
+        Ok(true)
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}

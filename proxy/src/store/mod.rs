@@ -1,0 +1,127 @@
+//! Request and token state behind one trait, with two backends: in memory
+//! (one instance) and Redis (many instances). Both keep the same contract,
+//! which the end-to-end suite checks against each.
+//!
+//! A request moves `pending → approved → issued` or `pending → denied`; it
+//! expires at `expires_at` whatever its state. A poll is one atomic step that
+//! checks ownership and expiry, enforces the interval and hands the sealed
+//! tokens out at most once.
+use async_trait::async_trait;
+
+use crate::domain::AuthReqId;
+
+mod memory;
+mod redis;
+
+pub use self::memory::MemoryStore;
+pub use self::redis::RedisStore;
+
+/// How long an expired request is kept so a late poll still hears
+/// `expired_token` rather than `invalid_grant`.
+pub const EXPIRED_RETENTION_MS: u64 = 300_000;
+
+/// CIBA Core §11: each `slow_down` raises the interval by 5 seconds.
+pub const SLOW_DOWN_STEP_SECS: u64 = 5;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("the store is unavailable: {0}")]
+    Unavailable(String),
+    #[error("the store returned malformed data: {0}")]
+    Corrupt(String),
+}
+
+impl From<StoreError> for crate::error::OAuthError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Unavailable(_) => {
+                tracing::warn!(error = %e, "store unavailable");
+                Self::TemporarilyUnavailable("the service is temporarily unavailable; retry shortly".into())
+            }
+            StoreError::Corrupt(_) => Self::internal(e),
+        }
+    }
+}
+
+/// What the proxy keeps about one backchannel request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestRecord {
+    pub id: AuthReqId,
+    pub client_id: String,
+    pub login_hint: String,
+    pub scope: String,
+    pub nonce: String,
+    /// The PKCE code verifier, sealed with the token cipher.
+    pub sealed_verifier: String,
+    pub expires_at_ms: u64,
+    pub interval_secs: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Status {
+    Pending,
+    Approved,
+    Denied(String),
+    Issued,
+}
+
+impl Status {
+    fn name(&self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Approved => "approved",
+            Self::Denied(_) => "denied",
+            Self::Issued => "issued",
+        }
+    }
+}
+
+/// How a login ended, as recorded by the callback.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The tokens, sealed with the token cipher.
+    Approved { sealed_tokens: String },
+    /// Why the request was refused, in words for the client.
+    Denied { reason: String },
+}
+
+/// The answer to one poll at the token endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PollOutcome {
+    /// Unknown, long gone, or another client's: indistinguishable on purpose.
+    Unknown,
+    Pending,
+    SlowDown { interval_secs: u64 },
+    Expired,
+    Denied(String),
+    /// The tokens were handed out already.
+    Redeemed,
+    /// The sealed tokens; no later poll will see them.
+    Tokens(String),
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Saves a new pending request and the single-use `state` bound to it.
+    async fn create(&self, record: &RequestRecord, state: &str, now_ms: u64) -> Result<(), StoreError>;
+
+    /// The request a callback `state` belongs to; the state is consumed.
+    async fn take_state(&self, state: &str) -> Result<Option<AuthReqId>, StoreError>;
+
+    /// The request and its status, if it is still kept.
+    async fn get(&self, id: &AuthReqId) -> Result<Option<(RequestRecord, Status)>, StoreError>;
+
+    /// Records how a pending, unexpired request ended. Returns false (and
+    /// changes nothing) when the request is gone, expired or already ended.
+    async fn finish(&self, id: &AuthReqId, outcome: &Outcome, now_ms: u64) -> Result<bool, StoreError>;
+
+    /// One poll by `client_id`, atomically.
+    async fn poll(&self, id: &AuthReqId, client_id: &str, now_ms: u64) -> Result<PollOutcome, StoreError>;
+
+    /// Marks a one-time value (a request object's `jti`) as used for
+    /// `ttl_secs`. Returns false when it was used before.
+    async fn use_once(&self, key: &str, ttl_secs: u64) -> Result<bool, StoreError>;
+
+    /// Whether the store answers.
+    async fn ping(&self) -> Result<(), StoreError>;
+}

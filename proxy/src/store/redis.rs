@@ -1,0 +1,259 @@
+//! The shared store: one Redis, any number of proxy instances.
+//!
+//! Keys of one request share a hash tag (`{prefix}:{<id>}:req|tok`) so the
+//! scripts stay valid on Redis Cluster. Every key has a TTL. The poll and the
+//! finish step are Lua scripts, so each is one atomic round trip; the redis
+//! crate's `Script` reloads a script after a failover (NOSCRIPT).
+use std::collections::HashMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{AsyncCommands, Script};
+
+use super::{
+    Outcome, PollOutcome, RequestRecord, Status, Store, StoreError, EXPIRED_RETENTION_MS,
+    SLOW_DOWN_STEP_SECS,
+};
+use crate::domain::AuthReqId;
+
+const POLL: &str = r"
+-- KEYS[1] request hash, KEYS[2] sealed tokens; ARGV: client_id, now_ms, slow_down step
+local r = redis.call('HMGET', KEYS[1], 'client_id', 'status', 'expires_at', 'interval', 'last_poll', 'reason')
+if not r[1] or r[1] ~= ARGV[1] then return {'unknown'} end
+local now = tonumber(ARGV[2])
+if now >= tonumber(r[3]) then
+  redis.call('DEL', KEYS[2])
+  return {'expired'}
+end
+local status = r[2]
+if status == 'pending' then
+  local interval = tonumber(r[4])
+  local last = tonumber(r[5])
+  redis.call('HSET', KEYS[1], 'last_poll', ARGV[2])
+  if last and now < last + interval * 1000 then
+    interval = interval + tonumber(ARGV[3])
+    redis.call('HSET', KEYS[1], 'interval', interval)
+    return {'slow_down', tostring(interval)}
+  end
+  return {'pending'}
+elseif status == 'approved' then
+  local tokens = redis.call('GET', KEYS[2])
+  redis.call('HSET', KEYS[1], 'status', 'issued')
+  redis.call('DEL', KEYS[2])
+  if not tokens then return {'expired'} end
+  return {'tokens', tokens}
+elseif status == 'denied' then
+  return {'denied', r[6] or ''}
+end
+return {'redeemed'}
+";
+
+const FINISH: &str = r"
+-- KEYS[1] request hash, KEYS[2] sealed tokens; ARGV: outcome, payload, now_ms
+local r = redis.call('HMGET', KEYS[1], 'status', 'expires_at')
+if not r[1] or r[1] ~= 'pending' then return 0 end
+local left = tonumber(r[2]) - tonumber(ARGV[3])
+if left <= 0 then return 0 end
+if ARGV[1] == 'approved' then
+  redis.call('SET', KEYS[2], ARGV[2], 'PX', left)
+  redis.call('HSET', KEYS[1], 'status', 'approved')
+else
+  redis.call('HSET', KEYS[1], 'status', 'denied', 'reason', ARGV[2])
+end
+return 1
+";
+
+#[derive(Clone)]
+pub struct RedisStore {
+    conn: ConnectionManager,
+    prefix: String,
+    poll: Script,
+    finish: Script,
+}
+
+fn unavailable(e: redis::RedisError) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+impl RedisStore {
+    /// Connects to `url`; every command gives up after `timeout`.
+    pub async fn connect(url: &str, prefix: &str, timeout: Duration) -> Result<Self, StoreError> {
+        let client = redis::Client::open(url).map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(timeout)
+            .set_response_timeout(timeout)
+            .set_number_of_retries(2);
+        let conn = ConnectionManager::new_with_config(client, config)
+            .await
+            .map_err(unavailable)?;
+        Ok(Self {
+            conn,
+            prefix: prefix.to_owned(),
+            poll: Script::new(POLL),
+            finish: Script::new(FINISH),
+        })
+    }
+
+    fn request_key(&self, id: &AuthReqId) -> String {
+        format!("{}:{{{}}}:req", self.prefix, id)
+    }
+
+    fn tokens_key(&self, id: &AuthReqId) -> String {
+        format!("{}:{{{}}}:tok", self.prefix, id)
+    }
+
+    fn state_key(&self, state: &str) -> String {
+        format!("{}:state:{}", self.prefix, state)
+    }
+}
+
+fn field<'a>(map: &'a HashMap<String, String>, name: &str) -> Result<&'a str, StoreError> {
+    map.get(name)
+        .map(String::as_str)
+        .ok_or_else(|| StoreError::Corrupt(format!("request without {name}")))
+}
+
+fn number(map: &HashMap<String, String>, name: &str) -> Result<u64, StoreError> {
+    field(map, name)?
+        .parse()
+        .map_err(|_| StoreError::Corrupt(format!("{name} is not a number")))
+}
+
+#[async_trait]
+impl Store for RedisStore {
+    async fn create(&self, record: &RequestRecord, state: &str, now_ms: u64) -> Result<(), StoreError> {
+        let key = self.request_key(&record.id);
+        let live_ms = record.expires_at_ms.saturating_sub(now_ms).max(1);
+        let fields = [
+            ("client_id", record.client_id.clone()),
+            ("status", Status::Pending.name().to_owned()),
+            ("login_hint", record.login_hint.clone()),
+            ("scope", record.scope.clone()),
+            ("nonce", record.nonce.clone()),
+            ("verifier", record.sealed_verifier.clone()),
+            ("expires_at", record.expires_at_ms.to_string()),
+            ("interval", record.interval_secs.to_string()),
+        ];
+        let mut conn = self.conn.clone();
+        redis::pipe()
+            .atomic()
+            .hset_multiple(&key, &fields)
+            .ignore()
+            .pexpire(&key, (live_ms + EXPIRED_RETENTION_MS) as i64)
+            .ignore()
+            .set_options(
+                self.state_key(state),
+                record.id.as_str(),
+                redis::SetOptions::default().with_expiration(redis::SetExpiry::PX(live_ms)),
+            )
+            .ignore()
+            .query_async::<()>(&mut conn)
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn take_state(&self, state: &str) -> Result<Option<AuthReqId>, StoreError> {
+        let mut conn = self.conn.clone();
+        let id: Option<String> = conn.get_del(self.state_key(state)).await.map_err(unavailable)?;
+        Ok(id.and_then(|id| AuthReqId::parse(&id).ok()))
+    }
+
+    async fn get(&self, id: &AuthReqId) -> Result<Option<(RequestRecord, Status)>, StoreError> {
+        let mut conn = self.conn.clone();
+        let map: HashMap<String, String> = conn.hgetall(self.request_key(id)).await.map_err(unavailable)?;
+        if map.is_empty() {
+            return Ok(None);
+        }
+        let status = match field(&map, "status")? {
+            "pending" => Status::Pending,
+            "approved" => Status::Approved,
+            "issued" => Status::Issued,
+            "denied" => Status::Denied(map.get("reason").cloned().unwrap_or_default()),
+            other => return Err(StoreError::Corrupt(format!("unknown status {other}"))),
+        };
+        let record = RequestRecord {
+            id: id.clone(),
+            client_id: field(&map, "client_id")?.to_owned(),
+            login_hint: field(&map, "login_hint")?.to_owned(),
+            scope: field(&map, "scope")?.to_owned(),
+            nonce: field(&map, "nonce")?.to_owned(),
+            sealed_verifier: field(&map, "verifier")?.to_owned(),
+            expires_at_ms: number(&map, "expires_at")?,
+            interval_secs: number(&map, "interval")?,
+        };
+        Ok(Some((record, status)))
+    }
+
+    async fn finish(&self, id: &AuthReqId, outcome: &Outcome, now_ms: u64) -> Result<bool, StoreError> {
+        let (kind, payload) = match outcome {
+            Outcome::Approved { sealed_tokens } => ("approved", sealed_tokens),
+            Outcome::Denied { reason } => ("denied", reason),
+        };
+        let mut conn = self.conn.clone();
+        let changed: i64 = self
+            .finish
+            .key(self.request_key(id))
+            .key(self.tokens_key(id))
+            .arg(kind)
+            .arg(payload)
+            .arg(now_ms)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        Ok(changed == 1)
+    }
+
+    async fn poll(&self, id: &AuthReqId, client_id: &str, now_ms: u64) -> Result<PollOutcome, StoreError> {
+        let mut conn = self.conn.clone();
+        let reply: Vec<String> = self
+            .poll
+            .key(self.request_key(id))
+            .key(self.tokens_key(id))
+            .arg(client_id)
+            .arg(now_ms)
+            .arg(SLOW_DOWN_STEP_SECS)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        let payload = reply.get(1).cloned();
+        Ok(match (reply.first().map(String::as_str), payload) {
+            (Some("unknown"), _) => PollOutcome::Unknown,
+            (Some("pending"), _) => PollOutcome::Pending,
+            (Some("expired"), _) => PollOutcome::Expired,
+            (Some("redeemed"), _) => PollOutcome::Redeemed,
+            (Some("denied"), reason) => PollOutcome::Denied(reason.unwrap_or_default()),
+            (Some("tokens"), Some(tokens)) => PollOutcome::Tokens(tokens),
+            (Some("slow_down"), Some(interval)) => PollOutcome::SlowDown {
+                interval_secs: interval
+                    .parse()
+                    .map_err(|_| StoreError::Corrupt("interval is not a number".into()))?,
+            },
+            _ => return Err(StoreError::Corrupt(format!("unexpected poll reply {reply:?}"))),
+        })
+    }
+
+    async fn use_once(&self, key: &str, ttl_secs: u64) -> Result<bool, StoreError> {
+        let mut conn = self.conn.clone();
+        let set: Option<String> = conn
+            .set_options(
+                format!("{}:once:{}", self.prefix, key),
+                "1",
+                redis::SetOptions::default()
+                    .conditional_set(redis::ExistenceCheck::NX)
+                    .with_expiration(redis::SetExpiry::EX(ttl_secs.max(1))),
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(set.is_some())
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        redis::cmd("PING")
+            .query_async::<String>(&mut conn)
+            .await
+            .map(|_| ())
+            .map_err(unavailable)
+    }
+}
