@@ -9,8 +9,9 @@ use jsonwebtoken::{DecodingKey, Header};
 use tokio::sync::RwLock;
 use url::Url;
 
-/// Unknown `kid`s trigger at most one refetch per this period, so forged
-/// tokens cannot make us hammer the key server.
+/// Unknown `kid`s trigger at most one refetch per this period, so a stream
+/// of tokens naming unknown keys cannot make us hammer the key server. The
+/// first load does not count, so a rotation right after it is still seen.
 const MIN_REFETCH_INTERVAL: Duration = Duration::from_secs(10);
 /// Largest key set we accept.
 const MAX_JWKS_BYTES: usize = 256 * 1024;
@@ -34,7 +35,8 @@ enum Source {
 #[derive(Debug, Default)]
 struct Cached {
     set: Option<JwkSet>,
-    fetched_at: Option<Instant>,
+    /// When a `kid` miss last made us refetch.
+    refetched_at: Option<Instant>,
 }
 
 #[derive(Debug)]
@@ -49,7 +51,7 @@ impl KeySet {
             source: Source::Fixed,
             cache: RwLock::new(Cached {
                 set: Some(set),
-                fetched_at: None,
+                refetched_at: None,
             }),
         }
     }
@@ -80,13 +82,19 @@ impl KeySet {
             return Err(JwksError::NoMatchingKey);
         };
         let mut cache = self.cache.write().await;
+        // Another task may have refreshed the set while we waited for the lock.
+        if let Some(jwk) = cache.set.as_ref().and_then(|set| select(set, header)) {
+            return to_decoding_key(jwk);
+        }
+        let first_load = cache.set.is_none();
         let recently = cache
-            .fetched_at
+            .refetched_at
             .is_some_and(|at| at.elapsed() < MIN_REFETCH_INTERVAL);
-        if !recently || cache.set.is_none() {
-            let set = fetch(uri, http).await?;
-            cache.set = Some(set);
-            cache.fetched_at = Some(Instant::now());
+        if first_load || !recently {
+            cache.set = Some(fetch(uri, http).await?);
+            if !first_load {
+                cache.refetched_at = Some(Instant::now());
+            }
         }
         let set = cache.set.as_ref().ok_or(JwksError::NoMatchingKey)?;
         select(set, header).map(to_decoding_key).unwrap_or(Err(JwksError::NoMatchingKey))

@@ -74,7 +74,9 @@ function makeProvider(issuer, jwk) {
     ttl: { AccessToken: 300, IdToken: 300, AuthorizationCode: 60, Interaction: 600 },
     // Plain http on 127.0.0.1: cookies are never `secure` here (default secure only follows ctx.secure).
     cookies: { keys: cookieKeys },
-    features: { devInteractions: { enabled: true } },
+    // Open dynamic client registration (RFC 7591) at /reg: each test registers an
+    // upstream client whose redirect URI is its own proxy's callback.
+    features: { devInteractions: { enabled: true }, registration: { enabled: true } },
     enabledJWA: { idTokenSigningAlgValues: ['RS256'] },
   });
   provider.on('server_error', (_ctx, err) => console.error('server_error', err));

@@ -1,1 +1,7 @@
-
+//! The end-to-end harness: a real oidc-provider ([`idp`]), a simulated
+//! authentication device that receives the proxy's webhook and signs in
+//! ([`device`]), and a proxy started in-process on port 0 ([`app`]).
+pub mod app;
+pub mod device;
+pub mod idp;
+pub mod keys;

@@ -156,7 +156,13 @@ async fn complete(state: &AppState, record: &RequestRecord, code: &str) -> Resul
         .validate_id_token(&tokens.id_token, &client, &record.nonce, now)
         .await
         .map_err(|e| failed(e.into()))?;
-    if state.upstream.subject(&claims).as_deref() != Some(record.login_hint.as_str()) {
+    let subject = state.upstream.subject(&claims).ok_or_else(|| {
+        failed(anyhow::anyhow!(
+            "the ID token has no {:?} claim to compare with the login hint; request a scope that carries it or change upstream.subject_claim",
+            state.upstream.subject_claim
+        ))
+    })?;
+    if subject != record.login_hint {
         return Err(Rejection::WrongUser);
     }
     let json = serde_json::to_vec(&tokens).map_err(|e| failed(e.into()))?;

@@ -1,0 +1,127 @@
+//! One contract, two backends: every test runs against the in-memory store
+//! and against Redis.
+use std::sync::Arc;
+use std::time::Duration;
+
+use ciba_proxy::clock::{Clock, ManualClock};
+use ciba_proxy::domain::AuthReqId;
+use ciba_proxy::store::{MemoryStore, Outcome, PollOutcome, RedisStore, RequestRecord, Status, Store};
+use ciba_proxy_e2e::app::redis_url;
+
+async fn backends() -> Vec<(&'static str, Arc<dyn Store>, ManualClock)> {
+    let memory_clock = ManualClock::default();
+    let memory: Arc<dyn Store> = Arc::new(MemoryStore::new(Arc::new(memory_clock.clone())));
+    let prefix = format!("contract-{}", rand::random::<u64>());
+    let redis: Arc<dyn Store> = Arc::new(
+        RedisStore::connect(&redis_url(), &prefix, Duration::from_secs(2)).await.expect("redis"),
+    );
+    vec![("memory", memory, memory_clock), ("redis", redis, ManualClock::default())]
+}
+
+fn record(clock: &ManualClock, client: &str) -> RequestRecord {
+    RequestRecord {
+        id: AuthReqId::generate(),
+        client_id: client.into(),
+        login_hint: "alice".into(),
+        scope: "openid".into(),
+        nonce: "n".into(),
+        sealed_verifier: "sealed".into(),
+        expires_at_ms: clock.now_ms() + 60_000,
+        interval_secs: 5,
+    }
+}
+
+#[tokio::test]
+async fn state_is_single_use_and_leads_to_the_request() {
+    for (name, store, clock) in backends().await {
+        let r = record(&clock, "c");
+        store.create(&r, "state-1", clock.now_ms()).await.unwrap();
+        assert_eq!(store.take_state("state-1").await.unwrap(), Some(r.id.clone()), "{name}");
+        assert_eq!(store.take_state("state-1").await.unwrap(), None, "{name}");
+        let (stored, status) = store.get(&r.id).await.unwrap().unwrap();
+        assert_eq!((stored, status), (r, Status::Pending), "{name}");
+    }
+}
+
+#[tokio::test]
+async fn poll_walks_pending_slow_down_tokens_redeemed() {
+    for (name, store, clock) in backends().await {
+        let r = record(&clock, "c");
+        store.create(&r, &format!("s-{name}"), clock.now_ms()).await.unwrap();
+        assert_eq!(store.poll(&r.id, "c", clock.now_ms()).await.unwrap(), PollOutcome::Pending, "{name}");
+        assert_eq!(
+            store.poll(&r.id, "c", clock.now_ms() + 1000).await.unwrap(),
+            PollOutcome::SlowDown { interval_secs: 10 },
+            "{name}"
+        );
+        let approved = Outcome::Approved { sealed_tokens: "t".into() };
+        assert!(store.finish(&r.id, &approved, clock.now_ms()).await.unwrap(), "{name}");
+        // A second outcome cannot overwrite the first.
+        let denied = Outcome::Denied { reason: "late".into() };
+        assert!(!store.finish(&r.id, &denied, clock.now_ms()).await.unwrap(), "{name}");
+        assert_eq!(store.poll(&r.id, "c", clock.now_ms()).await.unwrap(), PollOutcome::Tokens("t".into()), "{name}");
+        assert_eq!(store.poll(&r.id, "c", clock.now_ms()).await.unwrap(), PollOutcome::Redeemed, "{name}");
+    }
+}
+
+#[tokio::test]
+async fn other_clients_and_unknown_ids_look_alike() {
+    for (name, store, clock) in backends().await {
+        let r = record(&clock, "c");
+        store.create(&r, &format!("s2-{name}"), clock.now_ms()).await.unwrap();
+        assert_eq!(store.poll(&r.id, "intruder", clock.now_ms()).await.unwrap(), PollOutcome::Unknown, "{name}");
+        let unknown = AuthReqId::generate();
+        assert_eq!(store.poll(&unknown, "c", clock.now_ms()).await.unwrap(), PollOutcome::Unknown, "{name}");
+    }
+}
+
+#[tokio::test]
+async fn denial_and_expiry_are_reported() {
+    for (name, store, clock) in backends().await {
+        let denied = record(&clock, "c");
+        store.create(&denied, &format!("s3-{name}"), clock.now_ms()).await.unwrap();
+        let outcome = Outcome::Denied { reason: "the user declined".into() };
+        assert!(store.finish(&denied.id, &outcome, clock.now_ms()).await.unwrap());
+        assert_eq!(
+            store.poll(&denied.id, "c", clock.now_ms()).await.unwrap(),
+            PollOutcome::Denied("the user declined".into()),
+            "{name}"
+        );
+
+        let late = record(&clock, "c");
+        store.create(&late, &format!("s4-{name}"), clock.now_ms()).await.unwrap();
+        let after = late.expires_at_ms;
+        let approved = Outcome::Approved { sealed_tokens: "t".into() };
+        assert!(!store.finish(&late.id, &approved, after).await.unwrap(), "{name}: finished after expiry");
+        assert_eq!(store.poll(&late.id, "c", after).await.unwrap(), PollOutcome::Expired, "{name}");
+    }
+}
+
+#[tokio::test]
+async fn concurrent_polls_take_the_tokens_once() {
+    for (name, store, clock) in backends().await {
+        let r = record(&clock, "c");
+        store.create(&r, &format!("s5-{name}"), clock.now_ms()).await.unwrap();
+        let approved = Outcome::Approved { sealed_tokens: "t".into() };
+        store.finish(&r.id, &approved, clock.now_ms()).await.unwrap();
+        let polls = (0..32).map(|_| {
+            let store = store.clone();
+            let id = r.id.clone();
+            let now = clock.now_ms();
+            tokio::spawn(async move { store.poll(&id, "c", now).await.unwrap() })
+        });
+        let outcomes = futures::future::join_all(polls).await;
+        let tokens = outcomes.iter().filter(|o| matches!(o, Ok(PollOutcome::Tokens(_)))).count();
+        assert_eq!(tokens, 1, "{name}: {outcomes:?}");
+    }
+}
+
+#[tokio::test]
+async fn one_time_values_are_accepted_once() {
+    for (name, store, _) in backends().await {
+        let key = format!("jti:c:{}", rand::random::<u64>());
+        assert!(store.use_once(&key, 60).await.unwrap(), "{name}");
+        assert!(!store.use_once(&key, 60).await.unwrap(), "{name}");
+        store.ping().await.unwrap();
+    }
+}

@@ -1,0 +1,308 @@
+//! A proxy started in-process on a free port, with its own store prefix,
+//! its own upstream client registrations and its own simulated device.
+use std::net::TcpListener;
+use std::sync::Arc;
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use ciba_proxy::clock::{Clock, ManualClock, SystemClock};
+use ciba_proxy::configuration::Settings;
+use ciba_proxy::startup::Application;
+use reqwest::StatusCode;
+use serde_json::Value;
+
+use crate::device::Device;
+use crate::idp::TestIdp;
+
+pub const CIBA_GRANT: &str = "urn:openid:params:grant-type:ciba";
+
+pub fn redis_url() -> String {
+    std::env::var("CIBA_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// A consumption-device client to register at the proxy.
+#[derive(Debug, Clone)]
+pub struct ClientSpec {
+    pub client_id: String,
+    pub client_secret: String,
+    pub auth_method: &'static str,
+    pub scope: String,
+    /// `(alg, jwks JSON)`: the client must sign its requests.
+    pub signing: Option<(String, String)>,
+}
+
+impl ClientSpec {
+    pub fn basic(client_id: &str) -> Self {
+        Self {
+            client_id: client_id.to_owned(),
+            client_secret: format!("{client_id}-secret"),
+            auth_method: "client_secret_basic",
+            scope: "openid profile email".into(),
+            signing: None,
+        }
+    }
+
+    pub fn post(client_id: &str) -> Self {
+        Self {
+            auth_method: "client_secret_post",
+            ..Self::basic(client_id)
+        }
+    }
+
+    pub fn signing(mut self, alg: &str, jwks: String) -> Self {
+        self.signing = Some((alg.to_owned(), jwks));
+        self
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreKind {
+    Memory,
+    Redis,
+}
+
+pub struct TestAppBuilder {
+    store: StoreKind,
+    clients: Vec<ClientSpec>,
+    manual_clock: bool,
+    idp: Option<&'static TestIdp>,
+    ciba: (u64, u64, u64),
+    extra_toml: String,
+}
+
+impl Default for TestAppBuilder {
+    fn default() -> Self {
+        Self {
+            store: StoreKind::Memory,
+            clients: vec![ClientSpec::basic("shop")],
+            manual_clock: false,
+            idp: None,
+            ciba: (120, 600, 1),
+            extra_toml: String::new(),
+        }
+    }
+}
+
+impl TestAppBuilder {
+    pub fn store(mut self, store: StoreKind) -> Self {
+        self.store = store;
+        self
+    }
+    pub fn clients(mut self, clients: Vec<ClientSpec>) -> Self {
+        self.clients = clients;
+        self
+    }
+    pub fn manual_clock(mut self) -> Self {
+        self.manual_clock = true;
+        self
+    }
+    /// Use this IdP instead of the shared one (e.g. to count its requests).
+    pub fn idp(mut self, idp: &'static TestIdp) -> Self {
+        self.idp = Some(idp);
+        self
+    }
+    /// `(expires_in, max_expires_in, interval)` in seconds.
+    pub fn ciba(mut self, expires_in: u64, max_expires_in: u64, interval: u64) -> Self {
+        self.ciba = (expires_in, max_expires_in, interval);
+        self
+    }
+    /// Appended to the generated upstream section (e.g. `subject_claim = "email"`).
+    pub fn upstream_toml(mut self, toml: &str) -> Self {
+        self.extra_toml = toml.to_owned();
+        self
+    }
+
+    pub async fn spawn(self) -> TestApp {
+        let idp = self.idp.unwrap_or_else(TestIdp::shared);
+        let device = Device::start().await.expect("start the device");
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().unwrap().port();
+        let issuer = format!("http://127.0.0.1:{port}");
+        let prefix = format!("test-{}", rand::random::<u64>());
+        let key = STANDARD.encode(rand::random::<[u8; 32]>());
+        let store_url = match self.store {
+            StoreKind::Memory => "memory://".to_owned(),
+            StoreKind::Redis => redis_url(),
+        };
+        let (expires_in, max_expires_in, interval) = self.ciba;
+        let mut toml = format!(
+            r#"
+            [server]
+            bind = "127.0.0.1:0"
+            issuer = "{issuer}"
+            [store]
+            url = "{store_url}"
+            key_prefix = "{prefix}"
+            [ciba]
+            expires_in = {expires_in}
+            max_expires_in = {max_expires_in}
+            interval = {interval}
+            token_encryption_key = "{key}"
+            [upstream]
+            issuer = "{idp_issuer}"
+            {extra}
+            [notifier]
+            kind = "webhook"
+            url = "{device_url}"
+            secret = "{device_secret}"
+            "#,
+            idp_issuer = idp.issuer,
+            extra = self.extra_toml,
+            device_url = device.url,
+            device_secret = device.secret,
+        );
+        for c in &self.clients {
+            let upstream = idp
+                .register_client(&format!("{issuer}/callback"))
+                .await
+                .expect("register the upstream client");
+            toml.push_str(&format!(
+                "[[clients]]\nclient_id = \"{}\"\nclient_secret = \"{}\"\ntoken_endpoint_auth_method = \"{}\"\nscope = \"{}\"\nupstream_client_id = \"{}\"\nupstream_client_secret = \"{}\"\n",
+                c.client_id, c.client_secret, c.auth_method, c.scope, upstream.client_id, upstream.client_secret
+            ));
+            if let Some((alg, jwks)) = &c.signing {
+                toml.push_str(&format!(
+                    "backchannel_authentication_request_signing_alg = \"{alg}\"\njwks = '{jwks}'\n"
+                ));
+            }
+        }
+        let settings = Settings::from_toml(&toml).expect("test settings");
+        let manual = self.manual_clock.then(ManualClock::default);
+        let clock: Arc<dyn Clock> = match &manual {
+            Some(c) => Arc::new(c.clone()),
+            None => Arc::new(SystemClock),
+        };
+        let app = Application::build_with(settings, listener, clock)
+            .await
+            .expect("build the proxy");
+        tokio::spawn(app.run_until_stopped());
+        TestApp {
+            issuer,
+            prefix,
+            idp,
+            device,
+            clock: manual,
+            clients: self.clients,
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap(),
+        }
+    }
+}
+
+pub struct TestApp {
+    pub issuer: String,
+    /// This proxy's Redis key prefix.
+    pub prefix: String,
+    pub idp: &'static TestIdp,
+    pub device: Device,
+    pub clock: Option<ManualClock>,
+    pub clients: Vec<ClientSpec>,
+    pub http: reqwest::Client,
+}
+
+/// A response as the client sees it.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+}
+
+impl Reply {
+    async fn from(response: reqwest::Response) -> Self {
+        let status = response.status();
+        let headers = response.headers().clone();
+        let text = response.text().await.unwrap_or_default();
+        Self {
+            status,
+            headers,
+            body: serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        }
+    }
+
+    pub fn error(&self) -> &str {
+        self.body["error"].as_str().unwrap_or("<none>")
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// Asserts a spec error response: status, code and a description.
+    #[track_caller]
+    pub fn assert_error(&self, status: u16, error: &str) {
+        assert_eq!(self.status.as_u16(), status, "{self:?}");
+        assert_eq!(self.error(), error, "{self:?}");
+        assert!(
+            self.body["error_description"].as_str().is_some_and(|d| !d.is_empty()),
+            "error_description missing: {self:?}"
+        );
+    }
+}
+
+impl TestApp {
+    pub fn builder() -> TestAppBuilder {
+        TestAppBuilder::default()
+    }
+
+    pub async fn spawn() -> Self {
+        Self::builder().spawn().await
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.issuer, path)
+    }
+
+    fn client(&self, client_id: &str) -> &ClientSpec {
+        self.clients
+            .iter()
+            .find(|c| c.client_id == client_id)
+            .expect("a registered test client")
+    }
+
+    /// POSTs a form to `path`, authenticating as `client_id` its registered way.
+    pub async fn post_as(&self, client_id: &str, path: &str, params: &[(&str, &str)]) -> Reply {
+        let c = self.client(client_id);
+        let request = self.http.post(self.url(path));
+        let request = if c.auth_method == "client_secret_basic" {
+            request.basic_auth(&c.client_id, Some(&c.client_secret)).form(params)
+        } else {
+            let mut all = vec![("client_id", c.client_id.as_str()), ("client_secret", c.client_secret.as_str())];
+            all.extend_from_slice(params);
+            request.form(&all)
+        };
+        Reply::from(request.send().await.expect("request")).await
+    }
+
+    pub async fn bc_authorize(&self, client_id: &str, params: &[(&str, &str)]) -> Reply {
+        self.post_as(client_id, "/bc-authorize", params).await
+    }
+
+    /// Starts a request for `login_hint` and returns its auth_req_id.
+    pub async fn start(&self, client_id: &str, login_hint: &str) -> String {
+        let reply = self
+            .bc_authorize(
+                client_id,
+                &[("scope", "openid profile"), ("login_hint", login_hint), ("binding_message", "W4SCT")],
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
+        reply.body["auth_req_id"].as_str().expect("auth_req_id").to_owned()
+    }
+
+    pub async fn poll(&self, client_id: &str, auth_req_id: &str) -> Reply {
+        self.post_as(client_id, "/token", &[("grant_type", CIBA_GRANT), ("auth_req_id", auth_req_id)])
+            .await
+    }
+
+    pub async fn get(&self, path: &str) -> Reply {
+        Reply::from(self.http.get(self.url(path)).send().await.expect("request")).await
+    }
+
+    /// Moves the manual clock (tests built with `manual_clock()`).
+    pub fn advance(&self, secs: u64) {
+        self.clock.as_ref().expect("built with manual_clock()").advance_secs(secs);
+    }
+}

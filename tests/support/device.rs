@@ -1,0 +1,239 @@
+//! A simulated authentication device: it receives the proxy's webhook,
+//! checks its signature, and acts like the user's phone browser: it opens
+//! the authorization URL and signs in at the IdP's login page as someone,
+//! or cancels, then follows the redirects back to the proxy's callback.
+use std::collections::HashMap;
+use std::net::TcpListener;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use actix_web::dev::ServerHandle;
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use anyhow::Context;
+use serde_json::Value;
+
+/// What the user does when the notification arrives.
+#[derive(Debug, Clone)]
+pub enum Action {
+    /// Signs in at the IdP as this user and consents.
+    SignInAs(String),
+    /// Opens the link and cancels at the login page.
+    Cancel,
+    /// Never reacts.
+    Ignore,
+    /// The push gateway answers the webhook with this status every time.
+    RefuseWebhook(u16),
+    /// The push gateway answers 503 this many times, then the user signs in as the hinted user.
+    FailThenSignIn(u32),
+}
+
+/// A webhook the device received.
+#[derive(Debug, Clone)]
+pub struct Notification {
+    pub body: Value,
+    pub raw: Vec<u8>,
+    pub signature: Option<String>,
+    pub signature_valid: bool,
+}
+
+/// The page the proxy's callback showed on the device.
+#[derive(Debug, Clone)]
+pub struct Page {
+    pub status: u16,
+    pub body: String,
+    pub url: String,
+}
+
+#[derive(Default)]
+struct Inner {
+    secret: String,
+    actions: Mutex<HashMap<String, Action>>,
+    attempts: Mutex<HashMap<String, u32>>,
+    notifications: Mutex<Vec<Notification>>,
+    pages: Mutex<Vec<(String, anyhow::Result<Page>)>>,
+}
+
+pub struct Device {
+    /// Where the proxy's notifier should POST.
+    pub url: String,
+    pub secret: String,
+    inner: Arc<Inner>,
+    handle: ServerHandle,
+}
+
+impl Device {
+    pub async fn start() -> anyhow::Result<Self> {
+        let secret = format!("device-secret-{}", rand::random::<u64>());
+        let inner = Arc::new(Inner {
+            secret: secret.clone(),
+            ..Inner::default()
+        });
+        let listener = TcpListener::bind("127.0.0.1:0")?;
+        let port = listener.local_addr()?.port();
+        let data = web::Data::from(inner.clone());
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(data.clone())
+                .route("/notify", web::post().to(receive))
+        })
+        .workers(1)
+        .disable_signals()
+        .listen(listener)?
+        .run();
+        let handle = server.handle();
+        tokio::spawn(server);
+        Ok(Self {
+            url: format!("http://127.0.0.1:{port}/notify"),
+            secret,
+            inner,
+            handle,
+        })
+    }
+
+    /// What the user with `login_hint` will do (default: sign in as themselves).
+    pub fn on(&self, login_hint: &str, action: Action) {
+        self.inner.actions.lock().unwrap().insert(login_hint.to_owned(), action);
+    }
+
+    pub fn notifications(&self) -> Vec<Notification> {
+        self.inner.notifications.lock().unwrap().clone()
+    }
+
+    /// Waits for the first webhook for `login_hint`.
+    pub async fn wait_for_notification(&self, login_hint: &str) -> Notification {
+        wait_until(|| {
+            self.notifications()
+                .into_iter()
+                .find(|n| n.body["login_hint"] == login_hint)
+        })
+        .await
+        .unwrap_or_else(|| panic!("no notification for {login_hint}"))
+    }
+
+    /// Waits for the callback page the device ended on for `login_hint`.
+    pub async fn wait_for_page(&self, login_hint: &str) -> Page {
+        let found = wait_until(|| {
+            let pages = self.inner.pages.lock().unwrap();
+            pages.iter().find(|(hint, _)| hint == login_hint).map(|(_, page)| match page {
+                Ok(p) => Ok(p.clone()),
+                Err(e) => Err(format!("{e:#}")),
+            })
+        })
+        .await;
+        match found {
+            Some(Ok(page)) => page,
+            Some(Err(e)) => panic!("the device's sign-in for {login_hint} failed: {e}"),
+            None => panic!("the device never finished a sign-in for {login_hint}"),
+        }
+    }
+}
+
+impl Drop for Device {
+    fn drop(&mut self) {
+        let handle = self.handle.clone();
+        // Best effort: the runtime may already be shutting down.
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move { handle.stop(false).await });
+        }
+    }
+}
+
+async fn wait_until<T>(mut probe: impl FnMut() -> Option<T>) -> Option<T> {
+    for _ in 0..300 {
+        if let Some(found) = probe() {
+            return Some(found);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    None
+}
+
+async fn receive(req: HttpRequest, body: web::Bytes, inner: web::Data<Inner>) -> HttpResponse {
+    let signature = req
+        .headers()
+        .get("X-Ciba-Signature")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let expected = format!("sha256={}", ciba_proxy::crypto::hmac_sha256_hex(inner.secret.as_bytes(), &body));
+    let notification = Notification {
+        body: serde_json::from_slice(&body).unwrap_or(Value::Null),
+        raw: body.to_vec(),
+        signature_valid: signature.as_deref() == Some(expected.as_str()),
+        signature,
+    };
+    let hint = notification.body["login_hint"].as_str().unwrap_or_default().to_owned();
+    let url = notification.body["authorization_url"].as_str().unwrap_or_default().to_owned();
+    let valid = notification.signature_valid;
+    inner.notifications.lock().unwrap().push(notification);
+    if !valid {
+        return HttpResponse::Unauthorized().finish();
+    }
+    let action = inner
+        .actions
+        .lock()
+        .unwrap()
+        .get(&hint)
+        .cloned()
+        .unwrap_or_else(|| Action::SignInAs(hint.clone()));
+    let action = match action {
+        Action::Ignore => return HttpResponse::NoContent().finish(),
+        Action::RefuseWebhook(status) => {
+            return HttpResponse::build(actix_web::http::StatusCode::from_u16(status).unwrap()).finish()
+        }
+        Action::FailThenSignIn(failures) => {
+            let mut attempts = inner.attempts.lock().unwrap();
+            let seen = attempts.entry(hint.clone()).or_default();
+            *seen += 1;
+            if *seen <= failures {
+                return HttpResponse::ServiceUnavailable().finish();
+            }
+            Action::SignInAs(hint.clone())
+        }
+        other => other,
+    };
+    let inner = inner.into_inner();
+    tokio::spawn(async move {
+        let page = sign_in(&url, &action).await;
+        inner.pages.lock().unwrap().push((hint, page));
+    });
+    HttpResponse::NoContent().finish()
+}
+
+/// Drives the IdP's login and consent pages like a browser would.
+pub async fn sign_in(authorization_url: &str, action: &Action) -> anyhow::Result<Page> {
+    // A fresh cookie jar per sign-in: a phone nobody used before.
+    let http = reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::limited(10))
+        .build()?;
+    let login = http.get(authorization_url).send().await?;
+    let login_url = login.url().clone();
+    anyhow::ensure!(
+        login_url.path().starts_with("/interaction/"),
+        "expected the IdP's login page, got {} {}",
+        login.status(),
+        login_url
+    );
+    let response = match action {
+        Action::Cancel => http.get(format!("{login_url}/abort")).send().await?,
+        Action::SignInAs(user) => {
+            let consent = http
+                .post(login_url)
+                .form(&[("prompt", "login"), ("login", user.as_str())])
+                .send()
+                .await?;
+            let consent_url = consent.url().clone();
+            if consent_url.path().starts_with("/interaction/") {
+                http.post(consent_url).form(&[("prompt", "consent")]).send().await?
+            } else {
+                consent
+            }
+        }
+        other => anyhow::bail!("{other:?} does not sign in"),
+    };
+    Ok(Page {
+        status: response.status().as_u16(),
+        url: response.url().to_string(),
+        body: response.text().await.context("page body")?,
+    })
+}
