@@ -47,16 +47,26 @@ pub struct Client {
 }
 
 impl Client {
-    fn from_settings(i: usize, c: &ClientSettings, http: &reqwest::Client) -> Result<Self, ConfigError> {
+    fn from_settings(
+        i: usize,
+        c: &ClientSettings,
+        http: &reqwest::Client,
+    ) -> Result<Self, ConfigError> {
         let key = |field: &str| format!("clients[{i}].{field}");
         if c.client_id.is_empty() {
             return Err(ConfigError::new(key("client_id"), "must not be empty"));
         }
-        let secret = c.client_secret.clone().filter(|s| !s.expose_secret().is_empty());
+        let secret = c
+            .client_secret
+            .clone()
+            .filter(|s| !s.expose_secret().is_empty());
         if secret.is_none() {
             return Err(ConfigError::new(
                 key("client_secret"),
-                format!("is required by token_endpoint_auth_method = \"{}\"", c.token_endpoint_auth_method.as_str()),
+                format!(
+                    "is required by token_endpoint_auth_method = \"{}\"",
+                    c.token_endpoint_auth_method.as_str()
+                ),
             ));
         }
         let signing_alg = match &c.backchannel_authentication_request_signing_alg {
@@ -73,7 +83,10 @@ impl Client {
         };
         let keys = match (&c.jwks, &c.jwks_uri) {
             (Some(_), Some(_)) => {
-                return Err(ConfigError::new(key("jwks"), "set either jwks or jwks_uri, not both"));
+                return Err(ConfigError::new(
+                    key("jwks"),
+                    "set either jwks or jwks_uri, not both",
+                ));
             }
             (Some(json), None) => Some(KeySet::fixed(
                 KeySet::parse(json).map_err(|e| ConfigError::new(key("jwks"), e))?,
@@ -93,7 +106,10 @@ impl Client {
         }
         Ok(Self {
             id: c.client_id.clone(),
-            upstream_id: c.upstream_client_id.clone().unwrap_or_else(|| c.client_id.clone()),
+            upstream_id: c
+                .upstream_client_id
+                .clone()
+                .unwrap_or_else(|| c.client_id.clone()),
             upstream_secret: c.upstream_client_secret.clone().or_else(|| secret.clone()),
             secret,
             auth_method: c.token_endpoint_auth_method,
@@ -118,7 +134,10 @@ pub struct ClientRegistry(Arc<HashMap<String, Arc<Client>>>);
 pub const AUTH_PARAMS: [&str; 2] = ["client_id", "client_secret"];
 
 impl ClientRegistry {
-    pub fn from_settings(clients: &[ClientSettings], http: &reqwest::Client) -> Result<Self, ConfigError> {
+    pub fn from_settings(
+        clients: &[ClientSettings],
+        http: &reqwest::Client,
+    ) -> Result<Self, ConfigError> {
         let mut map = HashMap::new();
         for (i, c) in clients.iter().enumerate() {
             let client = Client::from_settings(i, c, http)?;
@@ -137,7 +156,11 @@ impl ClientRegistry {
     }
 
     /// Authenticates the caller by exactly one method, the one it registered.
-    pub fn authenticate(&self, req: &HttpRequest, form: &FormParams) -> Result<Arc<Client>, OAuthError> {
+    pub fn authenticate(
+        &self,
+        req: &HttpRequest,
+        form: &FormParams,
+    ) -> Result<Arc<Client>, OAuthError> {
         let basic = basic_credentials(req)?;
         let (id, secret, method) = match (basic, form.get("client_secret")) {
             (Some(_), Some(_)) => {
@@ -157,10 +180,16 @@ impl ClientRegistry {
                 let id = form.get("client_id").ok_or_else(|| {
                     OAuthError::InvalidClient("client_secret sent without client_id".into())
                 })?;
-                (id.to_owned(), secret.to_owned(), TokenEndpointAuthMethod::ClientSecretPost)
+                (
+                    id.to_owned(),
+                    secret.to_owned(),
+                    TokenEndpointAuthMethod::ClientSecretPost,
+                )
             }
             (None, None) => {
-                return Err(OAuthError::InvalidClient("client authentication is required".into()))
+                return Err(OAuthError::InvalidClient(
+                    "client authentication is required".into(),
+                ))
             }
         };
         let failed = || OAuthError::InvalidClient("client authentication failed".into());
@@ -231,8 +260,14 @@ mod tests {
 
     #[test]
     fn symmetric_signing_alg_is_a_config_error() {
-        let e = registry("backchannel_authentication_request_signing_alg = \"HS256\"\njwks = '{\"keys\":[]}'").unwrap_err();
-        assert_eq!(e.key, "clients[0].backchannel_authentication_request_signing_alg");
+        let e = registry(
+            "backchannel_authentication_request_signing_alg = \"HS256\"\njwks = '{\"keys\":[]}'",
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.key,
+            "clients[0].backchannel_authentication_request_signing_alg"
+        );
     }
 
     #[test]
@@ -244,15 +279,22 @@ mod tests {
     #[test]
     fn basic_credentials_authenticate() {
         let reg = registry("").unwrap();
-        let req = TestRequest::default().insert_header((AUTHORIZATION, basic("shop", "s3cret"))).to_http_request();
-        assert_eq!(reg.authenticate(&req, &FormParams::default()).unwrap().id, "shop");
+        let req = TestRequest::default()
+            .insert_header((AUTHORIZATION, basic("shop", "s3cret")))
+            .to_http_request();
+        assert_eq!(
+            reg.authenticate(&req, &FormParams::default()).unwrap().id,
+            "shop"
+        );
     }
 
     #[test]
     fn wrong_secret_and_unknown_client_fail_alike() {
         let reg = registry("").unwrap();
         for (id, secret) in [("shop", "nope"), ("ghost", "s3cret")] {
-            let req = TestRequest::default().insert_header((AUTHORIZATION, basic(id, secret))).to_http_request();
+            let req = TestRequest::default()
+                .insert_header((AUTHORIZATION, basic(id, secret)))
+                .to_http_request();
             let e = reg.authenticate(&req, &FormParams::default()).unwrap_err();
             assert_eq!(e.description(), "client authentication failed");
         }
@@ -262,16 +304,23 @@ mod tests {
     fn post_credentials_are_refused_for_a_basic_client() {
         let reg = registry("").unwrap();
         let form = FormParams::parse(b"client_id=shop&client_secret=s3cret").unwrap();
-        let e = reg.authenticate(&TestRequest::default().to_http_request(), &form).unwrap_err();
+        let e = reg
+            .authenticate(&TestRequest::default().to_http_request(), &form)
+            .unwrap_err();
         assert_eq!(e.code(), "invalid_client");
     }
 
     #[test]
     fn two_methods_at_once_are_invalid_request() {
         let reg = registry("").unwrap();
-        let req = TestRequest::default().insert_header((AUTHORIZATION, basic("shop", "s3cret"))).to_http_request();
+        let req = TestRequest::default()
+            .insert_header((AUTHORIZATION, basic("shop", "s3cret")))
+            .to_http_request();
         let form = FormParams::parse(b"client_id=shop&client_secret=s3cret").unwrap();
-        assert_eq!(reg.authenticate(&req, &form).unwrap_err().code(), "invalid_request");
+        assert_eq!(
+            reg.authenticate(&req, &form).unwrap_err().code(),
+            "invalid_request"
+        );
     }
 
     #[test]
@@ -279,7 +328,9 @@ mod tests {
         let mut s = settings("");
         s.client_secret = Some(SecretString::from("a:b c"));
         let reg = ClientRegistry::from_settings(&[s], &reqwest::Client::new()).unwrap();
-        let req = TestRequest::default().insert_header((AUTHORIZATION, basic("shop", "a%3Ab+c"))).to_http_request();
+        let req = TestRequest::default()
+            .insert_header((AUTHORIZATION, basic("shop", "a%3Ab+c")))
+            .to_http_request();
         assert!(reg.authenticate(&req, &FormParams::default()).is_ok());
     }
 }

@@ -281,7 +281,10 @@ impl Settings {
     fn validate(&self) -> Result<(), ConfigError> {
         let ciba = &self.ciba;
         if ciba.expires_in == 0 {
-            return Err(ConfigError::new("ciba.expires_in", "must be at least 1 second"));
+            return Err(ConfigError::new(
+                "ciba.expires_in",
+                "must be at least 1 second",
+            ));
         }
         if ciba.max_expires_in < ciba.expires_in {
             return Err(ConfigError::new(
@@ -290,10 +293,16 @@ impl Settings {
             ));
         }
         if ciba.interval == 0 {
-            return Err(ConfigError::new("ciba.interval", "must be at least 1 second"));
+            return Err(ConfigError::new(
+                "ciba.interval",
+                "must be at least 1 second",
+            ));
         }
         if self.server.bind.parse::<std::net::SocketAddr>().is_err() {
-            return Err(ConfigError::new("server.bind", "expected host:port, e.g. 127.0.0.1:8080"));
+            return Err(ConfigError::new(
+                "server.bind",
+                "expected host:port, e.g. 127.0.0.1:8080",
+            ));
         }
         check_http_url("server.issuer", &self.server.issuer)?;
         check_http_url("upstream.issuer", &self.upstream.issuer)?;
@@ -302,10 +311,15 @@ impl Settings {
             return Err(ConfigError::new("notifier.secret", "must not be empty"));
         }
         if self.upstream.subject_claim.is_empty() {
-            return Err(ConfigError::new("upstream.subject_claim", "must not be empty"));
+            return Err(ConfigError::new(
+                "upstream.subject_claim",
+                "must not be empty",
+            ));
         }
         let store = self.store.url.expose_secret();
-        if !(store == "memory://" || store.starts_with("redis://") || store.starts_with("rediss://"))
+        if !(store == "memory://"
+            || store.starts_with("redis://")
+            || store.starts_with("rediss://"))
         {
             return Err(ConfigError::new(
                 "store.url",

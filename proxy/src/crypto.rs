@@ -142,7 +142,8 @@ mod tests {
 
     #[test]
     fn key_of_wrong_length_is_a_config_error_naming_the_key() {
-        let e = TokenCipher::from_base64(&SecretString::from(STANDARD.encode([1u8; 16]))).unwrap_err();
+        let e =
+            TokenCipher::from_base64(&SecretString::from(STANDARD.encode([1u8; 16]))).unwrap_err();
         assert_eq!(e.key, "ciba.token_encryption_key");
         assert!(e.message.contains("32"));
     }

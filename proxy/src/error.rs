@@ -94,7 +94,9 @@ impl OAuthError {
             | Self::InvalidBindingMessage(d)
             | Self::Denied(d)
             | Self::TemporarilyUnavailable(d) => d.clone(),
-            Self::AuthorizationPending => "the user has not yet completed the authentication".into(),
+            Self::AuthorizationPending => {
+                "the user has not yet completed the authentication".into()
+            }
             Self::SlowDown { interval } => {
                 format!("polling too fast; wait at least {interval} seconds between requests")
             }
@@ -122,7 +124,9 @@ impl ResponseError for OAuthError {
     fn error_response(&self) -> HttpResponse {
         match self {
             Self::Internal(cause) => tracing::error!(error = ?cause, "request failed"),
-            Self::TemporarilyUnavailable(d) => tracing::warn!(reason = %d, "dependency unavailable"),
+            Self::TemporarilyUnavailable(d) => {
+                tracing::warn!(reason = %d, "dependency unavailable")
+            }
             _ => {}
         }
         let description = self.description();
@@ -141,7 +145,10 @@ impl ResponseError for OAuthError {
                 ));
             }
             Self::TemporarilyUnavailable(_) => {
-                response.insert_header((header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECS)));
+                response.insert_header((
+                    header::RETRY_AFTER,
+                    HeaderValue::from_static(RETRY_AFTER_SECS),
+                ));
             }
             _ => {}
         }
@@ -174,8 +181,10 @@ mod tests {
 
     #[actix_web::test]
     async fn internal_error_does_not_leak_its_cause() {
-        let (status, body) =
-            render(OAuthError::internal(anyhow::anyhow!("redis password=hunter2"))).await;
+        let (status, body) = render(OAuthError::internal(anyhow::anyhow!(
+            "redis password=hunter2"
+        )))
+        .await;
         assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
         assert_eq!(body["error"], "server_error");
         assert!(!body.to_string().contains("hunter2"));
@@ -183,7 +192,10 @@ mod tests {
 
     #[actix_web::test]
     async fn access_denied_is_403_at_bc_authorize_but_400_at_token() {
-        assert_eq!(render(OAuthError::AccessDenied("x".into())).await.0, StatusCode::FORBIDDEN);
+        assert_eq!(
+            render(OAuthError::AccessDenied("x".into())).await.0,
+            StatusCode::FORBIDDEN
+        );
         let (status, body) = render(OAuthError::Denied("user declined".into())).await;
         assert_eq!(status, StatusCode::BAD_REQUEST);
         assert_eq!(body["error"], "access_denied");

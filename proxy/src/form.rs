@@ -19,12 +19,17 @@ pub struct FormParams(HashMap<String, String>);
 impl FormParams {
     /// Parses `bytes` as a urlencoded form, rejecting repeated names.
     pub fn parse(bytes: &[u8]) -> Result<Self, OAuthError> {
-        let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(bytes)
-            .map_err(|_| OAuthError::InvalidRequest("the form body is not valid application/x-www-form-urlencoded".into()))?;
+        let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(bytes).map_err(|_| {
+            OAuthError::InvalidRequest(
+                "the form body is not valid application/x-www-form-urlencoded".into(),
+            )
+        })?;
         let mut map = HashMap::with_capacity(pairs.len());
         for (name, value) in pairs {
             if map.contains_key(&name) {
-                return Err(OAuthError::InvalidRequest(format!("parameter {name} is repeated")));
+                return Err(OAuthError::InvalidRequest(format!(
+                    "parameter {name} is repeated"
+                )));
             }
             map.insert(name, value);
         }
@@ -34,7 +39,10 @@ impl FormParams {
     }
 
     /// Reads and parses the request body.
-    pub async fn from_request(req: &HttpRequest, mut payload: web::Payload) -> Result<Self, OAuthError> {
+    pub async fn from_request(
+        req: &HttpRequest,
+        mut payload: web::Payload,
+    ) -> Result<Self, OAuthError> {
         let content_type = req
             .headers()
             .get(CONTENT_TYPE)
@@ -48,7 +56,9 @@ impl FormParams {
         }
         let mut body = web::BytesMut::new();
         while let Some(chunk) = payload.next().await {
-            let chunk = chunk.map_err(|_| OAuthError::InvalidRequest("the request body could not be read".into()))?;
+            let chunk = chunk.map_err(|_| {
+                OAuthError::InvalidRequest("the request body could not be read".into())
+            })?;
             if body.len() + chunk.len() > MAX_FORM_BYTES {
                 return Err(OAuthError::InvalidRequest(format!(
                     "the request body exceeds {MAX_FORM_BYTES} bytes"

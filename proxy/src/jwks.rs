@@ -97,7 +97,9 @@ impl KeySet {
             }
         }
         let set = cache.set.as_ref().ok_or(JwksError::NoMatchingKey)?;
-        select(set, header).map(to_decoding_key).unwrap_or(Err(JwksError::NoMatchingKey))
+        select(set, header)
+            .map(to_decoding_key)
+            .unwrap_or(Err(JwksError::NoMatchingKey))
     }
 }
 
@@ -131,7 +133,11 @@ fn to_decoding_key(jwk: &Jwk) -> Result<DecodingKey, JwksError> {
 
 async fn fetch(uri: &Url, http: &reqwest::Client) -> Result<JwkSet, JwksError> {
     let fail = |e: String| JwksError::Fetch(uri.to_string(), e);
-    let response = http.get(uri.clone()).send().await.map_err(|e| fail(e.to_string()))?;
+    let response = http
+        .get(uri.clone())
+        .send()
+        .await
+        .map_err(|e| fail(e.to_string()))?;
     if !response.status().is_success() {
         return Err(fail(format!("status {}", response.status())));
     }
@@ -140,8 +146,14 @@ async fn fetch(uri: &Url, http: &reqwest::Client) -> Result<JwkSet, JwksError> {
 }
 
 /// Reads a response body, refusing bodies larger than `limit`.
-pub async fn read_limited(mut response: reqwest::Response, limit: usize) -> Result<Vec<u8>, String> {
-    if response.content_length().is_some_and(|n| n as usize > limit) {
+pub async fn read_limited(
+    mut response: reqwest::Response,
+    limit: usize,
+) -> Result<Vec<u8>, String> {
+    if response
+        .content_length()
+        .is_some_and(|n| n as usize > limit)
+    {
         return Err(format!("response larger than {limit} bytes"));
     }
     let mut body = Vec::new();

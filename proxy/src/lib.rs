@@ -17,7 +17,10 @@
 //! - [`notifier`] tells the user's authentication device about a request.
 //! - [`error`] is the single OAuth error type rendered at the HTTP edge.
 #![forbid(unsafe_code)]
-#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
 
 pub mod clients;
 pub mod clock;

@@ -61,7 +61,8 @@ impl WebhookNotifier {
 #[async_trait]
 impl Notifier for WebhookNotifier {
     async fn notify(&self, notification: &UserNotification) -> Result<(), NotifyError> {
-        let body = serde_json::to_vec(notification).map_err(|e| NotifyError::Permanent(e.to_string()))?;
+        let body =
+            serde_json::to_vec(notification).map_err(|e| NotifyError::Permanent(e.to_string()))?;
         let signature = hmac_sha256_hex(self.secret.expose_secret().as_bytes(), &body);
         let response = self
             .http

@@ -42,19 +42,30 @@ pub async fn request_parameters(
         return Ok(form.clone());
     };
     let invalid = |m: &str| OAuthError::InvalidRequest(format!("request object: {m}"));
-    let jwt = form
-        .get("request")
-        .ok_or_else(|| OAuthError::InvalidRequest("this client must send a signed request object in `request`".into()))?;
-    if let Some(extra) = form.names().find(|n| *n != "request" && !AUTH_PARAMS.contains(n)) {
+    let jwt = form.get("request").ok_or_else(|| {
+        OAuthError::InvalidRequest(
+            "this client must send a signed request object in `request`".into(),
+        )
+    })?;
+    if let Some(extra) = form
+        .names()
+        .find(|n| *n != "request" && !AUTH_PARAMS.contains(n))
+    {
         return Err(OAuthError::InvalidRequest(format!(
             "parameter {extra} must be inside the signed request object"
         )));
     }
     let header = decode_header(jwt).map_err(|_| invalid("not a well-formed signed JWT"))?;
     if header.alg != alg {
-        return Err(invalid(&format!("signed with {:?}; this client must use {alg:?}", header.alg)));
+        return Err(invalid(&format!(
+            "signed with {:?}; this client must use {alg:?}",
+            header.alg
+        )));
     }
-    let keys = client.keys.as_ref().ok_or_else(|| invalid("the client has no registered keys"))?;
+    let keys = client
+        .keys
+        .as_ref()
+        .ok_or_else(|| invalid("the client has no registered keys"))?;
     let key = keys
         .decoding_key(&header)
         .await
@@ -68,10 +79,19 @@ pub async fn request_parameters(
         .map_err(|_| invalid("the signature does not verify with the client's registered key"))?
         .claims;
     check_claims(&claims, client, audiences, now_secs)?;
-    let jti = claims.get("jti").and_then(Value::as_str).unwrap_or_default();
-    let exp = claims.get("exp").and_then(Value::as_u64).unwrap_or(now_secs);
+    let jti = claims
+        .get("jti")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let exp = claims
+        .get("exp")
+        .and_then(Value::as_u64)
+        .unwrap_or(now_secs);
     let ttl = exp.saturating_sub(now_secs) + CLOCK_SKEW_SECS;
-    if !store.use_once(&format!("jti:{}:{}", client.id, jti), ttl).await? {
+    if !store
+        .use_once(&format!("jti:{}:{}", client.id, jti), ttl)
+        .await?
+    {
         return Err(invalid("jti has been used before"));
     }
     parameters_from_claims(&claims)
@@ -87,7 +107,9 @@ fn check_claims(
     let number = |name: &str| -> Result<u64, OAuthError> {
         match claims.get(name) {
             None => Err(invalid(&format!("{name} is required"))),
-            Some(v) => v.as_u64().ok_or_else(|| invalid(&format!("{name} must be a NumericDate"))),
+            Some(v) => v
+                .as_u64()
+                .ok_or_else(|| invalid(&format!("{name} must be a NumericDate"))),
         }
     };
     match claims.get("iss").and_then(Value::as_str) {
@@ -106,7 +128,9 @@ fn check_claims(
         _ => return Err(invalid("aud is required")),
     };
     if !aud_ok {
-        return Err(invalid("aud must contain the issuer or the backchannel authentication endpoint"));
+        return Err(invalid(
+            "aud must contain the issuer or the backchannel authentication endpoint",
+        ));
     }
     let exp = number("exp")?;
     let iat = number("iat")?;
@@ -167,6 +191,11 @@ mod tests {
     #[test]
     fn structured_parameter_values_are_rejected() {
         let claims = json!({"login_hint": {"sub": "alice"}});
-        assert_eq!(parameters_from_claims(claims.as_object().unwrap()).unwrap_err().code(), "invalid_request");
+        assert_eq!(
+            parameters_from_claims(claims.as_object().unwrap())
+                .unwrap_err()
+                .code(),
+            "invalid_request"
+        );
     }
 }

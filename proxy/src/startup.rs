@@ -70,8 +70,14 @@ impl Application {
             App::new()
                 .wrap(TracingLogger::<RequestSpan>::new())
                 .app_data(data.clone())
-                .route("/.well-known/openid-configuration", web::get().to(routes::discovery::openid_configuration))
-                .route(BACKCHANNEL_PATH, web::post().to(routes::backchannel_authentication::backchannel_authentication))
+                .route(
+                    "/.well-known/openid-configuration",
+                    web::get().to(routes::discovery::openid_configuration),
+                )
+                .route(
+                    BACKCHANNEL_PATH,
+                    web::post().to(routes::backchannel_authentication::backchannel_authentication),
+                )
                 .route(TOKEN_PATH, web::post().to(routes::token::token))
                 .route(CALLBACK_PATH, web::get().to(routes::callback::callback))
                 .route("/healthz", web::get().to(routes::health::healthz))
@@ -94,7 +100,12 @@ impl Application {
 
 async fn build_state(settings: &Settings, clock: Arc<dyn Clock>) -> Result<AppState, StartupError> {
     let cipher = TokenCipher::from_base64(&settings.ciba.token_encryption_key)?;
-    let issuer = settings.server.issuer.as_str().trim_end_matches('/').to_owned();
+    let issuer = settings
+        .server
+        .issuer
+        .as_str()
+        .trim_end_matches('/')
+        .to_owned();
     let callback = Url::parse(&format!("{issuer}{CALLBACK_PATH}"))
         .map_err(|e| ConfigError::new("server.issuer", e.to_string()))?;
     let upstream_http = Upstream::http_client(Duration::from_millis(settings.upstream.timeout_ms))?;

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use jsonwebtoken::{decode, decode_header, Validation};
 use oauth2::basic::{
-    BasicErrorResponse, BasicRevocationErrorResponse, BasicTokenIntrospectionResponse, BasicTokenType,
+    BasicErrorResponse, BasicRevocationErrorResponse, BasicTokenIntrospectionResponse,
+    BasicTokenType,
 };
 use oauth2::{
     AuthUrl, AuthorizationCode, ClientId, ClientSecret, CsrfToken, EndpointNotSet, EndpointSet,
@@ -107,7 +108,12 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    pub fn new(settings: &UpstreamSettings, discovery_url: Url, redirect_uri: Url, http: reqwest::Client) -> Self {
+    pub fn new(
+        settings: &UpstreamSettings,
+        discovery_url: Url,
+        redirect_uri: Url,
+        http: reqwest::Client,
+    ) -> Self {
         Self {
             issuer: settings.issuer.as_str().trim_end_matches('/').to_owned(),
             discovery_url,
@@ -145,7 +151,9 @@ impl Upstream {
         if let Some(loaded) = slot.as_ref() {
             return Ok(loaded.clone());
         }
-        let fail = |e: String| UpstreamError::Unavailable(format!("discovery at {}: {e}", self.discovery_url));
+        let fail = |e: String| {
+            UpstreamError::Unavailable(format!("discovery at {}: {e}", self.discovery_url))
+        };
         let response = self
             .http
             .get(self.discovery_url.clone())
@@ -155,7 +163,9 @@ impl Upstream {
         if !response.status().is_success() {
             return Err(fail(format!("status {}", response.status())));
         }
-        let body = read_limited(response, MAX_DISCOVERY_BYTES).await.map_err(fail)?;
+        let body = read_limited(response, MAX_DISCOVERY_BYTES)
+            .await
+            .map_err(fail)?;
         let metadata: ProviderMetadata =
             serde_json::from_slice(&body).map_err(|e| fail(format!("malformed document: {e}")))?;
         // OpenID Connect Discovery §4.3: the issuer must be the one we expect.
@@ -234,25 +244,27 @@ impl Upstream {
                 RequestTokenError::ServerResponse(r) => UpstreamError::Rejected(format!(
                     "{}{}",
                     r.error().as_ref(),
-                    r.error_description().map(|d| format!(": {d}")).unwrap_or_default()
+                    r.error_description()
+                        .map(|d| format!(": {d}"))
+                        .unwrap_or_default()
                 )),
                 RequestTokenError::Request(e) => UpstreamError::Unavailable(e.to_string()),
-                RequestTokenError::Parse(e, _) => UpstreamError::Unavailable(format!("malformed token response: {e}")),
+                RequestTokenError::Parse(e, _) => {
+                    UpstreamError::Unavailable(format!("malformed token response: {e}"))
+                }
                 RequestTokenError::Other(e) => UpstreamError::Unavailable(e),
             })?;
-        let id_token = response
-            .extra_fields()
-            .id_token
-            .clone()
-            .ok_or_else(|| UpstreamError::InvalidIdToken("the token response has no id_token".into()))?;
+        let id_token = response.extra_fields().id_token.clone().ok_or_else(|| {
+            UpstreamError::InvalidIdToken("the token response has no id_token".into())
+        })?;
         Ok(TokenSet {
             access_token: response.access_token().secret().to_owned(),
             token_type: "Bearer".into(),
             expires_in: response.expires_in().map(|d| d.as_secs()),
             refresh_token: response.refresh_token().map(|t| t.secret().to_owned()),
-            scope: response.scopes().map(|s| {
-                s.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" ")
-            }),
+            scope: response
+                .scopes()
+                .map(|s| s.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" ")),
             id_token,
             received_at: now_secs,
         })
@@ -271,9 +283,16 @@ impl Upstream {
         let loaded = self.load().await?;
         let header = decode_header(id_token).map_err(|e| invalid(format!("malformed: {e}")))?;
         if !SIGNING_ALGS.contains(&header.alg) {
-            return Err(invalid(format!("{:?} is not an accepted signing algorithm", header.alg)));
+            return Err(invalid(format!(
+                "{:?} is not an accepted signing algorithm",
+                header.alg
+            )));
         }
-        let key = loaded.keys.decoding_key(&header).await.map_err(|e| invalid(e.to_string()))?;
+        let key = loaded
+            .keys
+            .decoding_key(&header)
+            .await
+            .map_err(|e| invalid(e.to_string()))?;
         let mut validation = Validation::new(header.alg);
         validation.set_issuer(&[&loaded.metadata.issuer]);
         validation.set_audience(&[&client.upstream_id]);
@@ -284,7 +303,10 @@ impl Upstream {
         let claims = decode::<Map<String, Value>>(id_token, &key, &validation)
             .map_err(|e| invalid(e.to_string()))?
             .claims;
-        let exp = claims.get("exp").and_then(Value::as_u64).ok_or_else(|| invalid("exp is not a number".into()))?;
+        let exp = claims
+            .get("exp")
+            .and_then(Value::as_u64)
+            .ok_or_else(|| invalid("exp is not a number".into()))?;
         if now_secs > exp + CLOCK_SKEW_SECS {
             return Err(invalid("expired".into()));
         }

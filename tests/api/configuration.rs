@@ -10,7 +10,11 @@ fn binary() -> PathBuf {
     path.pop();
     path.pop();
     path.push("ciba-proxy");
-    assert!(path.exists(), "{} is missing: run `cargo build -p ciba-proxy` (make test does)", path.display());
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build -p ciba-proxy` (make test does)",
+        path.display()
+    );
     path
 }
 
@@ -45,7 +49,10 @@ fn run(toml: &str, env: &[(&str, &str)]) -> (Option<i32>, String) {
     // Ports it would bind are never reached on bad configs; a good one would
     // serve forever, so only bad configs are run here.
     let out = cmd.output().unwrap();
-    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 fn tempfile() -> (PathBuf, std::fs::File) {
@@ -58,33 +65,57 @@ fn tempfile() -> (PathBuf, std::fs::File) {
 fn assert_rejected(toml: &str, env: &[(&str, &str)], key: &str) {
     let (code, stderr) = run(toml, env);
     assert_eq!(code, Some(2), "{stderr}");
-    assert_eq!(stderr.trim().lines().count(), 1, "one line expected: {stderr}");
+    assert_eq!(
+        stderr.trim().lines().count(),
+        1,
+        "one line expected: {stderr}"
+    );
     assert!(stderr.contains(key), "{stderr:?} should name {key}");
 }
 
 #[test]
 fn unknown_key_is_refused() {
-    assert_rejected(&VALID.replace("[ciba]", "[ciba]\nintervall = 3"), &[], "intervall");
+    assert_rejected(
+        &VALID.replace("[ciba]", "[ciba]\nintervall = 3"),
+        &[],
+        "intervall",
+    );
 }
 
 #[test]
 fn missing_key_is_refused() {
-    assert_rejected(&VALID.replace("secret = \"webhook-secret\"", ""), &[], "secret");
+    assert_rejected(
+        &VALID.replace("secret = \"webhook-secret\"", ""),
+        &[],
+        "secret",
+    );
 }
 
 #[test]
 fn malformed_url_is_refused() {
-    assert_rejected(&VALID.replace("http://127.0.0.1:3000", "127.0.0.1:3000"), &[], "upstream.issuer");
+    assert_rejected(
+        &VALID.replace("http://127.0.0.1:3000", "127.0.0.1:3000"),
+        &[],
+        "upstream.issuer",
+    );
 }
 
 #[test]
 fn wrong_key_length_is_refused() {
-    assert_rejected(&VALID.replace("MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=", "c2hvcnQ="), &[], "ciba.token_encryption_key");
+    assert_rejected(
+        &VALID.replace("MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=", "c2hvcnQ="),
+        &[],
+        "ciba.token_encryption_key",
+    );
 }
 
 #[test]
 fn client_without_its_secret_is_refused() {
-    assert_rejected(&VALID.replace("client_secret = \"shop-secret\"", ""), &[], "clients[0].client_secret");
+    assert_rejected(
+        &VALID.replace("client_secret = \"shop-secret\"", ""),
+        &[],
+        "clients[0].client_secret",
+    );
 }
 
 #[test]
@@ -93,10 +124,18 @@ fn symmetric_signing_alg_is_refused() {
         "scope = \"openid profile\"",
         "scope = \"openid profile\"\nbackchannel_authentication_request_signing_alg = \"HS256\"\njwks = '{\"keys\":[]}'",
     );
-    assert_rejected(&toml, &[], "clients[0].backchannel_authentication_request_signing_alg");
+    assert_rejected(
+        &toml,
+        &[],
+        "clients[0].backchannel_authentication_request_signing_alg",
+    );
 }
 
 #[test]
 fn environment_overrides_are_applied_and_checked() {
-    assert_rejected(VALID, &[("CIBA_PROXY__STORE__URL", "postgres://db")], "store.url");
+    assert_rejected(
+        VALID,
+        &[("CIBA_PROXY__STORE__URL", "postgres://db")],
+        "store.url",
+    );
 }

@@ -7,14 +7,28 @@ async fn discovery_document_describes_the_ciba_endpoints() {
     assert_eq!(doc.status, 200);
     let body = &doc.body;
     assert_eq!(body["issuer"], app.issuer);
-    assert_eq!(body["backchannel_authentication_endpoint"], app.url("/bc-authorize"));
+    assert_eq!(
+        body["backchannel_authentication_endpoint"],
+        app.url("/bc-authorize")
+    );
     assert_eq!(body["token_endpoint"], app.url("/token"));
-    assert_eq!(body["grant_types_supported"][0], "urn:openid:params:grant-type:ciba");
-    assert_eq!(body["backchannel_token_delivery_modes_supported"][0], "poll");
+    assert_eq!(
+        body["grant_types_supported"][0],
+        "urn:openid:params:grant-type:ciba"
+    );
+    assert_eq!(
+        body["backchannel_token_delivery_modes_supported"][0],
+        "poll"
+    );
     assert_eq!(body["backchannel_user_code_parameter_supported"], false);
     let algs = body["backchannel_authentication_request_signing_alg_values_supported"].to_string();
-    assert!(algs.contains("PS256") && algs.contains("ES256") && !algs.contains("HS256"), "{algs}");
-    assert!(body["token_endpoint_auth_methods_supported"].to_string().contains("client_secret_basic"));
+    assert!(
+        algs.contains("PS256") && algs.contains("ES256") && !algs.contains("HS256"),
+        "{algs}"
+    );
+    assert!(body["token_endpoint_auth_methods_supported"]
+        .to_string()
+        .contains("client_secret_basic"));
     assert_eq!(body["upstream_issuer"], app.idp.issuer);
     assert_eq!(body["jwks_uri"], format!("{}/jwks", app.idp.issuer));
 }

@@ -47,7 +47,9 @@ async fn happy_path(store: StoreKind) {
     assert_eq!(me.status(), 200);
 
     // Handed out exactly once.
-    app.poll("shop", &id).await.assert_error(400, "invalid_grant");
+    app.poll("shop", &id)
+        .await
+        .assert_error(400, "invalid_grant");
 }
 
 #[tokio::test]
@@ -66,7 +68,9 @@ async fn poll_is_pending_until_the_user_acts() {
     app.device.on("alice", Action::Ignore);
     let id = app.start("shop", "alice").await;
     app.device.wait_for_notification("alice").await;
-    app.poll("shop", &id).await.assert_error(400, "authorization_pending");
+    app.poll("shop", &id)
+        .await
+        .assert_error(400, "authorization_pending");
 }
 
 #[tokio::test]
@@ -78,7 +82,10 @@ async fn user_who_cancels_gets_access_denied_for_the_client() {
     assert!(page.body.contains("declined"), "{}", page.body);
     let reply = app.poll("shop", &id).await;
     reply.assert_error(400, "access_denied");
-    assert!(reply.body["error_description"].as_str().unwrap().contains("declined"));
+    assert!(reply.body["error_description"]
+        .as_str()
+        .unwrap()
+        .contains("declined"));
 }
 
 #[tokio::test]
@@ -91,30 +98,55 @@ async fn signing_in_as_someone_else_denies_the_request_and_discards_tokens() {
     assert!(page.body.contains("different account"), "{}", page.body);
     let reply = app.poll("shop", &id).await;
     reply.assert_error(400, "access_denied");
-    assert!(reply.body["error_description"].as_str().unwrap().contains("different user"));
+    assert!(reply.body["error_description"]
+        .as_str()
+        .unwrap()
+        .contains("different user"));
 }
 
 #[tokio::test]
 async fn subject_claim_can_name_another_id_token_claim() {
-    let app = TestApp::builder().upstream_toml("subject_claim = \"email\"").spawn().await;
-    app.device.on("alice@example.test", Action::SignInAs("alice".into()));
-    let reply = app.bc_authorize("shop", &[("scope", "openid email"), ("login_hint", "alice@example.test")]).await;
+    let app = TestApp::builder()
+        .upstream_toml("subject_claim = \"email\"")
+        .spawn()
+        .await;
+    app.device
+        .on("alice@example.test", Action::SignInAs("alice".into()));
+    let reply = app
+        .bc_authorize(
+            "shop",
+            &[
+                ("scope", "openid email"),
+                ("login_hint", "alice@example.test"),
+            ],
+        )
+        .await;
     let id = reply.body["auth_req_id"].as_str().unwrap();
-    assert_eq!(app.device.wait_for_page("alice@example.test").await.status, 200);
+    assert_eq!(
+        app.device.wait_for_page("alice@example.test").await.status,
+        200
+    );
     assert_eq!(app.poll("shop", id).await.status, 200);
 }
 
 #[tokio::test]
 async fn a_subject_claim_missing_from_the_id_token_fails_the_login_clearly() {
     // Without the email scope the IdP leaves `email` out of the ID token.
-    let app = TestApp::builder().upstream_toml("subject_claim = \"email\"").spawn().await;
-    app.device.on("alice@example.test", Action::SignInAs("alice".into()));
+    let app = TestApp::builder()
+        .upstream_toml("subject_claim = \"email\"")
+        .spawn()
+        .await;
+    app.device
+        .on("alice@example.test", Action::SignInAs("alice".into()));
     let id = app.start("shop", "alice@example.test").await;
     let page = app.device.wait_for_page("alice@example.test").await;
     assert_eq!(page.status, 502, "{page:?}");
     let reply = app.poll("shop", &id).await;
     reply.assert_error(400, "access_denied");
-    assert!(reply.body["error_description"].as_str().unwrap().contains("could not be completed"));
+    assert!(reply.body["error_description"]
+        .as_str()
+        .unwrap()
+        .contains("could not be completed"));
 }
 
 #[tokio::test]
@@ -123,24 +155,39 @@ async fn unanswered_request_expires() {
     app.device.on("alice", Action::Ignore);
     let id = app.start("shop", "alice").await;
     app.advance(121);
-    app.poll("shop", &id).await.assert_error(400, "expired_token");
+    app.poll("shop", &id)
+        .await
+        .assert_error(400, "expired_token");
 }
 
 #[tokio::test]
 async fn approved_tokens_expire_with_the_request() {
-    let app = TestApp::builder().manual_clock().store(StoreKind::Redis).spawn().await;
+    let app = TestApp::builder()
+        .manual_clock()
+        .store(StoreKind::Redis)
+        .spawn()
+        .await;
     let id = app.start("shop", "alice").await;
     assert_eq!(app.device.wait_for_page("alice").await.status, 200);
     app.advance(121);
-    app.poll("shop", &id).await.assert_error(400, "expired_token");
+    app.poll("shop", &id)
+        .await
+        .assert_error(400, "expired_token");
 }
 
 async fn slow_down_grows_the_interval(store: StoreKind) {
-    let app = TestApp::builder().manual_clock().store(store).ciba(300, 600, 5).spawn().await;
+    let app = TestApp::builder()
+        .manual_clock()
+        .store(store)
+        .ciba(300, 600, 5)
+        .spawn()
+        .await;
     app.device.on("alice", Action::Ignore);
     let id = app.start("shop", "alice").await;
 
-    app.poll("shop", &id).await.assert_error(400, "authorization_pending");
+    app.poll("shop", &id)
+        .await
+        .assert_error(400, "authorization_pending");
     let reply = app.poll("shop", &id).await;
     reply.assert_error(400, "slow_down");
     assert_eq!(reply.body["interval"], 10);
@@ -150,7 +197,9 @@ async fn slow_down_grows_the_interval(store: StoreKind) {
     reply.assert_error(400, "slow_down");
     assert_eq!(reply.body["interval"], 15);
     app.advance(15);
-    app.poll("shop", &id).await.assert_error(400, "authorization_pending");
+    app.poll("shop", &id)
+        .await
+        .assert_error(400, "authorization_pending");
     app.advance(14);
     app.poll("shop", &id).await.assert_error(400, "slow_down");
 }
@@ -175,7 +224,9 @@ async fn another_clients_auth_req_id_is_indistinguishable_from_an_unknown_one() 
     app.device.wait_for_page("alice").await;
     let theirs = app.poll("other", &id).await;
     theirs.assert_error(400, "invalid_grant");
-    let unknown = app.poll("other", "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA").await;
+    let unknown = app
+        .poll("other", "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA")
+        .await;
     assert_eq!(theirs.body, unknown.body);
     // The owner still gets the tokens: the other client's poll took nothing.
     assert_eq!(app.poll("shop", &id).await.status, 200);
@@ -189,7 +240,10 @@ async fn concurrent_polls_hand_out_tokens_once(store: StoreKind) {
     let replies = futures::future::join_all(polls).await;
     let winners = replies.iter().filter(|r| r.status == 200).count();
     assert_eq!(winners, 1, "{replies:?}");
-    assert!(replies.iter().filter(|r| r.status != 200).all(|r| r.error() == "invalid_grant"));
+    assert!(replies
+        .iter()
+        .filter(|r| r.status != 200)
+        .all(|r| r.error() == "invalid_grant"));
 }
 
 #[tokio::test]
@@ -205,29 +259,52 @@ async fn exactly_one_of_many_concurrent_polls_gets_the_tokens_in_redis() {
 #[tokio::test]
 async fn polling_never_reaches_the_idp() {
     let idp = dedicated_idp();
-    let app = TestApp::builder().idp(idp).manual_clock().store(StoreKind::Redis).spawn().await;
+    let app = TestApp::builder()
+        .idp(idp)
+        .manual_clock()
+        .store(StoreKind::Redis)
+        .spawn()
+        .await;
     app.device.on("alice", Action::Ignore);
     let id = app.start("shop", "alice").await;
     let notification = app.device.wait_for_notification("alice").await;
 
     let before = idp.stats().await.unwrap();
     for _ in 0..20 {
-        app.poll("shop", &id).await.assert_error(400, "authorization_pending");
+        app.poll("shop", &id)
+            .await
+            .assert_error(400, "authorization_pending");
         app.advance(1);
     }
-    assert_eq!(idp.stats().await.unwrap().total, before.total, "pending polls reached the IdP");
+    assert_eq!(
+        idp.stats().await.unwrap().total,
+        before.total,
+        "pending polls reached the IdP"
+    );
 
     let url = notification.body["authorization_url"].as_str().unwrap();
-    let page = sign_in(url, &Action::SignInAs("alice".into())).await.unwrap();
+    let page = sign_in(url, &Action::SignInAs("alice".into()))
+        .await
+        .unwrap();
     assert_eq!(page.status, 200, "{page:?}");
     let after_login = idp.stats().await.unwrap();
-    assert_eq!(after_login.count("POST /token"), 1, "one code exchange per login");
+    assert_eq!(
+        after_login.count("POST /token"),
+        1,
+        "one code exchange per login"
+    );
 
     assert_eq!(app.poll("shop", &id).await.status, 200);
     for _ in 0..20 {
-        app.poll("shop", &id).await.assert_error(400, "invalid_grant");
+        app.poll("shop", &id)
+            .await
+            .assert_error(400, "invalid_grant");
     }
-    assert_eq!(idp.stats().await.unwrap().total, after_login.total, "polls after the login reached the IdP");
+    assert_eq!(
+        idp.stats().await.unwrap().total,
+        after_login.total,
+        "polls after the login reached the IdP"
+    );
 }
 
 #[tokio::test]
@@ -239,17 +316,37 @@ async fn tokens_are_never_stored_in_plain_text_and_every_key_expires() {
     // Everything the proxy keeps for this request, before the tokens are taken.
     let client = redis::Client::open(redis_url()).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let keys: Vec<String> = redis::cmd("KEYS").arg(format!("{}:*", app.prefix)).query_async(&mut conn).await.unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{}:*", app.prefix))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
     assert!(!keys.is_empty());
     let mut dump = String::new();
     for key in &keys {
-        let kind: String = redis::cmd("TYPE").arg(key).query_async(&mut conn).await.unwrap();
+        let kind: String = redis::cmd("TYPE")
+            .arg(key)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
         let value: Vec<String> = match kind.as_str() {
-            "hash" => redis::cmd("HGETALL").arg(key).query_async(&mut conn).await.unwrap(),
-            _ => vec![redis::cmd("GET").arg(key).query_async(&mut conn).await.unwrap()],
+            "hash" => redis::cmd("HGETALL")
+                .arg(key)
+                .query_async(&mut conn)
+                .await
+                .unwrap(),
+            _ => vec![redis::cmd("GET")
+                .arg(key)
+                .query_async(&mut conn)
+                .await
+                .unwrap()],
         };
         dump.push_str(&value.join("\n"));
-        let ttl: i64 = redis::cmd("PTTL").arg(key).query_async(&mut conn).await.unwrap();
+        let ttl: i64 = redis::cmd("PTTL")
+            .arg(key)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
         assert!(ttl > 0, "{key} never expires");
     }
 
@@ -260,7 +357,12 @@ async fn tokens_are_never_stored_in_plain_text_and_every_key_expires() {
         assert!(!dump.contains(token), "{field} was stored in plain text");
     }
     // And the ID token's payload was not stored either.
-    let payload = reply.body["id_token"].as_str().unwrap().split('.').nth(1).unwrap();
+    let payload = reply.body["id_token"]
+        .as_str()
+        .unwrap()
+        .split('.')
+        .nth(1)
+        .unwrap();
     assert!(!dump.contains(payload));
 }
 
@@ -281,7 +383,9 @@ async fn callback_without_state_or_with_unknown_state_explains_itself() {
     let missing = reqwest::get(app.url("/callback?code=abc")).await.unwrap();
     assert_eq!(missing.status(), 400);
     assert!(missing.text().await.unwrap().contains("incomplete"));
-    let unknown = reqwest::get(app.url("/callback?code=abc&state=forged")).await.unwrap();
+    let unknown = reqwest::get(app.url("/callback?code=abc&state=forged"))
+        .await
+        .unwrap();
     assert_eq!(unknown.status(), 410);
 }
 
@@ -310,7 +414,10 @@ async fn a_refused_webhook_ends_the_request_for_the_client() {
         reply = app.poll("shop", &id).await;
     }
     reply.assert_error(400, "access_denied");
-    assert!(reply.body["error_description"].as_str().unwrap().contains("could not be notified"));
+    assert!(reply.body["error_description"]
+        .as_str()
+        .unwrap()
+        .contains("could not be notified"));
 }
 
 #[tokio::test]
@@ -326,7 +433,13 @@ async fn idp_key_rotation_needs_no_restart() {
     assert_eq!(app.device.wait_for_page("bob").await.status, 200);
     let reply = app.poll("shop", &second).await;
     assert_eq!(reply.status, 200, "{reply:?}");
-    let header = reply.body["id_token"].as_str().unwrap().split('.').next().unwrap().to_owned();
+    let header = reply.body["id_token"]
+        .as_str()
+        .unwrap()
+        .split('.')
+        .next()
+        .unwrap()
+        .to_owned();
     let header: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(header).unwrap()).unwrap();
     assert_eq!(header["kid"], kid);
 }

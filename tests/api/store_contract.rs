@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use ciba_proxy::clock::{Clock, ManualClock};
 use ciba_proxy::domain::AuthReqId;
-use ciba_proxy::store::{MemoryStore, Outcome, PollOutcome, RedisStore, RequestRecord, Status, Store};
+use ciba_proxy::store::{
+    MemoryStore, Outcome, PollOutcome, RedisStore, RequestRecord, Status, Store,
+};
 use ciba_proxy_e2e::app::redis_url;
 
 async fn backends() -> Vec<(&'static str, Arc<dyn Store>, ManualClock)> {
@@ -13,9 +15,14 @@ async fn backends() -> Vec<(&'static str, Arc<dyn Store>, ManualClock)> {
     let memory: Arc<dyn Store> = Arc::new(MemoryStore::new(Arc::new(memory_clock.clone())));
     let prefix = format!("contract-{}", rand::random::<u64>());
     let redis: Arc<dyn Store> = Arc::new(
-        RedisStore::connect(&redis_url(), &prefix, Duration::from_secs(2)).await.expect("redis"),
+        RedisStore::connect(&redis_url(), &prefix, Duration::from_secs(2))
+            .await
+            .expect("redis"),
     );
-    vec![("memory", memory, memory_clock), ("redis", redis, ManualClock::default())]
+    vec![
+        ("memory", memory, memory_clock),
+        ("redis", redis, ManualClock::default()),
+    ]
 }
 
 fn record(clock: &ManualClock, client: &str) -> RequestRecord {
@@ -36,7 +43,11 @@ async fn state_is_single_use_and_leads_to_the_request() {
     for (name, store, clock) in backends().await {
         let r = record(&clock, "c");
         store.create(&r, "state-1", clock.now_ms()).await.unwrap();
-        assert_eq!(store.take_state("state-1").await.unwrap(), Some(r.id.clone()), "{name}");
+        assert_eq!(
+            store.take_state("state-1").await.unwrap(),
+            Some(r.id.clone()),
+            "{name}"
+        );
         assert_eq!(store.take_state("state-1").await.unwrap(), None, "{name}");
         let (stored, status) = store.get(&r.id).await.unwrap().unwrap();
         assert_eq!((stored, status), (r, Status::Pending), "{name}");
@@ -47,20 +58,48 @@ async fn state_is_single_use_and_leads_to_the_request() {
 async fn poll_walks_pending_slow_down_tokens_redeemed() {
     for (name, store, clock) in backends().await {
         let r = record(&clock, "c");
-        store.create(&r, &format!("s-{name}"), clock.now_ms()).await.unwrap();
-        assert_eq!(store.poll(&r.id, "c", clock.now_ms()).await.unwrap(), PollOutcome::Pending, "{name}");
+        store
+            .create(&r, &format!("s-{name}"), clock.now_ms())
+            .await
+            .unwrap();
+        assert_eq!(
+            store.poll(&r.id, "c", clock.now_ms()).await.unwrap(),
+            PollOutcome::Pending,
+            "{name}"
+        );
         assert_eq!(
             store.poll(&r.id, "c", clock.now_ms() + 1000).await.unwrap(),
             PollOutcome::SlowDown { interval_secs: 10 },
             "{name}"
         );
-        let approved = Outcome::Approved { sealed_tokens: "t".into() };
-        assert!(store.finish(&r.id, &approved, clock.now_ms()).await.unwrap(), "{name}");
+        let approved = Outcome::Approved {
+            sealed_tokens: "t".into(),
+        };
+        assert!(
+            store
+                .finish(&r.id, &approved, clock.now_ms())
+                .await
+                .unwrap(),
+            "{name}"
+        );
         // A second outcome cannot overwrite the first.
-        let denied = Outcome::Denied { reason: "late".into() };
-        assert!(!store.finish(&r.id, &denied, clock.now_ms()).await.unwrap(), "{name}");
-        assert_eq!(store.poll(&r.id, "c", clock.now_ms()).await.unwrap(), PollOutcome::Tokens("t".into()), "{name}");
-        assert_eq!(store.poll(&r.id, "c", clock.now_ms()).await.unwrap(), PollOutcome::Redeemed, "{name}");
+        let denied = Outcome::Denied {
+            reason: "late".into(),
+        };
+        assert!(
+            !store.finish(&r.id, &denied, clock.now_ms()).await.unwrap(),
+            "{name}"
+        );
+        assert_eq!(
+            store.poll(&r.id, "c", clock.now_ms()).await.unwrap(),
+            PollOutcome::Tokens("t".into()),
+            "{name}"
+        );
+        assert_eq!(
+            store.poll(&r.id, "c", clock.now_ms()).await.unwrap(),
+            PollOutcome::Redeemed,
+            "{name}"
+        );
     }
 }
 
@@ -68,10 +107,21 @@ async fn poll_walks_pending_slow_down_tokens_redeemed() {
 async fn other_clients_and_unknown_ids_look_alike() {
     for (name, store, clock) in backends().await {
         let r = record(&clock, "c");
-        store.create(&r, &format!("s2-{name}"), clock.now_ms()).await.unwrap();
-        assert_eq!(store.poll(&r.id, "intruder", clock.now_ms()).await.unwrap(), PollOutcome::Unknown, "{name}");
+        store
+            .create(&r, &format!("s2-{name}"), clock.now_ms())
+            .await
+            .unwrap();
+        assert_eq!(
+            store.poll(&r.id, "intruder", clock.now_ms()).await.unwrap(),
+            PollOutcome::Unknown,
+            "{name}"
+        );
         let unknown = AuthReqId::generate();
-        assert_eq!(store.poll(&unknown, "c", clock.now_ms()).await.unwrap(), PollOutcome::Unknown, "{name}");
+        assert_eq!(
+            store.poll(&unknown, "c", clock.now_ms()).await.unwrap(),
+            PollOutcome::Unknown,
+            "{name}"
+        );
     }
 }
 
@@ -79,9 +129,17 @@ async fn other_clients_and_unknown_ids_look_alike() {
 async fn denial_and_expiry_are_reported() {
     for (name, store, clock) in backends().await {
         let denied = record(&clock, "c");
-        store.create(&denied, &format!("s3-{name}"), clock.now_ms()).await.unwrap();
-        let outcome = Outcome::Denied { reason: "the user declined".into() };
-        assert!(store.finish(&denied.id, &outcome, clock.now_ms()).await.unwrap());
+        store
+            .create(&denied, &format!("s3-{name}"), clock.now_ms())
+            .await
+            .unwrap();
+        let outcome = Outcome::Denied {
+            reason: "the user declined".into(),
+        };
+        assert!(store
+            .finish(&denied.id, &outcome, clock.now_ms())
+            .await
+            .unwrap());
         assert_eq!(
             store.poll(&denied.id, "c", clock.now_ms()).await.unwrap(),
             PollOutcome::Denied("the user declined".into()),
@@ -89,11 +147,23 @@ async fn denial_and_expiry_are_reported() {
         );
 
         let late = record(&clock, "c");
-        store.create(&late, &format!("s4-{name}"), clock.now_ms()).await.unwrap();
+        store
+            .create(&late, &format!("s4-{name}"), clock.now_ms())
+            .await
+            .unwrap();
         let after = late.expires_at_ms;
-        let approved = Outcome::Approved { sealed_tokens: "t".into() };
-        assert!(!store.finish(&late.id, &approved, after).await.unwrap(), "{name}: finished after expiry");
-        assert_eq!(store.poll(&late.id, "c", after).await.unwrap(), PollOutcome::Expired, "{name}");
+        let approved = Outcome::Approved {
+            sealed_tokens: "t".into(),
+        };
+        assert!(
+            !store.finish(&late.id, &approved, after).await.unwrap(),
+            "{name}: finished after expiry"
+        );
+        assert_eq!(
+            store.poll(&late.id, "c", after).await.unwrap(),
+            PollOutcome::Expired,
+            "{name}"
+        );
     }
 }
 
@@ -101,9 +171,17 @@ async fn denial_and_expiry_are_reported() {
 async fn concurrent_polls_take_the_tokens_once() {
     for (name, store, clock) in backends().await {
         let r = record(&clock, "c");
-        store.create(&r, &format!("s5-{name}"), clock.now_ms()).await.unwrap();
-        let approved = Outcome::Approved { sealed_tokens: "t".into() };
-        store.finish(&r.id, &approved, clock.now_ms()).await.unwrap();
+        store
+            .create(&r, &format!("s5-{name}"), clock.now_ms())
+            .await
+            .unwrap();
+        let approved = Outcome::Approved {
+            sealed_tokens: "t".into(),
+        };
+        store
+            .finish(&r.id, &approved, clock.now_ms())
+            .await
+            .unwrap();
         let polls = (0..32).map(|_| {
             let store = store.clone();
             let id = r.id.clone();
@@ -111,7 +189,10 @@ async fn concurrent_polls_take_the_tokens_once() {
             tokio::spawn(async move { store.poll(&id, "c", now).await.unwrap() })
         });
         let outcomes = futures::future::join_all(polls).await;
-        let tokens = outcomes.iter().filter(|o| matches!(o, Ok(PollOutcome::Tokens(_)))).count();
+        let tokens = outcomes
+            .iter()
+            .filter(|o| matches!(o, Ok(PollOutcome::Tokens(_))))
+            .count();
         assert_eq!(tokens, 1, "{name}: {outcomes:?}");
     }
 }

@@ -236,7 +236,9 @@ impl Reply {
         assert_eq!(self.status.as_u16(), status, "{self:?}");
         assert_eq!(self.error(), error, "{self:?}");
         assert!(
-            self.body["error_description"].as_str().is_some_and(|d| !d.is_empty()),
+            self.body["error_description"]
+                .as_str()
+                .is_some_and(|d| !d.is_empty()),
             "error_description missing: {self:?}"
         );
     }
@@ -267,9 +269,14 @@ impl TestApp {
         let c = self.client(client_id);
         let request = self.http.post(self.url(path));
         let request = if c.auth_method == "client_secret_basic" {
-            request.basic_auth(&c.client_id, Some(&c.client_secret)).form(params)
+            request
+                .basic_auth(&c.client_id, Some(&c.client_secret))
+                .form(params)
         } else {
-            let mut all = vec![("client_id", c.client_id.as_str()), ("client_secret", c.client_secret.as_str())];
+            let mut all = vec![
+                ("client_id", c.client_id.as_str()),
+                ("client_secret", c.client_secret.as_str()),
+            ];
             all.extend_from_slice(params);
             request.form(&all)
         };
@@ -285,16 +292,27 @@ impl TestApp {
         let reply = self
             .bc_authorize(
                 client_id,
-                &[("scope", "openid profile"), ("login_hint", login_hint), ("binding_message", "W4SCT")],
+                &[
+                    ("scope", "openid profile"),
+                    ("login_hint", login_hint),
+                    ("binding_message", "W4SCT"),
+                ],
             )
             .await;
         assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
-        reply.body["auth_req_id"].as_str().expect("auth_req_id").to_owned()
+        reply.body["auth_req_id"]
+            .as_str()
+            .expect("auth_req_id")
+            .to_owned()
     }
 
     pub async fn poll(&self, client_id: &str, auth_req_id: &str) -> Reply {
-        self.post_as(client_id, "/token", &[("grant_type", CIBA_GRANT), ("auth_req_id", auth_req_id)])
-            .await
+        self.post_as(
+            client_id,
+            "/token",
+            &[("grant_type", CIBA_GRANT), ("auth_req_id", auth_req_id)],
+        )
+        .await
     }
 
     pub async fn get(&self, path: &str) -> Reply {
@@ -303,6 +321,9 @@ impl TestApp {
 
     /// Moves the manual clock (tests built with `manual_clock()`).
     pub fn advance(&self, secs: u64) {
-        self.clock.as_ref().expect("built with manual_clock()").advance_secs(secs);
+        self.clock
+            .as_ref()
+            .expect("built with manual_clock()")
+            .advance_secs(secs);
     }
 }

@@ -92,7 +92,11 @@ impl Device {
 
     /// What the user with `login_hint` will do (default: sign in as themselves).
     pub fn on(&self, login_hint: &str, action: Action) {
-        self.inner.actions.lock().unwrap().insert(login_hint.to_owned(), action);
+        self.inner
+            .actions
+            .lock()
+            .unwrap()
+            .insert(login_hint.to_owned(), action);
     }
 
     pub fn notifications(&self) -> Vec<Notification> {
@@ -114,10 +118,13 @@ impl Device {
     pub async fn wait_for_page(&self, login_hint: &str) -> Page {
         let found = wait_until(|| {
             let pages = self.inner.pages.lock().unwrap();
-            pages.iter().find(|(hint, _)| hint == login_hint).map(|(_, page)| match page {
-                Ok(p) => Ok(p.clone()),
-                Err(e) => Err(format!("{e:#}")),
-            })
+            pages
+                .iter()
+                .find(|(hint, _)| hint == login_hint)
+                .map(|(_, page)| match page {
+                    Ok(p) => Ok(p.clone()),
+                    Err(e) => Err(format!("{e:#}")),
+                })
         })
         .await;
         match found {
@@ -154,15 +161,24 @@ async fn receive(req: HttpRequest, body: web::Bytes, inner: web::Data<Inner>) ->
         .get("X-Ciba-Signature")
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    let expected = format!("sha256={}", ciba_proxy::crypto::hmac_sha256_hex(inner.secret.as_bytes(), &body));
+    let expected = format!(
+        "sha256={}",
+        ciba_proxy::crypto::hmac_sha256_hex(inner.secret.as_bytes(), &body)
+    );
     let notification = Notification {
         body: serde_json::from_slice(&body).unwrap_or(Value::Null),
         raw: body.to_vec(),
         signature_valid: signature.as_deref() == Some(expected.as_str()),
         signature,
     };
-    let hint = notification.body["login_hint"].as_str().unwrap_or_default().to_owned();
-    let url = notification.body["authorization_url"].as_str().unwrap_or_default().to_owned();
+    let hint = notification.body["login_hint"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let url = notification.body["authorization_url"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
     let valid = notification.signature_valid;
     inner.notifications.lock().unwrap().push(notification);
     if !valid {
@@ -178,7 +194,8 @@ async fn receive(req: HttpRequest, body: web::Bytes, inner: web::Data<Inner>) ->
     let action = match action {
         Action::Ignore => return HttpResponse::NoContent().finish(),
         Action::RefuseWebhook(status) => {
-            return HttpResponse::build(actix_web::http::StatusCode::from_u16(status).unwrap()).finish()
+            return HttpResponse::build(actix_web::http::StatusCode::from_u16(status).unwrap())
+                .finish()
         }
         Action::FailThenSignIn(failures) => {
             let mut attempts = inner.attempts.lock().unwrap();
@@ -224,7 +241,10 @@ pub async fn sign_in(authorization_url: &str, action: &Action) -> anyhow::Result
                 .await?;
             let consent_url = consent.url().clone();
             if consent_url.path().starts_with("/interaction/") {
-                http.post(consent_url).form(&[("prompt", "consent")]).send().await?
+                http.post(consent_url)
+                    .form(&[("prompt", "consent")])
+                    .send()
+                    .await?
             } else {
                 consent
             }

@@ -81,14 +81,23 @@ impl TestIdp {
             .json()
             .await?;
         Ok(UpstreamClient {
-            client_id: response["client_id"].as_str().context("client_id")?.to_owned(),
-            client_secret: response["client_secret"].as_str().context("client_secret")?.to_owned(),
+            client_id: response["client_id"]
+                .as_str()
+                .context("client_id")?
+                .to_owned(),
+            client_secret: response["client_secret"]
+                .as_str()
+                .context("client_secret")?
+                .to_owned(),
         })
     }
 
     /// Requests the IdP has served, by "METHOD /path".
     pub async fn stats(&self) -> anyhow::Result<Stats> {
-        Ok(reqwest::get(format!("{}/_test/stats", self.issuer)).await?.json().await?)
+        Ok(reqwest::get(format!("{}/_test/stats", self.issuer))
+            .await?
+            .json()
+            .await?)
     }
 
     /// Replaces the IdP's signing key; returns the new `kid`.

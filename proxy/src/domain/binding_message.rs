@@ -11,11 +11,18 @@ impl BindingMessage {
             return Err("binding_message must not be empty".into());
         }
         if s.chars().count() > MAX_CHARS {
-            return Err(format!("binding_message must be at most {MAX_CHARS} characters"));
+            return Err(format!(
+                "binding_message must be at most {MAX_CHARS} characters"
+            ));
         }
         // Plain text only: it is displayed on a phone, never interpreted.
-        if let Some(c) = s.chars().find(|c| c.is_control() || matches!(c, '<' | '>' | '{' | '}' | '\\' | '`')) {
-            return Err(format!("binding_message must be plain text; {c:?} is not allowed"));
+        if let Some(c) = s
+            .chars()
+            .find(|c| c.is_control() || matches!(c, '<' | '>' | '{' | '}' | '\\' | '`'))
+        {
+            return Err(format!(
+                "binding_message must be plain text; {c:?} is not allowed"
+            ));
         }
         Ok(Self(s.to_owned()))
     }

@@ -31,7 +31,11 @@ mod tests {
 
     #[test]
     fn accepts_usernames_emails_and_uuids() {
-        for ok in ["alice", "alice@example.com", "6f1c1f2e-0a3b-4c1d-9d7e-123456789abc"] {
+        for ok in [
+            "alice",
+            "alice@example.com",
+            "6f1c1f2e-0a3b-4c1d-9d7e-123456789abc",
+        ] {
             assert_eq!(LoginHint::parse(ok).unwrap().as_str(), ok);
         }
     }

@@ -9,7 +9,10 @@ impl Scope {
         let mut set = BTreeSet::new();
         for token in s.split(' ').filter(|t| !t.is_empty()) {
             // scope-token = 1*( %x21 / %x23-5B / %x5D-7E )
-            if !token.bytes().all(|b| b == 0x21 || (0x23..=0x5B).contains(&b) || (0x5D..=0x7E).contains(&b)) {
+            if !token
+                .bytes()
+                .all(|b| b == 0x21 || (0x23..=0x5B).contains(&b) || (0x5D..=0x7E).contains(&b))
+            {
                 return Err(format!("scope contains an invalid token {token:?}"));
             }
             set.insert(token.to_owned());

@@ -47,16 +47,30 @@ pub async fn backchannel_authentication(
         endpoint: &endpoint,
     };
     let now_ms = state.clock.now_ms();
-    let params = request_parameters(&client, &form, &audiences, state.store.as_ref(), now_ms / 1000).await?;
+    let params = request_parameters(
+        &client,
+        &form,
+        &audiences,
+        state.store.as_ref(),
+        now_ms / 1000,
+    )
+    .await?;
     let request = validate(&params, &client, &state.policy)?;
 
     let authorization = state
         .upstream
-        .authorization_request(&client, &request.scope, request.login_hint.as_str(), request.acr_values.as_deref())
+        .authorization_request(
+            &client,
+            &request.scope,
+            request.login_hint.as_str(),
+            request.acr_values.as_deref(),
+        )
         .await
         .map_err(|e| {
             tracing::warn!(error = %e, "cannot build the upstream authorization request");
-            OAuthError::TemporarilyUnavailable("the identity provider is not reachable; retry shortly".into())
+            OAuthError::TemporarilyUnavailable(
+                "the identity provider is not reachable; retry shortly".into(),
+            )
         })?;
     let id = AuthReqId::generate();
     record_auth_req(&id);
@@ -67,11 +81,16 @@ pub async fn backchannel_authentication(
         login_hint: request.login_hint.as_str().to_owned(),
         scope: request.scope.to_string(),
         nonce: authorization.nonce,
-        sealed_verifier: state.cipher.seal(authorization.pkce_verifier.as_bytes(), id.as_str()),
+        sealed_verifier: state
+            .cipher
+            .seal(authorization.pkce_verifier.as_bytes(), id.as_str()),
         expires_at_ms,
         interval_secs: state.policy.interval,
     };
-    state.store.create(&record, &authorization.state, now_ms).await?;
+    state
+        .store
+        .create(&record, &authorization.state, now_ms)
+        .await?;
 
     let notification = UserNotification {
         login_hint: record.login_hint,
@@ -88,7 +107,10 @@ pub async fn backchannel_authentication(
         id.clone(),
         notification,
     ));
-    tracing::info!(expires_in = request.expires_in, "backchannel request accepted");
+    tracing::info!(
+        expires_in = request.expires_in,
+        "backchannel request accepted"
+    );
 
     Ok(HttpResponse::Ok()
         .insert_header(CacheControl(vec![CacheDirective::NoStore]))
@@ -100,7 +122,11 @@ pub async fn backchannel_authentication(
 }
 
 /// CIBA Core §7.1: scope, exactly one hint, binding_message, requested_expiry.
-fn validate(params: &FormParams, client: &Client, policy: &CibaPolicy) -> Result<ValidRequest, OAuthError> {
+fn validate(
+    params: &FormParams,
+    client: &Client,
+    policy: &CibaPolicy,
+) -> Result<ValidRequest, OAuthError> {
     let scope = params
         .get("scope")
         .ok_or_else(|| OAuthError::InvalidRequest("scope is required".into()))?;

@@ -55,7 +55,10 @@ impl Page {
             .insert_header(CacheControl(vec![CacheDirective::NoStore]))
             // The URL carries the authorization code: keep it out of Referer.
             .insert_header((header::REFERRER_POLICY, "no-referrer"))
-            .insert_header((header::CONTENT_SECURITY_POLICY, "default-src 'none'; style-src 'unsafe-inline'"))
+            .insert_header((
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'none'; style-src 'unsafe-inline'",
+            ))
             .insert_header((header::X_FRAME_OPTIONS, "DENY"))
             .body(html)
     }
@@ -100,7 +103,10 @@ async fn handle(req: &HttpRequest, state: &AppState) -> Result<Page, OAuthError>
             (Page::Declined, "the user declined the request".to_owned())
         } else {
             tracing::warn!(%error, "the identity provider returned an error");
-            (Page::Failed, format!("the identity provider ended the sign-in with {error}"))
+            (
+                Page::Failed,
+                format!("the identity provider ended the sign-in with {error}"),
+            )
         };
         return deny(state, &id, reason, page).await;
     }
@@ -110,7 +116,11 @@ async fn handle(req: &HttpRequest, state: &AppState) -> Result<Page, OAuthError>
     match complete(state, &record, code).await {
         Ok(sealed_tokens) => {
             let outcome = Outcome::Approved { sealed_tokens };
-            if state.store.finish(&id, &outcome, state.clock.now_ms()).await? {
+            if state
+                .store
+                .finish(&id, &outcome, state.clock.now_ms())
+                .await?
+            {
                 tracing::info!("login completed");
                 Ok(Page::Approved)
             } else {
@@ -119,11 +129,23 @@ async fn handle(req: &HttpRequest, state: &AppState) -> Result<Page, OAuthError>
         }
         Err(Rejection::WrongUser) => {
             tracing::warn!("a different user signed in than the one hinted; tokens discarded");
-            deny(state, &id, "a different user authenticated than the one in the login hint".into(), Page::WrongUser).await
+            deny(
+                state,
+                &id,
+                "a different user authenticated than the one in the login hint".into(),
+                Page::WrongUser,
+            )
+            .await
         }
         Err(Rejection::Failed(e)) => {
             tracing::error!(error = %e, "the sign-in could not be completed");
-            deny(state, &id, "the sign-in could not be completed at the identity provider".into(), Page::Failed).await
+            deny(
+                state,
+                &id,
+                "the sign-in could not be completed at the identity provider".into(),
+                Page::Failed,
+            )
+            .await
         }
     }
 }
@@ -134,12 +156,18 @@ enum Rejection {
 }
 
 /// Exchanges the code and checks who signed in; returns the sealed tokens.
-async fn complete(state: &AppState, record: &RequestRecord, code: &str) -> Result<String, Rejection> {
+async fn complete(
+    state: &AppState,
+    record: &RequestRecord,
+    code: &str,
+) -> Result<String, Rejection> {
     let failed = |e: anyhow::Error| Rejection::Failed(e);
-    let client = state
-        .clients
-        .get(&record.client_id)
-        .ok_or_else(|| failed(anyhow::anyhow!("client {} is no longer registered", record.client_id)))?;
+    let client = state.clients.get(&record.client_id).ok_or_else(|| {
+        failed(anyhow::anyhow!(
+            "client {} is no longer registered",
+            record.client_id
+        ))
+    })?;
     let verifier = state
         .cipher
         .open(&record.sealed_verifier, record.id.as_str())
@@ -169,7 +197,12 @@ async fn complete(state: &AppState, record: &RequestRecord, code: &str) -> Resul
     Ok(state.cipher.seal(&json, record.id.as_str()))
 }
 
-async fn deny(state: &AppState, id: &AuthReqId, reason: String, page: Page) -> Result<Page, OAuthError> {
+async fn deny(
+    state: &AppState,
+    id: &AuthReqId,
+    reason: String,
+    page: Page,
+) -> Result<Page, OAuthError> {
     let finished = state
         .store
         .finish(id, &Outcome::Denied { reason }, state.clock.now_ms())

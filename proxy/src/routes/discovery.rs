@@ -12,7 +12,9 @@ use crate::state::AppState;
 pub async fn openid_configuration(state: web::Data<AppState>) -> Result<HttpResponse, OAuthError> {
     let upstream = state.upstream.metadata().await.map_err(|e| {
         tracing::warn!(error = %e, "upstream metadata unavailable");
-        OAuthError::TemporarilyUnavailable("the identity provider's metadata is not available yet".into())
+        OAuthError::TemporarilyUnavailable(
+            "the identity provider's metadata is not available yet".into(),
+        )
     })?;
     let algs: Vec<String> = SIGNING_ALGS.iter().map(|a| format!("{a:?}")).collect();
     Ok(HttpResponse::Ok().json(json!({

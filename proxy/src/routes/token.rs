@@ -27,7 +27,11 @@ struct TokenResponse {
 }
 
 #[tracing::instrument(skip_all, fields(client_id, auth_req))]
-pub async fn token(req: HttpRequest, payload: web::Payload, state: web::Data<AppState>) -> Result<HttpResponse, OAuthError> {
+pub async fn token(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, OAuthError> {
     let form = FormParams::from_request(&req, payload).await?;
     let client = state.clients.authenticate(&req, &form)?;
     record_client(&client.id);
@@ -43,7 +47,9 @@ pub async fn token(req: HttpRequest, payload: web::Payload, state: web::Data<App
     let raw_id = form
         .get("auth_req_id")
         .ok_or_else(|| OAuthError::InvalidRequest("auth_req_id is required".into()))?;
-    let unknown = || OAuthError::InvalidGrant("auth_req_id is unknown or was not issued to this client".into());
+    let unknown = || {
+        OAuthError::InvalidGrant("auth_req_id is unknown or was not issued to this client".into())
+    };
     let id = AuthReqId::parse(raw_id).map_err(|_| unknown())?;
     record_auth_req(&id);
 
@@ -51,12 +57,19 @@ pub async fn token(req: HttpRequest, payload: web::Payload, state: web::Data<App
     match state.store.poll(&id, &client.id, now_ms).await? {
         PollOutcome::Unknown => Err(unknown()),
         PollOutcome::Pending => Err(OAuthError::AuthorizationPending),
-        PollOutcome::SlowDown { interval_secs } => Err(OAuthError::SlowDown { interval: interval_secs }),
+        PollOutcome::SlowDown { interval_secs } => Err(OAuthError::SlowDown {
+            interval: interval_secs,
+        }),
         PollOutcome::Expired => Err(OAuthError::ExpiredToken),
         PollOutcome::Denied(reason) => Err(OAuthError::Denied(reason)),
-        PollOutcome::Redeemed => Err(OAuthError::InvalidGrant("the tokens for this auth_req_id were already issued".into())),
+        PollOutcome::Redeemed => Err(OAuthError::InvalidGrant(
+            "the tokens for this auth_req_id were already issued".into(),
+        )),
         PollOutcome::Tokens(sealed) => {
-            let plain = state.cipher.open(&sealed, id.as_str()).map_err(OAuthError::internal)?;
+            let plain = state
+                .cipher
+                .open(&sealed, id.as_str())
+                .map_err(OAuthError::internal)?;
             let tokens: TokenSet = serde_json::from_slice(&plain).map_err(OAuthError::internal)?;
             tracing::info!("tokens issued");
             Ok(HttpResponse::Ok()

@@ -61,7 +61,12 @@ impl MemoryStore {
 
 #[async_trait]
 impl Store for MemoryStore {
-    async fn create(&self, record: &RequestRecord, state: &str, now_ms: u64) -> Result<(), StoreError> {
+    async fn create(
+        &self,
+        record: &RequestRecord,
+        state: &str,
+        now_ms: u64,
+    ) -> Result<(), StoreError> {
         let mut inner = self.inner.lock();
         inner.sweep(now_ms);
         inner
@@ -95,7 +100,12 @@ impl Store for MemoryStore {
             .map(|e| (e.record.clone(), e.status.clone())))
     }
 
-    async fn finish(&self, id: &AuthReqId, outcome: &Outcome, now_ms: u64) -> Result<bool, StoreError> {
+    async fn finish(
+        &self,
+        id: &AuthReqId,
+        outcome: &Outcome,
+        now_ms: u64,
+    ) -> Result<bool, StoreError> {
         let mut inner = self.inner.lock();
         let Some(entry) = inner.requests.get_mut(id) else {
             return Ok(false);
@@ -113,7 +123,12 @@ impl Store for MemoryStore {
         Ok(true)
     }
 
-    async fn poll(&self, id: &AuthReqId, client_id: &str, now_ms: u64) -> Result<PollOutcome, StoreError> {
+    async fn poll(
+        &self,
+        id: &AuthReqId,
+        client_id: &str,
+        now_ms: u64,
+    ) -> Result<PollOutcome, StoreError> {
         let mut inner = self.inner.lock();
         let Some(entry) = inner.requests.get_mut(id) else {
             return Ok(PollOutcome::Unknown);

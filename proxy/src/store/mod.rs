@@ -36,7 +36,9 @@ impl From<StoreError> for crate::error::OAuthError {
         match e {
             StoreError::Unavailable(_) => {
                 tracing::warn!(error = %e, "store unavailable");
-                Self::TemporarilyUnavailable("the service is temporarily unavailable; retry shortly".into())
+                Self::TemporarilyUnavailable(
+                    "the service is temporarily unavailable; retry shortly".into(),
+                )
             }
             StoreError::Corrupt(_) => Self::internal(e),
         }
@@ -91,7 +93,9 @@ pub enum PollOutcome {
     /// Unknown, long gone, or another client's: indistinguishable on purpose.
     Unknown,
     Pending,
-    SlowDown { interval_secs: u64 },
+    SlowDown {
+        interval_secs: u64,
+    },
     Expired,
     Denied(String),
     /// The tokens were handed out already.
@@ -103,7 +107,12 @@ pub enum PollOutcome {
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Saves a new pending request and the single-use `state` bound to it.
-    async fn create(&self, record: &RequestRecord, state: &str, now_ms: u64) -> Result<(), StoreError>;
+    async fn create(
+        &self,
+        record: &RequestRecord,
+        state: &str,
+        now_ms: u64,
+    ) -> Result<(), StoreError>;
 
     /// The request a callback `state` belongs to; the state is consumed.
     async fn take_state(&self, state: &str) -> Result<Option<AuthReqId>, StoreError>;
@@ -113,10 +122,20 @@ pub trait Store: Send + Sync + 'static {
 
     /// Records how a pending, unexpired request ended. Returns false (and
     /// changes nothing) when the request is gone, expired or already ended.
-    async fn finish(&self, id: &AuthReqId, outcome: &Outcome, now_ms: u64) -> Result<bool, StoreError>;
+    async fn finish(
+        &self,
+        id: &AuthReqId,
+        outcome: &Outcome,
+        now_ms: u64,
+    ) -> Result<bool, StoreError>;
 
     /// One poll by `client_id`, atomically.
-    async fn poll(&self, id: &AuthReqId, client_id: &str, now_ms: u64) -> Result<PollOutcome, StoreError>;
+    async fn poll(
+        &self,
+        id: &AuthReqId,
+        client_id: &str,
+        now_ms: u64,
+    ) -> Result<PollOutcome, StoreError>;
 
     /// Marks a one-time value (a request object's `jti`) as used for
     /// `ttl_secs`. Returns false when it was used before.

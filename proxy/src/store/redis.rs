@@ -79,7 +79,8 @@ fn unavailable(e: redis::RedisError) -> StoreError {
 impl RedisStore {
     /// Connects to `url`; every command gives up after `timeout`.
     pub async fn connect(url: &str, prefix: &str, timeout: Duration) -> Result<Self, StoreError> {
-        let client = redis::Client::open(url).map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        let client =
+            redis::Client::open(url).map_err(|e| StoreError::Unavailable(e.to_string()))?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(timeout)
             .set_response_timeout(timeout)
@@ -122,7 +123,12 @@ fn number(map: &HashMap<String, String>, name: &str) -> Result<u64, StoreError> 
 
 #[async_trait]
 impl Store for RedisStore {
-    async fn create(&self, record: &RequestRecord, state: &str, now_ms: u64) -> Result<(), StoreError> {
+    async fn create(
+        &self,
+        record: &RequestRecord,
+        state: &str,
+        now_ms: u64,
+    ) -> Result<(), StoreError> {
         let key = self.request_key(&record.id);
         let live_ms = record.expires_at_ms.saturating_sub(now_ms).max(1);
         let fields = [
@@ -155,13 +161,19 @@ impl Store for RedisStore {
 
     async fn take_state(&self, state: &str) -> Result<Option<AuthReqId>, StoreError> {
         let mut conn = self.conn.clone();
-        let id: Option<String> = conn.get_del(self.state_key(state)).await.map_err(unavailable)?;
+        let id: Option<String> = conn
+            .get_del(self.state_key(state))
+            .await
+            .map_err(unavailable)?;
         Ok(id.and_then(|id| AuthReqId::parse(&id).ok()))
     }
 
     async fn get(&self, id: &AuthReqId) -> Result<Option<(RequestRecord, Status)>, StoreError> {
         let mut conn = self.conn.clone();
-        let map: HashMap<String, String> = conn.hgetall(self.request_key(id)).await.map_err(unavailable)?;
+        let map: HashMap<String, String> = conn
+            .hgetall(self.request_key(id))
+            .await
+            .map_err(unavailable)?;
         if map.is_empty() {
             return Ok(None);
         }
@@ -185,7 +197,12 @@ impl Store for RedisStore {
         Ok(Some((record, status)))
     }
 
-    async fn finish(&self, id: &AuthReqId, outcome: &Outcome, now_ms: u64) -> Result<bool, StoreError> {
+    async fn finish(
+        &self,
+        id: &AuthReqId,
+        outcome: &Outcome,
+        now_ms: u64,
+    ) -> Result<bool, StoreError> {
         let (kind, payload) = match outcome {
             Outcome::Approved { sealed_tokens } => ("approved", sealed_tokens),
             Outcome::Denied { reason } => ("denied", reason),
@@ -204,7 +221,12 @@ impl Store for RedisStore {
         Ok(changed == 1)
     }
 
-    async fn poll(&self, id: &AuthReqId, client_id: &str, now_ms: u64) -> Result<PollOutcome, StoreError> {
+    async fn poll(
+        &self,
+        id: &AuthReqId,
+        client_id: &str,
+        now_ms: u64,
+    ) -> Result<PollOutcome, StoreError> {
         let mut conn = self.conn.clone();
         let reply: Vec<String> = self
             .poll
@@ -229,7 +251,11 @@ impl Store for RedisStore {
                     .parse()
                     .map_err(|_| StoreError::Corrupt("interval is not a number".into()))?,
             },
-            _ => return Err(StoreError::Corrupt(format!("unexpected poll reply {reply:?}"))),
+            _ => {
+                return Err(StoreError::Corrupt(format!(
+                    "unexpected poll reply {reply:?}"
+                )))
+            }
         })
     }
 

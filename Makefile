@@ -1,0 +1,54 @@
+# ciba-proxy: `make help` lists the targets. CI runs `make test` (see .ci/run).
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+
+REDIS_HOST ?= 127.0.0.1
+REDIS_PORT ?= 6379
+IDP_STAMP := tests/idp/node_modules/.installed
+
+.PHONY: help
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(IDP_STAMP): tests/idp/package.json tests/idp/package-lock.json
+	cd tests/idp && npm ci --no-audit --no-fund
+	touch $@
+
+.PHONY: idp-deps
+idp-deps: $(IDP_STAMP) ## Install the test IdP's npm packages (from its lockfile)
+
+.PHONY: redis
+redis: ## Start redis-server on $(REDIS_HOST):$(REDIS_PORT) unless one answers there
+	@if (exec 3<>/dev/tcp/$(REDIS_HOST)/$(REDIS_PORT)) 2>/dev/null; then \
+		echo "redis: already listening on $(REDIS_HOST):$(REDIS_PORT)"; \
+	else \
+		echo "redis: starting redis-server on $(REDIS_HOST):$(REDIS_PORT)"; \
+		redis-server --daemonize yes --bind $(REDIS_HOST) --port $(REDIS_PORT) --save "" --appendonly no; \
+		for i in $$(seq 50); do (exec 3<>/dev/tcp/$(REDIS_HOST)/$(REDIS_PORT)) 2>/dev/null && break; sleep 0.1; done; \
+	fi
+
+.PHONY: build
+build: ## Build everything
+	cargo build --workspace --all-targets
+
+.PHONY: test
+test: idp-deps redis ## Unit and end-to-end tests (real Redis, real oidc-provider)
+	cargo build --workspace --bins
+	CIBA_TEST_REDIS_URL=redis://$(REDIS_HOST):$(REDIS_PORT) cargo test --workspace
+
+.PHONY: demo
+demo: idp-deps ## One narrated CIBA login: test IdP, proxy (in memory), client and phone
+	cargo run --quiet -p ciba-proxy-e2e --bin demo
+
+.PHONY: fmt
+fmt: ## Format the code
+	cargo fmt --all
+
+.PHONY: lint
+lint: ## rustfmt check and clippy with warnings denied
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings
+
+.PHONY: run
+run: ## Run the proxy with deploy/ciba-proxy.example.toml
+	cargo run -p ciba-proxy -- --config deploy/ciba-proxy.example.toml
