@@ -1,9 +1,11 @@
 //! Logging: readable text in development, JSON in production. The request
 //! span carries method, path (never the query string, which holds
-//! authorization codes), status, client_id and a hash of the auth_req_id.
+//! authorization codes) and status; handler spans add the client_id and a
+//! hash of the auth_req_id.
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::Error;
+use std::io::IsTerminal;
 use tracing::Span;
 use tracing_actix_web::RootSpanBuilder;
 use tracing_subscriber::EnvFilter;
@@ -32,8 +34,6 @@ impl RootSpanBuilder for RequestSpan {
             method = %request.method(),
             path = %request.path(),
             status = tracing::field::Empty,
-            client_id = tracing::field::Empty,
-            auth_req = tracing::field::Empty,
         )
     }
 

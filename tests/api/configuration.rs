@@ -4,19 +4,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::Command;
 
-fn binary() -> PathBuf {
-    // target/debug/deps/api-<hash> → target/debug/ciba-proxy
-    let mut path = std::env::current_exe().unwrap();
-    path.pop();
-    path.pop();
-    path.push("ciba-proxy");
-    assert!(
-        path.exists(),
-        "{} is missing: run `cargo build -p ciba-proxy` (make test does)",
-        path.display()
-    );
-    path
-}
+use ciba_proxy_e2e::app::binary_path;
 
 const VALID: &str = r#"
 [server]
@@ -41,7 +29,7 @@ scope = "openid profile"
 fn run(toml: &str, env: &[(&str, &str)]) -> (Option<i32>, String) {
     let mut file = tempfile();
     file.1.write_all(toml.as_bytes()).unwrap();
-    let mut cmd = Command::new(binary());
+    let mut cmd = Command::new(binary_path());
     cmd.arg("--config").arg(&file.0);
     for (k, v) in env {
         cmd.env(k, v);

@@ -4,6 +4,7 @@ mod backchannel_authentication;
 mod configuration;
 mod discovery;
 mod flow;
+mod logs;
 mod request_object;
 mod store_contract;
 mod token;

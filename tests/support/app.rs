@@ -1,6 +1,8 @@
 //! A proxy started in-process on a free port, with its own store prefix,
 //! its own upstream client registrations and its own simulated device.
 use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Stdio};
 use std::sync::Arc;
 
 use base64::engine::general_purpose::STANDARD;
@@ -112,7 +114,8 @@ impl TestAppBuilder {
         self
     }
 
-    pub async fn spawn(self) -> TestApp {
+    /// Everything a proxy needs: device, upstream registrations, settings.
+    async fn prepare(&self) -> Prepared {
         let idp = self.idp.unwrap_or_else(TestIdp::shared);
         let device = Device::start().await.expect("start the device");
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -128,7 +131,7 @@ impl TestAppBuilder {
         let mut toml = format!(
             r#"
             [server]
-            bind = "127.0.0.1:0"
+            bind = "127.0.0.1:{port}"
             issuer = "{issuer}"
             [store]
             url = "{store_url}"
@@ -151,6 +154,7 @@ impl TestAppBuilder {
             device_url = device.url,
             device_secret = device.secret,
         );
+        let mut secrets = vec![key, device.secret.clone()];
         for c in &self.clients {
             let upstream = idp
                 .register_client(&format!("{issuer}/callback"))
@@ -165,34 +169,144 @@ impl TestAppBuilder {
                     "backchannel_authentication_request_signing_alg = \"{alg}\"\njwks = '{jwks}'\n"
                 ));
             }
+            secrets.push(c.client_secret.clone());
+            secrets.push(upstream.client_secret);
         }
-        let settings = Settings::from_toml(&toml).expect("test settings");
+        Prepared {
+            toml,
+            issuer,
+            prefix,
+            idp,
+            device,
+            listener,
+            secrets,
+        }
+    }
+
+    /// Starts the proxy inside this process (the common case).
+    pub async fn spawn(self) -> TestApp {
+        let prepared = self.prepare().await;
+        let settings = Settings::from_toml(&prepared.toml).expect("test settings");
         let manual = self.manual_clock.then(ManualClock::default);
         let clock: Arc<dyn Clock> = match &manual {
             Some(c) => Arc::new(c.clone()),
             None => Arc::new(SystemClock),
         };
-        let app = Application::build_with(settings, listener, clock)
+        let app = Application::build_with(settings, prepared.listener, clock)
             .await
             .expect("build the proxy");
         tokio::spawn(app.run_until_stopped());
-        TestApp {
-            issuer,
-            prefix,
-            idp,
-            device,
-            clock: manual,
-            clients: self.clients,
-            http: reqwest::Client::builder()
-                .redirect(reqwest::redirect::Policy::none())
-                .build()
-                .unwrap(),
+        TestApp::new(
+            prepared.issuer,
+            prepared.prefix,
+            prepared.idp,
+            prepared.device,
+            manual,
+            self.clients,
+            prepared.secrets,
+        )
+    }
+
+    /// Starts the real `ciba-proxy` binary with a config file and `env`;
+    /// its log lines go to a file the test can read.
+    pub async fn spawn_process(self, env: &[(&str, &str)]) -> (TestApp, ProxyProcess) {
+        let prepared = self.prepare().await;
+        let dir = std::env::temp_dir().join(format!("ciba-proxy-{}", rand::random::<u64>()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let config = dir.join("config.toml");
+        std::fs::write(&config, &prepared.toml).unwrap();
+        let log = dir.join("proxy.log");
+        // Free the port for the child; it binds it from the config.
+        drop(prepared.listener);
+        let mut cmd = std::process::Command::new(binary_path());
+        cmd.arg("--config")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap());
+        for (k, v) in env {
+            cmd.env(k, v);
         }
+        let child = cmd.spawn().expect("start ciba-proxy");
+        let app = TestApp::new(
+            prepared.issuer,
+            prepared.prefix,
+            prepared.idp,
+            prepared.device,
+            None,
+            self.clients,
+            prepared.secrets,
+        );
+        for _ in 0..100 {
+            if app
+                .http
+                .get(app.url("/readyz"))
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == 200)
+            {
+                return (app, ProxyProcess { child, log, config });
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!(
+            "ciba-proxy did not become ready; log: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+    }
+}
+
+struct Prepared {
+    toml: String,
+    issuer: String,
+    prefix: String,
+    idp: &'static TestIdp,
+    device: Device,
+    listener: TcpListener,
+    secrets: Vec<String>,
+}
+
+/// The `ciba-proxy` binary next to this test executable (built by `make test`).
+pub fn binary_path() -> PathBuf {
+    // target/debug/deps/api-<hash> → target/debug/ciba-proxy
+    let mut path = std::env::current_exe().expect("current exe");
+    path.pop();
+    if path.ends_with("deps") {
+        path.pop();
+    }
+    path.push("ciba-proxy");
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build -p ciba-proxy` (make test does)",
+        path.display()
+    );
+    path
+}
+
+/// A running `ciba-proxy` process; killed when dropped.
+pub struct ProxyProcess {
+    child: Child,
+    log: PathBuf,
+    pub config: PathBuf,
+}
+
+impl ProxyProcess {
+    /// Everything the process has logged so far.
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for ProxyProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
 pub struct TestApp {
     pub issuer: String,
+    /// Every secret the test configured (keys, client secrets, webhook secret).
+    pub secrets: Vec<String>,
     /// This proxy's Redis key prefix.
     pub prefix: String,
     pub idp: &'static TestIdp,
@@ -245,6 +359,30 @@ impl Reply {
 }
 
 impl TestApp {
+    fn new(
+        issuer: String,
+        prefix: String,
+        idp: &'static TestIdp,
+        device: Device,
+        clock: Option<ManualClock>,
+        clients: Vec<ClientSpec>,
+        secrets: Vec<String>,
+    ) -> Self {
+        Self {
+            issuer,
+            secrets,
+            prefix,
+            idp,
+            device,
+            clock,
+            clients,
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .expect("http client"),
+        }
+    }
+
     pub fn builder() -> TestAppBuilder {
         TestAppBuilder::default()
     }

@@ -7,18 +7,11 @@ const MAX_CHARS: usize = 64;
 
 impl BindingMessage {
     pub fn parse(s: &str) -> Result<Self, String> {
-        if s.trim().is_empty() {
-            return Err("binding_message must not be empty".into());
-        }
-        if s.chars().count() > MAX_CHARS {
-            return Err(format!(
-                "binding_message must be at most {MAX_CHARS} characters"
-            ));
-        }
+        super::check_short_text("binding_message", s, MAX_CHARS)?;
         // Plain text only: it is displayed on a phone, never interpreted.
         if let Some(c) = s
             .chars()
-            .find(|c| c.is_control() || matches!(c, '<' | '>' | '{' | '}' | '\\' | '`'))
+            .find(|c| matches!(c, '<' | '>' | '{' | '}' | '\\' | '`'))
         {
             return Err(format!(
                 "binding_message must be plain text; {c:?} is not allowed"

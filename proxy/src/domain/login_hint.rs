@@ -7,15 +7,7 @@ const MAX_CHARS: usize = 256;
 
 impl LoginHint {
     pub fn parse(s: &str) -> Result<Self, String> {
-        if s.trim().is_empty() {
-            return Err("login_hint must not be empty".into());
-        }
-        if s.chars().count() > MAX_CHARS {
-            return Err(format!("login_hint must be at most {MAX_CHARS} characters"));
-        }
-        if s.chars().any(char::is_control) {
-            return Err("login_hint must not contain control characters".into());
-        }
+        super::check_short_text("login_hint", s, MAX_CHARS)?;
         Ok(Self(s.to_owned()))
     }
 

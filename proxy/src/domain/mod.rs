@@ -10,3 +10,18 @@ pub use binding_message::BindingMessage;
 pub use login_hint::LoginHint;
 pub use requested_expiry::RequestedExpiry;
 pub use scope::Scope;
+
+/// The rules every short text parameter shares: present, not too long, and
+/// free of control characters.
+fn check_short_text(name: &str, s: &str, max_chars: usize) -> Result<(), String> {
+    if s.trim().is_empty() {
+        return Err(format!("{name} must not be empty"));
+    }
+    if s.chars().count() > max_chars {
+        return Err(format!("{name} must be at most {max_chars} characters"));
+    }
+    if s.chars().any(char::is_control) {
+        return Err(format!("{name} must not contain control characters"));
+    }
+    Ok(())
+}

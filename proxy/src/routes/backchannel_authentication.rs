@@ -5,7 +5,7 @@ use actix_web::http::header::{CacheControl, CacheDirective};
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Serialize;
 
-use super::{record_auth_req, record_client, BACKCHANNEL_PATH};
+use super::{authenticated_form, record_auth_req, BACKCHANNEL_PATH};
 use crate::clients::Client;
 use crate::domain::{AuthReqId, BindingMessage, LoginHint, RequestedExpiry, Scope};
 use crate::error::OAuthError;
@@ -32,15 +32,13 @@ struct ValidRequest {
     acr_values: Option<String>,
 }
 
-#[tracing::instrument(skip_all, fields(client_id))]
+#[tracing::instrument(skip_all, fields(client_id, auth_req))]
 pub async fn backchannel_authentication(
     req: HttpRequest,
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, OAuthError> {
-    let form = FormParams::from_request(&req, payload).await?;
-    let client = state.clients.authenticate(&req, &form)?;
-    record_client(&client.id);
+    let (form, client) = authenticated_form(&req, payload, &state).await?;
     let endpoint = state.url(BACKCHANNEL_PATH);
     let audiences = Audiences {
         issuer: &state.issuer,

@@ -1,4 +1,13 @@
 //! One module per endpoint.
+use std::sync::Arc;
+
+use actix_web::{web, HttpRequest};
+
+use crate::clients::Client;
+use crate::error::OAuthError;
+use crate::form::FormParams;
+use crate::state::AppState;
+
 pub mod backchannel_authentication;
 pub mod callback;
 pub mod discovery;
@@ -10,7 +19,20 @@ pub const TOKEN_PATH: &str = "/token";
 pub const CALLBACK_PATH: &str = "/callback";
 pub const CIBA_GRANT_TYPE: &str = "urn:openid:params:grant-type:ciba";
 
-/// Tags the current request span with the client, once authenticated.
+/// Reads the form body and authenticates the client that sent it; tags the
+/// current span with the client.
+pub(crate) async fn authenticated_form(
+    req: &HttpRequest,
+    payload: web::Payload,
+    state: &AppState,
+) -> Result<(FormParams, Arc<Client>), OAuthError> {
+    let form = FormParams::from_request(req, payload).await?;
+    let client = state.clients.authenticate(req, &form)?;
+    record_client(&client.id);
+    Ok((form, client))
+}
+
+/// Tags the current request span with the client.
 pub(crate) fn record_client(client_id: &str) {
     tracing::Span::current().record("client_id", client_id);
 }

@@ -4,10 +4,9 @@ use actix_web::http::header::{CacheControl, CacheDirective, PRAGMA};
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Serialize;
 
-use super::{record_auth_req, record_client, CIBA_GRANT_TYPE};
+use super::{authenticated_form, record_auth_req, CIBA_GRANT_TYPE};
 use crate::domain::AuthReqId;
 use crate::error::OAuthError;
-use crate::form::FormParams;
 use crate::state::AppState;
 use crate::store::PollOutcome;
 use crate::upstream::TokenSet;
@@ -32,9 +31,7 @@ pub async fn token(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, OAuthError> {
-    let form = FormParams::from_request(&req, payload).await?;
-    let client = state.clients.authenticate(&req, &form)?;
-    record_client(&client.id);
+    let (form, client) = authenticated_form(&req, payload, &state).await?;
     match form.get("grant_type") {
         None => return Err(OAuthError::InvalidRequest("grant_type is required".into())),
         Some(CIBA_GRANT_TYPE) => {}
