@@ -42,3 +42,25 @@ async fn health_and_readiness_report_ok_when_store_and_idp_are_up() {
     assert_eq!(ready.body["store"], true);
     assert_eq!(ready.body["upstream"], true);
 }
+
+#[tokio::test]
+async fn an_unreachable_idp_makes_the_proxy_not_ready_and_requests_retryable() {
+    // Nothing listens on port 9 of the loopback.
+    let app = TestApp::builder()
+        .upstream_toml("discovery_url = \"http://127.0.0.1:9/.well-known/openid-configuration\"")
+        .spawn()
+        .await;
+    let ready = app.get("/readyz").await;
+    assert_eq!(ready.status, 503);
+    assert_eq!(ready.body["upstream"], false);
+    assert_eq!(ready.body["store"], true);
+    let reply = app
+        .bc_authorize("shop", &[("scope", "openid"), ("login_hint", "alice")])
+        .await;
+    reply.assert_error(503, "temporarily_unavailable");
+    assert!(reply.header("retry-after").is_some());
+    assert_eq!(
+        app.get("/.well-known/openid-configuration").await.status,
+        503
+    );
+}

@@ -443,3 +443,31 @@ async fn idp_key_rotation_needs_no_restart() {
     let header: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(header).unwrap()).unwrap();
     assert_eq!(header["kid"], kid);
 }
+
+#[tokio::test]
+async fn a_callback_naming_another_issuer_is_refused() {
+    let app = TestApp::spawn().await;
+    app.device.on("alice", Action::Ignore);
+    let id = app.start("shop", "alice").await;
+    let notification = app.device.wait_for_notification("alice").await;
+    let url = url::Url::parse(notification.body["authorization_url"].as_str().unwrap()).unwrap();
+    let state = url
+        .query_pairs()
+        .find(|(k, _)| k == "state")
+        .unwrap()
+        .1
+        .into_owned();
+    let forged = reqwest::Url::parse_with_params(
+        &app.url("/callback"),
+        &[
+            ("code", "stolen"),
+            ("state", state.as_str()),
+            ("iss", "https://evil.example"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(reqwest::get(forged).await.unwrap().status(), 502);
+    app.poll("shop", &id)
+        .await
+        .assert_error(400, "access_denied");
+}

@@ -113,7 +113,7 @@ async fn handle(req: &HttpRequest, state: &AppState) -> Result<Page, OAuthError>
     let Some(code) = query.get("code") else {
         return Ok(Page::BadLink);
     };
-    match complete(state, &record, code).await {
+    match complete(state, &record, code, query.get("iss")).await {
         Ok(sealed_tokens) => {
             let outcome = Outcome::Approved { sealed_tokens };
             if state
@@ -160,8 +160,23 @@ async fn complete(
     state: &AppState,
     record: &RequestRecord,
     code: &str,
+    response_issuer: Option<&str>,
 ) -> Result<String, Rejection> {
     let failed = |e: anyhow::Error| Rejection::Failed(e);
+    // RFC 9207: a response naming another issuer is a mix-up; never redeem its code.
+    if let Some(iss) = response_issuer {
+        let expected = state
+            .upstream
+            .metadata()
+            .await
+            .map_err(|e| failed(e.into()))?
+            .issuer;
+        if iss != expected {
+            return Err(failed(anyhow::anyhow!(
+                "the authorization response came from issuer {iss:?}, not {expected:?}"
+            )));
+        }
+    }
     let client = state.clients.get(&record.client_id).ok_or_else(|| {
         failed(anyhow::anyhow!(
             "client {} is no longer registered",
