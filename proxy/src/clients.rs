@@ -17,6 +17,7 @@ use crate::domain::Scope;
 use crate::error::OAuthError;
 use crate::form::FormParams;
 use crate::jwks::KeySet;
+use url::Url;
 
 /// Request-object signing algorithms we accept: asymmetric only, since a
 /// shared secret would let the proxy forge what the client signed.
@@ -38,6 +39,8 @@ pub struct Client {
     secret: Option<SecretString>,
     pub auth_method: TokenEndpointAuthMethod,
     pub delivery_mode: DeliveryMode,
+    /// Ping mode: where the client hears that a result is ready.
+    pub notification_endpoint: Option<Url>,
     /// When set, every backchannel request must be a request object signed with it.
     pub signing_alg: Option<Algorithm>,
     pub keys: Option<KeySet>,
@@ -50,6 +53,7 @@ impl Client {
     fn from_settings(
         i: usize,
         c: &ClientSettings,
+        allow_http: bool,
         http: &reqwest::Client,
     ) -> Result<Self, ConfigError> {
         let key = |field: &str| format!("clients[{i}].{field}");
@@ -100,6 +104,29 @@ impl Client {
                 "a client with backchannel_authentication_request_signing_alg needs jwks or jwks_uri",
             ));
         }
+        let endpoint_key = key("backchannel_client_notification_endpoint");
+        match (c.backchannel_token_delivery_mode, &c.backchannel_client_notification_endpoint) {
+            (DeliveryMode::Ping, None) => {
+                return Err(ConfigError::new(endpoint_key, "is required for ping mode"));
+            }
+            (DeliveryMode::Poll, Some(_)) => {
+                return Err(ConfigError::new(endpoint_key, "is only used in ping mode"));
+            }
+            (DeliveryMode::Ping, Some(url)) => match url.scheme() {
+                "https" => {}
+                "http" if allow_http => {}
+                "http" => {
+                    return Err(ConfigError::new(
+                        endpoint_key,
+                        "must be https (set ciba.allow_http_notification_endpoints = true for development)",
+                    ))
+                }
+                other => {
+                    return Err(ConfigError::new(endpoint_key, format!("{other}: is not an http(s) URL")))
+                }
+            },
+            (DeliveryMode::Poll, None) => {}
+        }
         let scope = Scope::parse(&c.scope).map_err(|e| ConfigError::new(key("scope"), e))?;
         if !scope.contains("openid") {
             return Err(ConfigError::new(key("scope"), "must include openid"));
@@ -114,6 +141,7 @@ impl Client {
             secret,
             auth_method: c.token_endpoint_auth_method,
             delivery_mode: c.backchannel_token_delivery_mode,
+            notification_endpoint: c.backchannel_client_notification_endpoint.clone(),
             signing_alg,
             keys,
             scope,
@@ -134,13 +162,15 @@ pub struct ClientRegistry(Arc<HashMap<String, Arc<Client>>>);
 pub const AUTH_PARAMS: [&str; 2] = ["client_id", "client_secret"];
 
 impl ClientRegistry {
+    /// `allow_http`: accept `http://` notification endpoints (development).
     pub fn from_settings(
         clients: &[ClientSettings],
+        allow_http: bool,
         http: &reqwest::Client,
     ) -> Result<Self, ConfigError> {
         let mut map = HashMap::new();
         for (i, c) in clients.iter().enumerate() {
-            let client = Client::from_settings(i, c, http)?;
+            let client = Client::from_settings(i, c, allow_http, http)?;
             if map.insert(client.id.clone(), Arc::new(client)).is_some() {
                 return Err(ConfigError::new(
                     format!("clients[{i}].client_id"),
@@ -251,7 +281,7 @@ mod tests {
     }
 
     fn registry(extra: &str) -> Result<ClientRegistry, ConfigError> {
-        ClientRegistry::from_settings(&[settings(extra)], &reqwest::Client::new())
+        ClientRegistry::from_settings(&[settings(extra)], false, &reqwest::Client::new())
     }
 
     fn basic(id: &str, secret: &str) -> String {
@@ -268,6 +298,20 @@ mod tests {
             e.key,
             "clients[0].backchannel_authentication_request_signing_alg"
         );
+    }
+
+    #[test]
+    fn ping_clients_need_an_https_endpoint_unless_http_is_allowed() {
+        let e = registry("backchannel_token_delivery_mode = \"ping\"").unwrap_err();
+        assert_eq!(e.key, "clients[0].backchannel_client_notification_endpoint");
+        let http = "backchannel_token_delivery_mode = \"ping\"\nbackchannel_client_notification_endpoint = \"http://client.example/cb\"";
+        let e = registry(http).unwrap_err();
+        assert!(e.message.contains("https"), "{e}");
+        assert!(
+            ClientRegistry::from_settings(&[settings(http)], true, &reqwest::Client::new()).is_ok()
+        );
+        let https = "backchannel_token_delivery_mode = \"ping\"\nbackchannel_client_notification_endpoint = \"https://client.example/cb\"";
+        assert!(registry(https).is_ok());
     }
 
     #[test]
@@ -327,7 +371,7 @@ mod tests {
     fn urlencoded_basic_credentials_are_decoded() {
         let mut s = settings("");
         s.client_secret = Some(SecretString::from("a:b c"));
-        let reg = ClientRegistry::from_settings(&[s], &reqwest::Client::new()).unwrap();
+        let reg = ClientRegistry::from_settings(&[s], false, &reqwest::Client::new()).unwrap();
         let req = TestRequest::default()
             .insert_header((AUTHORIZATION, basic("shop", "a%3Ab+c")))
             .to_http_request();

@@ -39,6 +39,45 @@ pub struct Settings {
     pub clients: Vec<ClientSettings>,
     #[serde(default)]
     pub log: LogSettings,
+    #[serde(default)]
+    pub worker: WorkerSettings,
+}
+
+/// The background worker that delivers user notifications and client pings
+/// from the store's durable queue.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerSettings {
+    /// How long a leased job stays invisible to other instances, milliseconds.
+    /// A job whose instance died is retried after this.
+    #[serde(default = "default_lease_ms")]
+    pub lease_ms: u64,
+    /// How often an idle worker looks for due jobs, milliseconds.
+    #[serde(default = "default_poll_ms")]
+    pub poll_ms: u64,
+    /// Jobs one instance works on at once.
+    #[serde(default = "default_concurrency")]
+    pub concurrency: usize,
+}
+
+impl Default for WorkerSettings {
+    fn default() -> Self {
+        Self {
+            lease_ms: default_lease_ms(),
+            poll_ms: default_poll_ms(),
+            concurrency: default_concurrency(),
+        }
+    }
+}
+
+fn default_lease_ms() -> u64 {
+    30_000
+}
+fn default_poll_ms() -> u64 {
+    250
+}
+fn default_concurrency() -> usize {
+    32
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -103,6 +142,16 @@ pub struct CibaSettings {
     pub interval: u64,
     /// Base64 of 32 random bytes: the AES-256-GCM key for tokens at rest.
     pub token_encryption_key: SecretString,
+    /// Allow `http://` client notification endpoints (development only).
+    #[serde(default)]
+    pub allow_http_notification_endpoints: bool,
+    /// Timeout for one ping to a client's notification endpoint, milliseconds.
+    #[serde(default = "default_ping_timeout_ms")]
+    pub ping_timeout_ms: u64,
+}
+
+fn default_ping_timeout_ms() -> u64 {
+    5000
 }
 
 fn default_expires_in() -> u64 {
@@ -128,6 +177,19 @@ pub struct UpstreamSettings {
     /// Timeout for every call to the IdP, milliseconds.
     #[serde(default = "default_upstream_timeout_ms")]
     pub timeout_ms: u64,
+    /// How many times a code exchange is tried when the IdP is unreachable or failing.
+    #[serde(default = "default_exchange_attempts")]
+    pub exchange_attempts: u32,
+    /// How long the IdP's discovery document is kept before it is fetched again, seconds.
+    #[serde(default = "default_metadata_ttl_secs")]
+    pub metadata_ttl_secs: u64,
+}
+
+fn default_exchange_attempts() -> u32 {
+    3
+}
+fn default_metadata_ttl_secs() -> u64 {
+    3600
 }
 
 fn default_subject_claim() -> String {
@@ -192,6 +254,8 @@ impl TokenEndpointAuthMethod {
 #[serde(rename_all = "snake_case")]
 pub enum DeliveryMode {
     Poll,
+    /// CIBA Core §10.2: the client is pinged when the outcome is ready.
+    Ping,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -202,6 +266,9 @@ pub struct ClientSettings {
     pub token_endpoint_auth_method: TokenEndpointAuthMethod,
     #[serde(default = "default_delivery_mode")]
     pub backchannel_token_delivery_mode: DeliveryMode,
+    /// Where ping-mode clients are notified (https unless
+    /// `ciba.allow_http_notification_endpoints`).
+    pub backchannel_client_notification_endpoint: Option<Url>,
     pub backchannel_authentication_request_signing_alg: Option<String>,
     /// The client's public keys as a JSON string.
     pub jwks: Option<String>,
@@ -309,6 +376,21 @@ impl Settings {
         check_http_url("notifier.url", &self.notifier.url)?;
         if self.notifier.secret.expose_secret().is_empty() {
             return Err(ConfigError::new("notifier.secret", "must not be empty"));
+        }
+        if self.upstream.exchange_attempts == 0 {
+            return Err(ConfigError::new(
+                "upstream.exchange_attempts",
+                "must be at least 1",
+            ));
+        }
+        if self.worker.lease_ms < 1000 {
+            return Err(ConfigError::new("worker.lease_ms", "must be at least 1000"));
+        }
+        if self.worker.poll_ms == 0 {
+            return Err(ConfigError::new("worker.poll_ms", "must be at least 1"));
+        }
+        if self.worker.concurrency == 0 {
+            return Err(ConfigError::new("worker.concurrency", "must be at least 1"));
         }
         if self.upstream.subject_claim.is_empty() {
             return Err(ConfigError::new(

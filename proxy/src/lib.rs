@@ -14,7 +14,9 @@
 //!   code exchange and ID-token validation; [`jwks`] caches key sets.
 //! - [`store`] keeps request and token state (in memory or in Redis) behind
 //!   one trait; [`crypto`] seals tokens at rest and makes random identifiers.
-//! - [`notifier`] tells the user's authentication device about a request.
+//! - [`notifier`] tells the user's authentication device about a request,
+//!   [`ping`] tells a ping-mode client its result is ready, and [`jobs`] is
+//!   the durable queue and worker that deliver both, from any instance.
 //! - [`error`] is the single OAuth error type rendered at the HTTP edge.
 #![forbid(unsafe_code)]
 #![cfg_attr(
@@ -29,8 +31,10 @@ pub mod crypto;
 pub mod domain;
 pub mod error;
 pub mod form;
+pub mod jobs;
 pub mod jwks;
 pub mod notifier;
+pub mod ping;
 pub mod request_object;
 pub mod routes;
 pub mod startup;

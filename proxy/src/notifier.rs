@@ -1,25 +1,18 @@
-//! Telling the user's authentication device that a request waits for it.
-//! The webhook notifier POSTs a signed JSON body; delivery is retried with
-//! backoff until the request expires, and a delivery that cannot succeed
-//! ends the request so the client hears about it at its next poll.
-use std::sync::Arc;
-use std::time::Duration;
-
+//! Telling the user's authentication device that a request waits for it:
+//! the webhook notifier POSTs a signed JSON body. Retries and what a final
+//! failure does are the job queue's business ([`crate::jobs`]).
 use async_trait::async_trait;
 use secrecy::{ExposeSecret, SecretString};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use url::Url;
 
-use crate::clock::Clock;
-use crate::crypto::{hmac_sha256_hex, log_tag};
-use crate::domain::AuthReqId;
-use crate::store::{Outcome, Store};
+use crate::crypto::hmac_sha256_hex;
 
 pub const SIGNATURE_HEADER: &str = "X-Ciba-Signature";
 
 /// What the device is told. The wire format is a contract with operators'
 /// push gateways: add fields, never rename them.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct UserNotification {
     pub login_hint: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -73,74 +66,49 @@ impl Notifier for WebhookNotifier {
             .send()
             .await
             .map_err(|e| NotifyError::Retryable(e.without_url().to_string()))?;
-        let status = response.status();
-        if status.is_success() {
-            Ok(())
-        } else if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
-            Err(NotifyError::Retryable(format!("status {status}")))
-        } else {
-            Err(NotifyError::Permanent(format!("status {status}")))
-        }
+        classify(response.status())
     }
 }
 
-/// Backoff between delivery attempts: 0.5 s doubling up to 30 s.
-fn backoff(attempt: u32) -> Duration {
-    Duration::from_millis(500u64.saturating_mul(1 << attempt.min(6)).min(30_000))
-}
-
-/// Delivers `notification` for request `id`, retrying until it expires.
-/// A refused or never-delivered notification is logged; a refused one also
-/// ends the request as denied so the client need not wait for expiry.
-pub async fn deliver(
-    notifier: Arc<dyn Notifier>,
-    store: Arc<dyn Store>,
-    clock: Arc<dyn Clock>,
-    id: AuthReqId,
-    notification: UserNotification,
-) {
-    let tag = log_tag(id.as_str());
-    let mut attempt = 0u32;
-    loop {
-        match notifier.notify(&notification).await {
-            Ok(()) => {
-                tracing::info!(auth_req = %tag, attempt, "user notified");
-                return;
-            }
-            Err(NotifyError::Permanent(reason)) => {
-                tracing::error!(auth_req = %tag, %reason, "user notification refused; ending the request");
-                let outcome = Outcome::Denied {
-                    reason: "the user's authentication device could not be notified".into(),
-                };
-                if let Err(e) = store.finish(&id, &outcome, clock.now_ms()).await {
-                    tracing::error!(auth_req = %tag, error = %e, "could not record the failed notification");
-                }
-                return;
-            }
-            Err(NotifyError::Retryable(reason)) => {
-                let wait = backoff(attempt);
-                let deadline = notification.expires_at * 1000;
-                if clock.now_ms() + wait.as_millis() as u64 >= deadline {
-                    tracing::error!(auth_req = %tag, %reason, attempts = attempt + 1,
-                        "user notification never delivered; the request will expire");
-                    return;
-                }
-                tracing::warn!(auth_req = %tag, %reason, attempt, "user notification failed; retrying");
-                tokio::time::sleep(wait).await;
-                attempt += 1;
-            }
-        }
+/// What an HTTP status means for a notification: any 2xx is delivered; a
+/// server error, 408 or 429 is worth retrying; anything else (a redirect,
+/// which is never followed, or a 4xx) is final.
+pub fn classify(status: reqwest::StatusCode) -> Result<(), NotifyError> {
+    use reqwest::StatusCode;
+    if status.is_success() {
+        Ok(())
+    } else if status.is_server_error()
+        || status == StatusCode::TOO_MANY_REQUESTS
+        || status == StatusCode::REQUEST_TIMEOUT
+    {
+        Err(NotifyError::Retryable(format!("status {status}")))
+    } else {
+        Err(NotifyError::Permanent(format!("status {status}")))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use reqwest::StatusCode;
 
     #[test]
-    fn backoff_grows_and_is_capped() {
-        assert_eq!(backoff(0), Duration::from_millis(500));
-        assert_eq!(backoff(1), Duration::from_millis(1000));
-        assert_eq!(backoff(20), Duration::from_secs(30));
+    fn statuses_are_classified() {
+        assert!(classify(StatusCode::OK).is_ok());
+        assert!(classify(StatusCode::NO_CONTENT).is_ok());
+        for retry in [500, 502, 503, 429, 408] {
+            let status = StatusCode::from_u16(retry).unwrap();
+            assert!(
+                matches!(classify(status), Err(NotifyError::Retryable(_))),
+                "{retry}"
+            );
+        }
+        for fin in [301, 302, 400, 401, 403, 404, 410] {
+            let status = StatusCode::from_u16(fin).unwrap();
+            assert!(
+                matches!(classify(status), Err(NotifyError::Permanent(_))),
+                "{fin}"
+            );
+        }
     }
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 use actix_web::dev::Server;
 use actix_web::{web, App, HttpServer};
 use secrecy::ExposeSecret;
+use tokio::sync::watch;
 use tracing_actix_web::TracingLogger;
 use url::Url;
 
@@ -14,7 +15,9 @@ use crate::clients::ClientRegistry;
 use crate::clock::{Clock, SystemClock};
 use crate::configuration::{ConfigError, NotifierKind, Settings};
 use crate::crypto::TokenCipher;
+use crate::jobs::Jobs;
 use crate::notifier::{Notifier, WebhookNotifier};
+use crate::ping::ClientPinger;
 use crate::routes::{self, BACKCHANNEL_PATH, CALLBACK_PATH, TOKEN_PATH};
 use crate::state::{AppState, CibaPolicy};
 use crate::store::{MemoryStore, RedisStore, Store, StoreError};
@@ -36,6 +39,8 @@ pub enum StartupError {
 pub struct Application {
     port: u16,
     server: Server,
+    worker: tokio::task::JoinHandle<()>,
+    stop_worker: watch::Sender<bool>,
 }
 
 impl Application {
@@ -65,6 +70,8 @@ impl Application {
                 tracing::warn!(error = %e, "upstream metadata not loaded yet; will retry on demand");
             }
         });
+        let (stop_worker, stopped) = watch::channel(false);
+        let worker = tokio::spawn(state.jobs.clone().run(stopped));
         let data = web::Data::new(state);
         let server = HttpServer::new(move || {
             App::new()
@@ -85,16 +92,25 @@ impl Application {
         })
         .listen(listener)?
         .run();
-        Ok(Self { port, server })
+        Ok(Self {
+            port,
+            server,
+            worker,
+            stop_worker,
+        })
     }
 
     pub fn port(&self) -> u16 {
         self.port
     }
 
-    /// Serves until SIGINT/SIGTERM, then finishes in-flight requests.
+    /// Serves until SIGINT/SIGTERM; then stops accepting, finishes the
+    /// requests in flight and hands queued work back to the store.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        self.server.await
+        let served = self.server.await;
+        let _ = self.stop_worker.send(true);
+        let _ = self.worker.await;
+        served
     }
 }
 
@@ -109,7 +125,11 @@ async fn build_state(settings: &Settings, clock: Arc<dyn Clock>) -> Result<AppSt
     let callback = Url::parse(&format!("{issuer}{CALLBACK_PATH}"))
         .map_err(|e| ConfigError::new("server.issuer", e.to_string()))?;
     let upstream_http = Upstream::http_client(Duration::from_millis(settings.upstream.timeout_ms))?;
-    let clients = ClientRegistry::from_settings(&settings.clients, &upstream_http)?;
+    let clients = ClientRegistry::from_settings(
+        &settings.clients,
+        settings.ciba.allow_http_notification_endpoints,
+        &upstream_http,
+    )?;
     let upstream = Upstream::new(
         &settings.upstream,
         settings.upstream.discovery_url()?,
@@ -136,6 +156,18 @@ async fn build_state(settings: &Settings, clock: Arc<dyn Clock>) -> Result<AppSt
             .await?,
         )
     };
+    let pinger = ClientPinger::new(Upstream::http_client(Duration::from_millis(
+        settings.ciba.ping_timeout_ms,
+    ))?);
+    let jobs = Jobs::new(
+        store.clone(),
+        cipher.clone(),
+        clock.clone(),
+        clients.clone(),
+        notifier,
+        pinger,
+        settings.worker.clone(),
+    );
     Ok(AppState {
         issuer,
         policy: CibaPolicy {
@@ -146,7 +178,7 @@ async fn build_state(settings: &Settings, clock: Arc<dyn Clock>) -> Result<AppSt
         clients,
         store,
         upstream: Arc::new(upstream),
-        notifier,
+        jobs: Arc::new(jobs),
         cipher,
         clock,
     })

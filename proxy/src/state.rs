@@ -4,7 +4,7 @@ use std::sync::Arc;
 use crate::clients::ClientRegistry;
 use crate::clock::Clock;
 use crate::crypto::TokenCipher;
-use crate::notifier::Notifier;
+use crate::jobs::Jobs;
 use crate::store::Store;
 use crate::upstream::Upstream;
 
@@ -24,7 +24,7 @@ pub struct AppState {
     pub clients: ClientRegistry,
     pub store: Arc<dyn Store>,
     pub upstream: Arc<Upstream>,
-    pub notifier: Arc<dyn Notifier>,
+    pub jobs: Arc<Jobs>,
     pub cipher: TokenCipher,
     pub clock: Arc<dyn Clock>,
 }

@@ -2,7 +2,7 @@
 //! nonce, login hint), the code exchange and ID-token validation. The IdP
 //! only ever sees one authorization request and one code exchange per login.
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use jsonwebtoken::{decode, decode_header, Validation};
 use oauth2::basic::{
@@ -50,7 +50,8 @@ pub struct ProviderMetadata {
 #[derive(Debug)]
 struct Loaded {
     metadata: ProviderMetadata,
-    keys: KeySet,
+    keys: Arc<KeySet>,
+    fetched_at: Instant,
 }
 
 /// What the IdP returned from the code exchange, kept sealed until redeemed.
@@ -105,6 +106,8 @@ pub struct Upstream {
     redirect_uri: RedirectUrl,
     http: reqwest::Client,
     loaded: RwLock<Option<Arc<Loaded>>>,
+    metadata_ttl: Duration,
+    exchange_attempts: u32,
 }
 
 impl Upstream {
@@ -121,6 +124,8 @@ impl Upstream {
             redirect_uri: RedirectUrl::from_url(redirect_uri),
             http,
             loaded: RwLock::new(None),
+            metadata_ttl: Duration::from_secs(settings.metadata_ttl_secs),
+            exchange_attempts: settings.exchange_attempts,
         }
     }
 
@@ -143,14 +148,41 @@ impl Upstream {
         Ok(self.load().await?.metadata.clone())
     }
 
+    /// The metadata and key set, fetched on first use and again once older
+    /// than `metadata_ttl`; a failed refresh keeps what we had.
     async fn load(&self) -> Result<Arc<Loaded>, UpstreamError> {
-        if let Some(loaded) = self.loaded.read().await.as_ref() {
+        let fresh = |l: &Arc<Loaded>| l.fetched_at.elapsed() < self.metadata_ttl;
+        if let Some(loaded) = self.loaded.read().await.as_ref().filter(|l| fresh(l)) {
             return Ok(loaded.clone());
         }
         let mut slot = self.loaded.write().await;
-        if let Some(loaded) = slot.as_ref() {
+        if let Some(loaded) = slot.as_ref().filter(|l| fresh(l)) {
             return Ok(loaded.clone());
         }
+        let metadata = match (self.discover().await, slot.as_ref()) {
+            (Ok(metadata), _) => metadata,
+            (Err(e), Some(stale)) => {
+                tracing::warn!(error = %e, "could not refresh upstream metadata; keeping the old");
+                return Ok(stale.clone());
+            }
+            (Err(e), None) => return Err(e),
+        };
+        // Keep the cached keys unless the key set moved.
+        let keys = match slot.as_ref() {
+            Some(old) if old.metadata.jwks_uri == metadata.jwks_uri => old.keys.clone(),
+            _ => Arc::new(KeySet::remote(metadata.jwks_uri.clone(), self.http.clone())),
+        };
+        let loaded = Arc::new(Loaded {
+            metadata,
+            keys,
+            fetched_at: Instant::now(),
+        });
+        *slot = Some(loaded.clone());
+        tracing::info!(issuer = %loaded.metadata.issuer, "loaded upstream metadata");
+        Ok(loaded)
+    }
+
+    async fn discover(&self) -> Result<ProviderMetadata, UpstreamError> {
         let fail = |e: String| {
             UpstreamError::Unavailable(format!("discovery at {}: {e}", self.discovery_url))
         };
@@ -175,11 +207,7 @@ impl Upstream {
                 metadata.issuer, self.issuer
             )));
         }
-        let keys = KeySet::remote(metadata.jwks_uri.clone(), self.http.clone());
-        let loaded = Arc::new(Loaded { metadata, keys });
-        *slot = Some(loaded.clone());
-        tracing::info!(issuer = %loaded.metadata.issuer, "loaded upstream metadata");
-        Ok(loaded)
+        Ok(metadata)
     }
 
     fn oauth_client(&self, metadata: &ProviderMetadata, client: &Client) -> OAuthClient {
@@ -234,26 +262,24 @@ impl Upstream {
         now_secs: u64,
     ) -> Result<TokenSet, UpstreamError> {
         let loaded = self.load().await?;
-        let response = self
-            .oauth_client(&loaded.metadata, client)
-            .exchange_code(AuthorizationCode::new(code.to_owned()))
-            .set_pkce_verifier(PkceCodeVerifier::new(verifier.to_owned()))
-            .request_async(&self.http)
-            .await
-            .map_err(|e| match e {
-                RequestTokenError::ServerResponse(r) => UpstreamError::Rejected(format!(
-                    "{}{}",
-                    r.error().as_ref(),
-                    r.error_description()
-                        .map(|d| format!(": {d}"))
-                        .unwrap_or_default()
-                )),
-                RequestTokenError::Request(e) => UpstreamError::Unavailable(e.to_string()),
-                RequestTokenError::Parse(e, _) => {
-                    UpstreamError::Unavailable(format!("malformed token response: {e}"))
+        let oauth = self.oauth_client(&loaded.metadata, client);
+        let mut attempt = 1;
+        let response = loop {
+            let result = oauth
+                .exchange_code(AuthorizationCode::new(code.to_owned()))
+                .set_pkce_verifier(PkceCodeVerifier::new(verifier.to_owned()))
+                .request_async(&self.http)
+                .await
+                .map_err(exchange_error);
+            match result {
+                Err(UpstreamError::Unavailable(reason)) if attempt < self.exchange_attempts => {
+                    tracing::warn!(%reason, attempt, "code exchange failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(250 << attempt.min(4))).await;
+                    attempt += 1;
                 }
-                RequestTokenError::Other(e) => UpstreamError::Unavailable(e),
-            })?;
+                other => break other?,
+            }
+        };
         let id_token = response.extra_fields().id_token.clone().ok_or_else(|| {
             UpstreamError::InvalidIdToken("the token response has no id_token".into())
         })?;
@@ -328,5 +354,32 @@ impl Upstream {
             Value::Number(n) => Some(n.to_string().into()),
             _ => None,
         }
+    }
+}
+
+/// RFC 6749 §5.2 errors the IdP may recover from are worth another try;
+/// any other error response is final (the code is single-use).
+fn exchange_error(
+    e: RequestTokenError<oauth2::HttpClientError<reqwest::Error>, BasicErrorResponse>,
+) -> UpstreamError {
+    match e {
+        RequestTokenError::ServerResponse(r) => {
+            let message = format!(
+                "{}{}",
+                r.error().as_ref(),
+                r.error_description()
+                    .map(|d| format!(": {d}"))
+                    .unwrap_or_default()
+            );
+            match r.error().as_ref() {
+                "server_error" | "temporarily_unavailable" => UpstreamError::Unavailable(message),
+                _ => UpstreamError::Rejected(message),
+            }
+        }
+        RequestTokenError::Request(e) => UpstreamError::Unavailable(e.to_string()),
+        RequestTokenError::Parse(e, _) => {
+            UpstreamError::Unavailable(format!("malformed token response: {e}"))
+        }
+        RequestTokenError::Other(e) => UpstreamError::Unavailable(e),
     }
 }

@@ -35,6 +35,7 @@ fn record(clock: &ManualClock, client: &str) -> RequestRecord {
         sealed_verifier: "sealed".into(),
         expires_at_ms: clock.now_ms() + 60_000,
         interval_secs: 5,
+        sealed_ping_token: None,
     }
 }
 

@@ -7,10 +7,12 @@ use serde::Serialize;
 
 use super::{authenticated_form, record_auth_req, BACKCHANNEL_PATH};
 use crate::clients::Client;
+use crate::configuration::DeliveryMode;
 use crate::domain::{AuthReqId, BindingMessage, LoginHint, RequestedExpiry, Scope};
 use crate::error::OAuthError;
 use crate::form::FormParams;
-use crate::notifier::{deliver, UserNotification};
+use crate::jobs::Task;
+use crate::notifier::UserNotification;
 use crate::request_object::{request_parameters, Audiences};
 use crate::state::{AppState, CibaPolicy};
 use crate::store::RequestRecord;
@@ -30,6 +32,8 @@ struct ValidRequest {
     binding_message: Option<BindingMessage>,
     expires_in: u64,
     acr_values: Option<String>,
+    /// Ping mode: the bearer token for the client's notification endpoint.
+    client_notification_token: Option<String>,
 }
 
 #[tracing::instrument(skip_all, fields(client_id, auth_req))]
@@ -84,6 +88,10 @@ pub async fn backchannel_authentication(
             .seal(authorization.pkce_verifier.as_bytes(), id.as_str()),
         expires_at_ms,
         interval_secs: state.policy.interval,
+        sealed_ping_token: request
+            .client_notification_token
+            .as_deref()
+            .map(|token| state.cipher.seal(token.as_bytes(), id.as_str())),
     };
     state
         .store
@@ -98,13 +106,11 @@ pub async fn backchannel_authentication(
         authorization_url: authorization.url.to_string(),
         expires_at: expires_at_ms / 1000,
     };
-    tokio::spawn(deliver(
-        state.notifier.clone(),
-        state.store.clone(),
-        state.clock.clone(),
-        id.clone(),
+    let task = Task::NotifyUser {
+        auth_req_id: id.to_string(),
         notification,
-    ));
+    };
+    state.jobs.enqueue(task, expires_at_ms).await?;
     tracing::info!(
         expires_in = request.expires_in,
         "backchannel request accepted"
@@ -176,11 +182,51 @@ fn validate(
             .capped(policy.max_expires_in),
         None => policy.expires_in,
     };
+    let client_notification_token = match client.delivery_mode {
+        DeliveryMode::Ping => Some(notification_token(params.get("client_notification_token"))?),
+        DeliveryMode::Poll => None,
+    };
     Ok(ValidRequest {
+        client_notification_token,
         scope,
         login_hint,
         binding_message,
         expires_in,
         acr_values: params.get("acr_values").map(str::to_owned),
     })
+}
+
+/// CIBA Core §7.1: required for ping clients, at most 1024 characters, with
+/// the syntax of an RFC 6750 §2.1 bearer token (b64token).
+fn notification_token(token: Option<&str>) -> Result<String, OAuthError> {
+    const MAX_LEN: usize = 1024;
+    let token = token.ok_or_else(|| {
+        OAuthError::InvalidRequest("client_notification_token is required for ping mode".into())
+    })?;
+    let body = token.trim_end_matches('=');
+    let b64token = !body.is_empty()
+        && body.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/')
+        });
+    if token.len() > MAX_LEN || !b64token {
+        return Err(OAuthError::InvalidRequest(format!(
+            "client_notification_token must be a bearer token of at most {MAX_LEN} characters"
+        )));
+    }
+    Ok(token.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn notification_token_follows_bearer_syntax_and_length() {
+        assert!(notification_token(Some("abc-._~+/xyz==")).is_ok());
+        assert!(notification_token(Some(&"a".repeat(1024))).is_ok());
+        for bad in ["", "has space", "quote\"", "==", &"a".repeat(1025)] {
+            assert!(notification_token(Some(bad)).is_err(), "{bad}");
+        }
+        assert!(notification_token(None).is_err());
+    }
 }

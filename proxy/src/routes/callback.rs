@@ -8,11 +8,11 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 
 use super::record_auth_req;
-use crate::domain::AuthReqId;
 use crate::error::OAuthError;
 use crate::form::FormParams;
 use crate::state::AppState;
 use crate::store::{Outcome, RequestRecord, Status};
+use crate::upstream::UpstreamError;
 
 /// What the user's device is told.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,50 +108,47 @@ async fn handle(req: &HttpRequest, state: &AppState) -> Result<Page, OAuthError>
                 format!("the identity provider ended the sign-in with {error}"),
             )
         };
-        return deny(state, &id, reason, page).await;
+        return finish(state, &record, Outcome::Denied { reason }, page).await;
     }
     let Some(code) = query.get("code") else {
         return Ok(Page::BadLink);
     };
     match complete(state, &record, code, query.get("iss")).await {
         Ok(sealed_tokens) => {
-            let outcome = Outcome::Approved { sealed_tokens };
-            if state
-                .store
-                .finish(&id, &outcome, state.clock.now_ms())
-                .await?
-            {
+            let page = finish(
+                state,
+                &record,
+                Outcome::Approved { sealed_tokens },
+                Page::Approved,
+            )
+            .await?;
+            if page == Page::Approved {
                 tracing::info!("login completed");
-                Ok(Page::Approved)
-            } else {
-                Ok(Page::NoLongerValid)
             }
+            Ok(page)
         }
         Err(Rejection::WrongUser) => {
             tracing::warn!("a different user signed in than the one hinted; tokens discarded");
-            deny(
-                state,
-                &id,
-                "a different user authenticated than the one in the login hint".into(),
-                Page::WrongUser,
-            )
-            .await
+            let reason = "a different user authenticated than the one in the login hint".into();
+            finish(state, &record, Outcome::Denied { reason }, Page::WrongUser).await
         }
         Err(Rejection::Failed(e)) => {
             tracing::error!(error = %e, "the sign-in could not be completed");
-            deny(
-                state,
-                &id,
-                "the sign-in could not be completed at the identity provider".into(),
-                Page::Failed,
-            )
-            .await
+            let reason = "the sign-in could not be completed at the identity provider".into();
+            finish(state, &record, Outcome::Denied { reason }, Page::Failed).await
+        }
+        Err(Rejection::Unreachable(e)) => {
+            tracing::error!(error = %e, "the identity provider was unreachable for the code exchange");
+            let reason = "the identity provider could not be reached to complete the sign-in; start a new request".into();
+            finish(state, &record, Outcome::Denied { reason }, Page::Failed).await
         }
     }
 }
 
 enum Rejection {
     WrongUser,
+    /// The IdP stayed unreachable through every retry of the code exchange.
+    Unreachable(UpstreamError),
     Failed(anyhow::Error),
 }
 
@@ -193,7 +190,10 @@ async fn complete(
         .upstream
         .exchange_code(&client, code, &verifier, now)
         .await
-        .map_err(|e| failed(e.into()))?;
+        .map_err(|e| match e {
+            UpstreamError::Unavailable(_) => Rejection::Unreachable(e),
+            other => failed(other.into()),
+        })?;
     let claims = state
         .upstream
         .validate_id_token(&tokens.id_token, &client, &record.nonce, now)
@@ -212,15 +212,14 @@ async fn complete(
     Ok(state.cipher.seal(&json, record.id.as_str()))
 }
 
-async fn deny(
+/// Records the outcome (queuing a ping for ping clients); `page` is shown
+/// unless the request had ended meanwhile.
+async fn finish(
     state: &AppState,
-    id: &AuthReqId,
-    reason: String,
+    record: &RequestRecord,
+    outcome: Outcome,
     page: Page,
 ) -> Result<Page, OAuthError> {
-    let finished = state
-        .store
-        .finish(id, &Outcome::Denied { reason }, state.clock.now_ms())
-        .await?;
+    let finished = state.jobs.finish_request(record, &outcome).await?;
     Ok(if finished { page } else { Page::NoLongerValid })
 }

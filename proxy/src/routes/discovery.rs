@@ -22,7 +22,7 @@ pub async fn openid_configuration(state: web::Data<AppState>) -> Result<HttpResp
         "backchannel_authentication_endpoint": state.url(BACKCHANNEL_PATH),
         "token_endpoint": state.url(TOKEN_PATH),
         "grant_types_supported": [CIBA_GRANT_TYPE],
-        "backchannel_token_delivery_modes_supported": ["poll"],
+        "backchannel_token_delivery_modes_supported": ["poll", "ping"],
         "backchannel_authentication_request_signing_alg_values_supported": algs,
         "backchannel_user_code_parameter_supported": false,
         "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],

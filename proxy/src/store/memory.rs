@@ -6,8 +6,8 @@ use async_trait::async_trait;
 use parking_lot::Mutex;
 
 use super::{
-    Outcome, PollOutcome, RequestRecord, Status, Store, StoreError, EXPIRED_RETENTION_MS,
-    SLOW_DOWN_STEP_SECS,
+    Outcome, PollOutcome, QueuedJob, RequestRecord, Status, Store, StoreError,
+    EXPIRED_RETENTION_MS, SLOW_DOWN_STEP_SECS,
 };
 use crate::clock::Clock;
 use crate::domain::AuthReqId;
@@ -28,6 +28,8 @@ struct Inner {
     requests: HashMap<AuthReqId, Entry>,
     states: HashMap<String, (AuthReqId, u64)>,
     once: HashMap<String, u64>,
+    /// id → (due at, payload, expires at)
+    jobs: HashMap<String, (u64, String, u64)>,
     last_sweep_ms: u64,
 }
 
@@ -41,6 +43,7 @@ impl Inner {
             .retain(|_, e| now < e.record.expires_at_ms + EXPIRED_RETENTION_MS);
         self.states.retain(|_, (_, until)| now < *until);
         self.once.retain(|_, until| now < *until);
+        self.jobs.retain(|_, (_, _, until)| now < *until);
     }
 }
 
@@ -178,6 +181,62 @@ impl Store for MemoryStore {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    async fn enqueue(
+        &self,
+        job: &QueuedJob,
+        visible_at_ms: u64,
+        ttl_ms: u64,
+    ) -> Result<(), StoreError> {
+        let until = self.clock.now_ms() + ttl_ms;
+        self.inner
+            .lock()
+            .jobs
+            .insert(job.id.clone(), (visible_at_ms, job.payload.clone(), until));
+        Ok(())
+    }
+
+    async fn lease(
+        &self,
+        now_ms: u64,
+        lease_ms: u64,
+        max: usize,
+    ) -> Result<Vec<QueuedJob>, StoreError> {
+        let mut inner = self.inner.lock();
+        inner.sweep(now_ms);
+        let mut due: Vec<_> = inner
+            .jobs
+            .iter()
+            .filter(|(_, (at, _, until))| *at <= now_ms && now_ms < *until)
+            .map(|(id, (at, _, _))| (*at, id.clone()))
+            .collect();
+        due.sort_unstable();
+        due.truncate(max);
+        let mut leased = Vec::with_capacity(due.len());
+        for (_, id) in due {
+            if let Some(job) = inner.jobs.get_mut(&id) {
+                job.0 = now_ms + lease_ms;
+                leased.push(QueuedJob {
+                    id,
+                    payload: job.1.clone(),
+                });
+            }
+        }
+        Ok(leased)
+    }
+
+    async fn reschedule(&self, job: &QueuedJob, visible_at_ms: u64) -> Result<(), StoreError> {
+        if let Some(entry) = self.inner.lock().jobs.get_mut(&job.id) {
+            entry.0 = visible_at_ms;
+            entry.1 = job.payload.clone();
+        }
+        Ok(())
+    }
+
+    async fn complete(&self, job_id: &str) -> Result<(), StoreError> {
+        self.inner.lock().jobs.remove(job_id);
         Ok(())
     }
 }

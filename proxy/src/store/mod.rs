@@ -57,6 +57,16 @@ pub struct RequestRecord {
     pub sealed_verifier: String,
     pub expires_at_ms: u64,
     pub interval_secs: u64,
+    /// Ping mode: the client's `client_notification_token`, sealed.
+    pub sealed_ping_token: Option<String>,
+}
+
+/// A unit of background work (a notification to deliver), opaque to the
+/// store: the payload is sealed by the caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueuedJob {
+    pub id: String,
+    pub payload: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -143,4 +153,29 @@ pub trait Store: Send + Sync + 'static {
 
     /// Whether the store answers.
     async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Queues `job` to become due at `visible_at_ms`; it is dropped unless
+    /// completed within `ttl_ms`.
+    async fn enqueue(
+        &self,
+        job: &QueuedJob,
+        visible_at_ms: u64,
+        ttl_ms: u64,
+    ) -> Result<(), StoreError>;
+
+    /// Takes up to `max` due jobs and hides each from every worker until
+    /// `now_ms + lease_ms`; a job whose worker dies becomes due again then.
+    async fn lease(
+        &self,
+        now_ms: u64,
+        lease_ms: u64,
+        max: usize,
+    ) -> Result<Vec<QueuedJob>, StoreError>;
+
+    /// Replaces a queued job's payload and makes it due at `visible_at_ms`
+    /// (a retry, or handing a lease back). A job that has expired stays gone.
+    async fn reschedule(&self, job: &QueuedJob, visible_at_ms: u64) -> Result<(), StoreError>;
+
+    /// Removes a job for good.
+    async fn complete(&self, job_id: &str) -> Result<(), StoreError>;
 }

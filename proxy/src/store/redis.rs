@@ -12,8 +12,8 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script};
 
 use super::{
-    Outcome, PollOutcome, RequestRecord, Status, Store, StoreError, EXPIRED_RETENTION_MS,
-    SLOW_DOWN_STEP_SECS,
+    Outcome, PollOutcome, QueuedJob, RequestRecord, Status, Store, StoreError,
+    EXPIRED_RETENTION_MS, SLOW_DOWN_STEP_SECS,
 };
 use crate::domain::AuthReqId;
 
@@ -64,12 +64,32 @@ end
 return 1
 ";
 
+const LEASE: &str = r"
+-- KEYS[1] the queue (a sorted set of job ids by due time)
+-- ARGV: now_ms, lease_ms, max, job key prefix (same hash tag as the queue)
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
+local out = {}
+for _, id in ipairs(ids) do
+  local payload = redis.call('GET', ARGV[4] .. id)
+  if payload then
+    redis.call('ZADD', KEYS[1], tonumber(ARGV[1]) + tonumber(ARGV[2]), id)
+    table.insert(out, id)
+    table.insert(out, payload)
+  else
+    -- The job expired with its request: forget it.
+    redis.call('ZREM', KEYS[1], id)
+  end
+end
+return out
+";
+
 #[derive(Clone)]
 pub struct RedisStore {
     conn: ConnectionManager,
     prefix: String,
     poll: Script,
     finish: Script,
+    lease: Script,
 }
 
 fn unavailable(e: redis::RedisError) -> StoreError {
@@ -93,6 +113,7 @@ impl RedisStore {
             prefix: prefix.to_owned(),
             poll: Script::new(POLL),
             finish: Script::new(FINISH),
+            lease: Script::new(LEASE),
         })
     }
 
@@ -102,6 +123,16 @@ impl RedisStore {
 
     fn tokens_key(&self, id: &AuthReqId) -> String {
         format!("{}:{{{}}}:tok", self.prefix, id)
+    }
+
+    /// The job queue and its jobs share one hash tag, so the lease script
+    /// touches a single Redis Cluster slot.
+    fn queue_key(&self) -> String {
+        format!("{{{}:jobs}}:queue", self.prefix)
+    }
+
+    fn job_key_prefix(&self) -> String {
+        format!("{{{}:jobs}}:job:", self.prefix)
     }
 
     fn state_key(&self, state: &str) -> String {
@@ -140,6 +171,10 @@ impl Store for RedisStore {
             ("verifier", record.sealed_verifier.clone()),
             ("expires_at", record.expires_at_ms.to_string()),
             ("interval", record.interval_secs.to_string()),
+            (
+                "ping_token",
+                record.sealed_ping_token.clone().unwrap_or_default(),
+            ),
         ];
         let mut conn = self.conn.clone();
         redis::pipe()
@@ -193,6 +228,7 @@ impl Store for RedisStore {
             sealed_verifier: field(&map, "verifier")?.to_owned(),
             expires_at_ms: number(&map, "expires_at")?,
             interval_secs: number(&map, "interval")?,
+            sealed_ping_token: map.get("ping_token").filter(|t| !t.is_empty()).cloned(),
         };
         Ok(Some((record, status)))
     }
@@ -280,6 +316,89 @@ impl Store for RedisStore {
             .query_async::<String>(&mut conn)
             .await
             .map(|_| ())
+            .map_err(unavailable)
+    }
+
+    async fn enqueue(
+        &self,
+        job: &QueuedJob,
+        visible_at_ms: u64,
+        ttl_ms: u64,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        redis::pipe()
+            .atomic()
+            .set_options(
+                format!("{}{}", self.job_key_prefix(), job.id),
+                &job.payload,
+                redis::SetOptions::default().with_expiration(redis::SetExpiry::PX(ttl_ms.max(1))),
+            )
+            .ignore()
+            .zadd(self.queue_key(), &job.id, visible_at_ms)
+            .ignore()
+            .query_async::<()>(&mut conn)
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn lease(
+        &self,
+        now_ms: u64,
+        lease_ms: u64,
+        max: usize,
+    ) -> Result<Vec<QueuedJob>, StoreError> {
+        let mut conn = self.conn.clone();
+        let flat: Vec<String> = self
+            .lease
+            .key(self.queue_key())
+            .arg(now_ms)
+            .arg(lease_ms)
+            .arg(max)
+            .arg(self.job_key_prefix())
+            .invoke_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        Ok(flat
+            .chunks_exact(2)
+            .map(|pair| QueuedJob {
+                id: pair[0].clone(),
+                payload: pair[1].clone(),
+            })
+            .collect())
+    }
+
+    async fn reschedule(&self, job: &QueuedJob, visible_at_ms: u64) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        // XX + KEEPTTL: an expired job is not brought back, and keeps its deadline.
+        let kept: Option<String> = conn
+            .set_options(
+                format!("{}{}", self.job_key_prefix(), job.id),
+                &job.payload,
+                redis::SetOptions::default()
+                    .conditional_set(redis::ExistenceCheck::XX)
+                    .with_expiration(redis::SetExpiry::KEEPTTL),
+            )
+            .await
+            .map_err(unavailable)?;
+        if kept.is_some() {
+            let _: () = conn
+                .zadd(self.queue_key(), &job.id, visible_at_ms)
+                .await
+                .map_err(unavailable)?;
+        }
+        Ok(())
+    }
+
+    async fn complete(&self, job_id: &str) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        redis::pipe()
+            .atomic()
+            .zrem(self.queue_key(), job_id)
+            .ignore()
+            .del(format!("{}{}", self.job_key_prefix(), job_id))
+            .ignore()
+            .query_async::<()>(&mut conn)
+            .await
             .map_err(unavailable)
     }
 }
