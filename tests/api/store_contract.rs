@@ -6,7 +6,7 @@ use std::time::Duration;
 use ciba_proxy::clock::{Clock, ManualClock};
 use ciba_proxy::domain::AuthReqId;
 use ciba_proxy::store::{
-    MemoryStore, Outcome, PollOutcome, RedisStore, RequestRecord, Status, Store,
+    MemoryStore, Outcome, PollOutcome, QueuedJob, RedisStore, RequestRecord, Status, Store,
 };
 use ciba_proxy_e2e::app::redis_url;
 
@@ -205,5 +205,109 @@ async fn one_time_values_are_accepted_once() {
         assert!(store.use_once(&key, 60).await.unwrap(), "{name}");
         assert!(!store.use_once(&key, 60).await.unwrap(), "{name}");
         store.ping().await.unwrap();
+    }
+}
+
+fn job(payload: &str) -> QueuedJob {
+    QueuedJob {
+        id: format!("job-{}", rand::random::<u64>()),
+        payload: payload.into(),
+    }
+}
+
+#[tokio::test]
+async fn a_leased_job_is_hidden_until_its_lease_ends() {
+    for (name, store, clock) in backends().await {
+        let now = clock.now_ms();
+        let j = job("p");
+        store.enqueue(&j, now, 60_000).await.unwrap();
+        let leased = store.lease(now, 5_000, 10).await.unwrap();
+        assert!(leased.contains(&j), "{name}: {leased:?}");
+        // Another worker sees nothing while the lease holds...
+        assert!(
+            !store
+                .lease(now + 4_999, 5_000, 10)
+                .await
+                .unwrap()
+                .contains(&j),
+            "{name}"
+        );
+        // ...and gets the job once the first worker's lease ran out (it died).
+        assert!(
+            store
+                .lease(now + 5_000, 5_000, 10)
+                .await
+                .unwrap()
+                .contains(&j),
+            "{name}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn jobs_are_not_due_before_their_time_and_gone_once_complete() {
+    for (name, store, clock) in backends().await {
+        let now = clock.now_ms();
+        let later = job("later");
+        store.enqueue(&later, now + 10_000, 60_000).await.unwrap();
+        assert!(
+            !store.lease(now, 1_000, 10).await.unwrap().contains(&later),
+            "{name}"
+        );
+        assert!(
+            store
+                .lease(now + 10_000, 1_000, 10)
+                .await
+                .unwrap()
+                .contains(&later),
+            "{name}"
+        );
+        store.complete(&later.id).await.unwrap();
+        assert!(
+            !store
+                .lease(now + 20_000, 1_000, 10)
+                .await
+                .unwrap()
+                .contains(&later),
+            "{name}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_rescheduled_job_carries_its_new_payload() {
+    for (name, store, clock) in backends().await {
+        let now = clock.now_ms();
+        let j = job("attempt-0");
+        store.enqueue(&j, now, 60_000).await.unwrap();
+        store.lease(now, 30_000, 10).await.unwrap();
+        let retried = QueuedJob {
+            id: j.id.clone(),
+            payload: "attempt-1".into(),
+        };
+        store.reschedule(&retried, now + 500).await.unwrap();
+        let leased = store.lease(now + 500, 30_000, 10).await.unwrap();
+        assert!(leased.contains(&retried), "{name}: {leased:?}");
+    }
+}
+
+#[tokio::test]
+async fn lease_takes_at_most_the_requested_number() {
+    for (name, store, clock) in backends().await {
+        let now = clock.now_ms();
+        let jobs: Vec<_> = (0..5).map(|i| job(&format!("p{i}"))).collect();
+        for j in &jobs {
+            store.enqueue(j, now, 60_000).await.unwrap();
+        }
+        let first = store.lease(now, 30_000, 3).await.unwrap();
+        let mine: Vec<_> = first.iter().filter(|j| jobs.contains(j)).collect();
+        assert!(mine.len() <= 3, "{name}");
+        let rest = store.lease(now, 30_000, 100).await.unwrap();
+        let total = first
+            .iter()
+            .chain(rest.iter())
+            .filter(|j| jobs.contains(j))
+            .count();
+        assert_eq!(total, 5, "{name}: every job leased exactly once");
     }
 }

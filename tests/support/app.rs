@@ -13,6 +13,7 @@ use ciba_proxy::startup::Application;
 use reqwest::StatusCode;
 use serde_json::Value;
 
+use crate::balancer::Balancer;
 use crate::device::Device;
 use crate::idp::TestIdp;
 
@@ -31,6 +32,8 @@ pub struct ClientSpec {
     pub scope: String,
     /// `(alg, jwks JSON)`: the client must sign its requests.
     pub signing: Option<(String, String)>,
+    /// Ping mode: the client's notification endpoint.
+    pub ping_endpoint: Option<String>,
 }
 
 impl ClientSpec {
@@ -41,6 +44,7 @@ impl ClientSpec {
             auth_method: "client_secret_basic",
             scope: "openid profile email".into(),
             signing: None,
+            ping_endpoint: None,
         }
     }
 
@@ -49,6 +53,12 @@ impl ClientSpec {
             auth_method: "client_secret_post",
             ..Self::basic(client_id)
         }
+    }
+
+    /// Registers the client in ping mode with this notification endpoint.
+    pub fn ping(mut self, endpoint: &str) -> Self {
+        self.ping_endpoint = Some(endpoint.to_owned());
+        self
     }
 
     pub fn signing(mut self, alg: &str, jwks: String) -> Self {
@@ -70,6 +80,8 @@ pub struct TestAppBuilder {
     idp: Option<&'static TestIdp>,
     ciba: (u64, u64, u64),
     extra_toml: String,
+    lease_ms: u64,
+    redis_url: Option<String>,
 }
 
 impl Default for TestAppBuilder {
@@ -81,6 +93,8 @@ impl Default for TestAppBuilder {
             idp: None,
             ciba: (120, 600, 1),
             extra_toml: String::new(),
+            lease_ms: 2000,
+            redis_url: None,
         }
     }
 }
@@ -108,6 +122,16 @@ impl TestAppBuilder {
         self.ciba = (expires_in, max_expires_in, interval);
         self
     }
+    /// Use the Redis at `url` (e.g. one the test stops and restarts).
+    pub fn redis_at(mut self, url: &str) -> Self {
+        self.redis_url = Some(url.to_owned());
+        self
+    }
+    /// How long a job lease lasts (how soon a dead instance's work is retried).
+    pub fn lease_ms(mut self, lease_ms: u64) -> Self {
+        self.lease_ms = lease_ms;
+        self
+    }
     /// Appended to the generated upstream section (e.g. `subject_claim = "email"`).
     pub fn upstream_toml(mut self, toml: &str) -> Self {
         self.extra_toml = toml.to_owned();
@@ -115,17 +139,19 @@ impl TestAppBuilder {
     }
 
     /// Everything a proxy needs: device, upstream registrations, settings.
-    async fn prepare(&self) -> Prepared {
+    /// `issuer`: the public URL when it is not this proxy's own port (a balancer).
+    async fn prepare(&self, issuer: Option<String>) -> Prepared {
         let idp = self.idp.unwrap_or_else(TestIdp::shared);
         let device = Device::start().await.expect("start the device");
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let port = listener.local_addr().unwrap().port();
-        let issuer = format!("http://127.0.0.1:{port}");
+        let issuer = issuer.unwrap_or_else(|| format!("http://127.0.0.1:{port}"));
         let prefix = format!("test-{}", rand::random::<u64>());
         let key = STANDARD.encode(rand::random::<[u8; 32]>());
-        let store_url = match self.store {
-            StoreKind::Memory => "memory://".to_owned(),
-            StoreKind::Redis => redis_url(),
+        let store_url = match (&self.redis_url, self.store) {
+            (Some(url), _) => url.clone(),
+            (None, StoreKind::Memory) => "memory://".to_owned(),
+            (None, StoreKind::Redis) => redis_url(),
         };
         let (expires_in, max_expires_in, interval) = self.ciba;
         let mut toml = format!(
@@ -141,6 +167,7 @@ impl TestAppBuilder {
             max_expires_in = {max_expires_in}
             interval = {interval}
             token_encryption_key = "{key}"
+            allow_http_notification_endpoints = true
             [upstream]
             issuer = "{idp_issuer}"
             {extra}
@@ -148,7 +175,11 @@ impl TestAppBuilder {
             kind = "webhook"
             url = "{device_url}"
             secret = "{device_secret}"
+            [worker]
+            lease_ms = {lease_ms}
+            poll_ms = 50
             "#,
+            lease_ms = self.lease_ms,
             idp_issuer = idp.issuer,
             extra = self.extra_toml,
             device_url = device.url,
@@ -164,6 +195,11 @@ impl TestAppBuilder {
                 "[[clients]]\nclient_id = \"{}\"\nclient_secret = \"{}\"\ntoken_endpoint_auth_method = \"{}\"\nscope = \"{}\"\nupstream_client_id = \"{}\"\nupstream_client_secret = \"{}\"\n",
                 c.client_id, c.client_secret, c.auth_method, c.scope, upstream.client_id, upstream.client_secret
             ));
+            if let Some(endpoint) = &c.ping_endpoint {
+                toml.push_str(&format!(
+                    "backchannel_token_delivery_mode = \"ping\"\nbackchannel_client_notification_endpoint = \"{endpoint}\"\n"
+                ));
+            }
             if let Some((alg, jwks)) = &c.signing {
                 toml.push_str(&format!(
                     "backchannel_authentication_request_signing_alg = \"{alg}\"\njwks = '{jwks}'\n"
@@ -178,81 +214,88 @@ impl TestAppBuilder {
             prefix,
             idp,
             device,
-            listener,
+            listener: Some(listener),
             secrets,
         }
     }
 
     /// Starts the proxy inside this process (the common case).
     pub async fn spawn(self) -> TestApp {
-        let prepared = self.prepare().await;
+        let mut prepared = self.prepare(None).await;
+        let listener = prepared.listener.take().expect("a listener");
         let settings = Settings::from_toml(&prepared.toml).expect("test settings");
         let manual = self.manual_clock.then(ManualClock::default);
         let clock: Arc<dyn Clock> = match &manual {
             Some(c) => Arc::new(c.clone()),
             None => Arc::new(SystemClock),
         };
-        let app = Application::build_with(settings, prepared.listener, clock)
+        let app = Application::build_with(settings, listener, clock)
             .await
             .expect("build the proxy");
         tokio::spawn(app.run_until_stopped());
-        TestApp::new(
-            prepared.issuer,
-            prepared.prefix,
-            prepared.idp,
-            prepared.device,
-            manual,
-            self.clients,
-            prepared.secrets,
-        )
+        TestApp::new(prepared, manual, self.clients)
     }
 
     /// Starts the real `ciba-proxy` binary with a config file and `env`;
     /// its log lines go to a file the test can read.
     pub async fn spawn_process(self, env: &[(&str, &str)]) -> (TestApp, ProxyProcess) {
-        let prepared = self.prepare().await;
-        let dir = std::env::temp_dir().join(format!("ciba-proxy-{}", rand::random::<u64>()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let config = dir.join("config.toml");
-        std::fs::write(&config, &prepared.toml).unwrap();
-        let log = dir.join("proxy.log");
+        let mut prepared = self.prepare(None).await;
+        let config = write_config(&prepared.toml);
         // Free the port for the child; it binds it from the config.
-        drop(prepared.listener);
-        let mut cmd = std::process::Command::new(binary_path());
-        cmd.arg("--config")
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let child = cmd.spawn().expect("start ciba-proxy");
-        let app = TestApp::new(
-            prepared.issuer,
-            prepared.prefix,
-            prepared.idp,
-            prepared.device,
-            None,
-            self.clients,
-            prepared.secrets,
-        );
-        for _ in 0..100 {
-            if app
-                .http
-                .get(app.url("/readyz"))
-                .send()
-                .await
-                .is_ok_and(|r| r.status() == 200)
-            {
-                return (app, ProxyProcess { child, log, config });
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
-        panic!(
-            "ciba-proxy did not become ready; log: {}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
+        drop(prepared.listener.take());
+        let process = ProxyProcess::start(&config, None, env);
+        let app = TestApp::new(prepared, None, self.clients);
+        process.wait_ready(&app.http).await;
+        (app, process)
     }
+
+    /// Starts `n` `ciba-proxy` processes sharing one configuration and one
+    /// Redis behind a round-robin balancer whose URL is the public issuer:
+    /// the executable twin of `deploy/docker-compose.yml`.
+    pub async fn spawn_cluster(self, n: usize) -> Cluster {
+        let ports: Vec<u16> = (0..n)
+            .map(|_| {
+                TcpListener::bind("127.0.0.1:0")
+                    .unwrap()
+                    .local_addr()
+                    .unwrap()
+                    .port()
+            })
+            .collect();
+        let backends = ports.iter().map(|p| ([127, 0, 0, 1], *p).into()).collect();
+        let balancer = Balancer::start(backends).await.expect("start the balancer");
+        let prepared = self.prepare(Some(balancer.url())).await;
+        let config = write_config(&prepared.toml);
+        let processes: Vec<ProxyProcess> = ports
+            .iter()
+            .map(|port| ProxyProcess::start(&config, Some(format!("127.0.0.1:{port}")), &[]))
+            .collect();
+        let app = TestApp::new(prepared, None, self.clients);
+        for process in &processes {
+            process.wait_ready(&app.http).await;
+        }
+        Cluster {
+            app,
+            processes,
+            balancer,
+        }
+    }
+}
+
+/// Several proxy processes behind one balancer.
+pub struct Cluster {
+    /// Talks to the balancer.
+    pub app: TestApp,
+    pub processes: Vec<ProxyProcess>,
+    pub balancer: Balancer,
+}
+
+fn write_config(toml: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("ciba-proxy-{}", rand::random::<u64>()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("config.toml");
+    std::fs::write(&config, toml).unwrap();
+    config
 }
 
 struct Prepared {
@@ -261,7 +304,7 @@ struct Prepared {
     prefix: String,
     idp: &'static TestIdp,
     device: Device,
-    listener: TcpListener,
+    listener: Option<TcpListener>,
     secrets: Vec<String>,
 }
 
@@ -286,10 +329,77 @@ pub fn binary_path() -> PathBuf {
 pub struct ProxyProcess {
     child: Child,
     log: PathBuf,
-    pub config: PathBuf,
+    /// Its own address (`server.bind`).
+    pub url: String,
 }
 
 impl ProxyProcess {
+    /// Runs the binary on `config`, optionally binding `bind` instead of
+    /// the configured address.
+    fn start(config: &std::path::Path, bind: Option<String>, env: &[(&str, &str)]) -> Self {
+        let log = config.with_file_name(format!("proxy-{}.log", rand::random::<u32>()));
+        let mut cmd = std::process::Command::new(binary_path());
+        cmd.arg("--config")
+            .arg(config)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let url = match &bind {
+            Some(addr) => {
+                cmd.env("CIBA_PROXY__SERVER__BIND", addr);
+                format!("http://{addr}")
+            }
+            None => {
+                let toml = std::fs::read_to_string(config).unwrap();
+                let settings = Settings::from_toml(&toml).unwrap();
+                format!("http://{}", settings.server.bind)
+            }
+        };
+        let child = cmd.spawn().expect("start ciba-proxy");
+        Self { child, log, url }
+    }
+
+    async fn wait_ready(&self, http: &reqwest::Client) {
+        for _ in 0..200 {
+            let ready = http.get(format!("{}/readyz", self.url)).send().await;
+            if ready.is_ok_and(|r| r.status() == 200) {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("ciba-proxy did not become ready; log: {}", self.logs());
+    }
+
+    /// SIGTERM: the instance is asked to stop gracefully.
+    pub fn terminate(&self) {
+        let status = std::process::Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success());
+    }
+
+    /// Waits up to `timeout` for the process to exit; its exit code, if it did.
+    pub async fn wait_exit(&mut self, timeout: std::time::Duration) -> Option<i32> {
+        let deadline = std::time::Instant::now() + timeout;
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        None
+    }
+
+    /// SIGKILL: the instance dies without a chance to clean up.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Everything the process has logged so far.
     pub fn logs(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
@@ -298,8 +408,7 @@ impl ProxyProcess {
 
 impl Drop for ProxyProcess {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.kill();
     }
 }
 
@@ -359,25 +468,20 @@ impl Reply {
 }
 
 impl TestApp {
-    fn new(
-        issuer: String,
-        prefix: String,
-        idp: &'static TestIdp,
-        device: Device,
-        clock: Option<ManualClock>,
-        clients: Vec<ClientSpec>,
-        secrets: Vec<String>,
-    ) -> Self {
+    fn new(prepared: Prepared, clock: Option<ManualClock>, clients: Vec<ClientSpec>) -> Self {
         Self {
-            issuer,
-            secrets,
-            prefix,
-            idp,
-            device,
+            issuer: prepared.issuer,
+            secrets: prepared.secrets,
+            prefix: prepared.prefix,
+            idp: prepared.idp,
+            device: prepared.device,
             clock,
             clients,
+            // No idle connections: behind a balancer every request may land
+            // on another instance.
             http: reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
+                .pool_max_idle_per_host(0)
                 .build()
                 .expect("http client"),
         }

@@ -25,6 +25,8 @@ pub enum Action {
     RefuseWebhook(u16),
     /// The push gateway answers 503 this many times, then the user signs in as the hinted user.
     FailThenSignIn(u32),
+    /// The push gateway takes this long to answer, then the user signs in as the hinted user.
+    SlowAck(Duration),
 }
 
 /// A webhook the device received.
@@ -49,6 +51,9 @@ struct Inner {
     secret: String,
     actions: Mutex<HashMap<String, Action>>,
     attempts: Mutex<HashMap<String, u32>>,
+    /// Hints whose user already acted: a repeated webhook (at-least-once
+    /// delivery) is acknowledged and ignored, as a real phone would.
+    acted: Mutex<std::collections::HashSet<String>>,
     notifications: Mutex<Vec<Notification>>,
     pages: Mutex<Vec<(String, anyhow::Result<Page>)>>,
 }
@@ -206,8 +211,15 @@ async fn receive(req: HttpRequest, body: web::Bytes, inner: web::Data<Inner>) ->
             }
             Action::SignInAs(hint.clone())
         }
+        Action::SlowAck(delay) => {
+            tokio::time::sleep(delay).await;
+            Action::SignInAs(hint.clone())
+        }
         other => other,
     };
+    if !inner.acted.lock().unwrap().insert(hint.clone()) {
+        return HttpResponse::NoContent().finish();
+    }
     let inner = inner.into_inner();
     tokio::spawn(async move {
         let page = sign_in(&url, &action).await;
@@ -218,10 +230,33 @@ async fn receive(req: HttpRequest, body: web::Bytes, inner: web::Data<Inner>) ->
 
 /// Drives the IdP's login and consent pages like a browser would.
 pub async fn sign_in(authorization_url: &str, action: &Action) -> anyhow::Result<Page> {
+    sign_in_until(authorization_url, action, None).await
+}
+
+/// Like [`sign_in`], but stops before following a redirect to a URL that
+/// starts with `stop_at` (the page then is that 303, its `url` the target).
+pub async fn sign_in_until(
+    authorization_url: &str,
+    action: &Action,
+    stop_at: Option<&str>,
+) -> anyhow::Result<Page> {
+    let stop_at = stop_at.map(str::to_owned);
+    let policy = reqwest::redirect::Policy::custom(move |attempt| {
+        if stop_at
+            .as_deref()
+            .is_some_and(|p| attempt.url().as_str().starts_with(p))
+        {
+            attempt.stop()
+        } else if attempt.previous().len() > 10 {
+            attempt.error("too many redirects")
+        } else {
+            attempt.follow()
+        }
+    });
     // A fresh cookie jar per sign-in: a phone nobody used before.
     let http = reqwest::Client::builder()
         .cookie_store(true)
-        .redirect(reqwest::redirect::Policy::limited(10))
+        .redirect(policy)
         .build()?;
     let login = http.get(authorization_url).send().await?;
     let login_url = login.url().clone();
@@ -251,9 +286,13 @@ pub async fn sign_in(authorization_url: &str, action: &Action) -> anyhow::Result
         }
         other => anyhow::bail!("{other:?} does not sign in"),
     };
+    let url = match response.headers().get(reqwest::header::LOCATION) {
+        Some(location) if response.status().is_redirection() => location.to_str()?.to_owned(),
+        _ => response.url().to_string(),
+    };
     Ok(Page {
         status: response.status().as_u16(),
-        url: response.url().to_string(),
+        url,
         body: response.text().await.context("page body")?,
     })
 }

@@ -3,7 +3,7 @@
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 
 use anyhow::{bail, Context};
 use serde::Deserialize;
@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 
 pub struct TestIdp {
     pub issuer: String,
-    child: Child,
+    child: Mutex<Child>,
     _stdin: ChildStdin,
 }
 
@@ -54,7 +54,7 @@ impl TestIdp {
             .with_context(|| format!("the test IdP did not start: {line:?}"))?;
         Ok(Self {
             issuer: ready.issuer,
-            child,
+            child: Mutex::new(child),
             _stdin: stdin,
         })
     }
@@ -124,9 +124,17 @@ impl Stats {
     }
 }
 
+impl TestIdp {
+    /// Kills the IdP (an outage); it does not come back.
+    pub fn stop(&self) {
+        let mut child = self.child.lock().unwrap();
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
 impl Drop for TestIdp {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.stop();
     }
 }

@@ -2,6 +2,9 @@
 //! authentication device that receives the proxy's webhook and signs in
 //! ([`device`]), and a proxy started in-process on port 0 ([`app`]).
 pub mod app;
+pub mod balancer;
 pub mod device;
 pub mod idp;
 pub mod keys;
+pub mod ping_receiver;
+pub mod redis_server;

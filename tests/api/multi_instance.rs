@@ -1,0 +1,115 @@
+//! Three proxy processes on one Redis behind a round-robin balancer, one of
+//! them killed with SIGKILL mid-flow: every login still completes, and its
+//! tokens are handed out exactly once. The executable twin of
+//! deploy/docker-compose.yml.
+use std::time::Duration;
+
+use ciba_proxy_e2e::app::{ClientSpec, StoreKind, TestApp};
+use ciba_proxy_e2e::device::Action;
+use ciba_proxy_e2e::ping_receiver::{PingReceiver, Reply};
+
+const TOKEN: &str = "ping-token-1";
+
+#[tokio::test]
+async fn any_instance_serves_any_step_and_a_killed_one_loses_nothing() {
+    let receiver = PingReceiver::start(vec![Reply::Status(204)]).await.unwrap();
+    let mut cluster = TestApp::builder()
+        .store(StoreKind::Redis)
+        .clients(vec![
+            ClientSpec::basic("shop"),
+            ClientSpec::basic("app").ping(&receiver.url()),
+        ])
+        .lease_ms(1500)
+        .spawn_cluster(3)
+        .await;
+    let app = &cluster.app;
+
+    // Six logins, accepted round-robin by the three instances. The phones'
+    // push gateway is slow, so webhooks are in flight when an instance dies.
+    let mut logins = Vec::new();
+    for i in 0..6 {
+        let hint = format!("user{i}");
+        app.device
+            .on(&hint, Action::SlowAck(Duration::from_millis(1200)));
+        let (client, extra) = if i % 2 == 0 {
+            ("shop", None)
+        } else {
+            ("app", Some(("client_notification_token", TOKEN)))
+        };
+        let mut params = vec![("scope", "openid"), ("login_hint", hint.as_str())];
+        params.extend(extra);
+        let reply = app.bc_authorize(client, &params).await;
+        assert_eq!(reply.status, 200, "{reply:?}");
+        logins.push((
+            client,
+            hint.clone(),
+            reply.body["auth_req_id"].as_str().unwrap().to_owned(),
+        ));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    cluster.processes[1].kill();
+
+    for (_, hint, _) in &logins {
+        let page = app.device.wait_for_page(hint).await;
+        assert_eq!(page.status, 200, "{hint}: {page:?}");
+    }
+    // Every ping client heard of its result (at least once).
+    let pings = receiver.wait_for(3, Duration::from_secs(20)).await;
+    for (client, _, id) in &logins {
+        if *client == "app" {
+            assert!(
+                pings.iter().any(|p| p.body["auth_req_id"] == id.as_str()),
+                "no ping for {id}"
+            );
+        }
+    }
+    // Exactly one token response per login, whichever instance answers.
+    for (client, hint, id) in &logins {
+        let reply = app.poll(client, id).await;
+        assert_eq!(reply.status, 200, "{hint}: {reply:?}");
+        for _ in 0..3 {
+            app.poll(client, id)
+                .await
+                .assert_error(400, "invalid_grant");
+        }
+    }
+    let spread = cluster.balancer.connections_per_backend();
+    assert!(
+        spread.iter().all(|n| *n > 0),
+        "every instance served requests: {spread:?}"
+    );
+}
+
+#[tokio::test]
+async fn sigterm_finishes_work_in_flight_and_exits_cleanly() {
+    let mut cluster = TestApp::builder()
+        .store(StoreKind::Redis)
+        .lease_ms(1500)
+        .spawn_cluster(2)
+        .await;
+    let app = &cluster.app;
+    let mut ids = Vec::new();
+    for i in 0..4 {
+        let hint = format!("user{i}");
+        app.device
+            .on(&hint, Action::SlowAck(Duration::from_millis(800)));
+        ids.push((hint.clone(), app.start("shop", &hint).await));
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    cluster.processes[0].terminate();
+    let code = cluster.processes[0]
+        .wait_exit(Duration::from_secs(15))
+        .await;
+    assert_eq!(
+        code,
+        Some(0),
+        "a graceful stop exits 0: {}",
+        cluster.processes[0].logs()
+    );
+    assert!(cluster.processes[0].logs().contains("job worker stopped"));
+    let app = &cluster.app;
+    for (hint, id) in &ids {
+        assert_eq!(app.device.wait_for_page(hint).await.status, 200, "{hint}");
+        assert_eq!(app.poll("shop", id).await.status, 200, "{hint}");
+    }
+}

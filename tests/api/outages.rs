@@ -1,0 +1,102 @@
+//! Outages: Redis going away and coming back, the IdP dying mid-login.
+use std::time::Duration;
+
+use ciba_proxy_e2e::app::{Reply, TestApp};
+use ciba_proxy_e2e::device::{sign_in, sign_in_until, Action};
+use ciba_proxy_e2e::idp::TestIdp;
+use ciba_proxy_e2e::redis_server::RedisServer;
+
+/// Polls until the answer is no longer a 503 (the proxy reconnected).
+async fn poll_until_available(app: &TestApp, id: &str) -> Reply {
+    for _ in 0..100 {
+        let reply = app.poll("shop", id).await;
+        if reply.status != 503 {
+            return reply;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the proxy never recovered from the Redis restart");
+}
+
+#[tokio::test]
+async fn a_redis_restart_gives_503s_meanwhile_and_loses_nothing() {
+    let mut redis = RedisServer::start()
+        .await
+        .expect("start a private redis-server");
+    let app = TestApp::builder()
+        .redis_at(&redis.url())
+        .ciba(120, 600, 1)
+        .spawn()
+        .await;
+    app.device.on("alice", Action::Ignore);
+    let id = app.start("shop", "alice").await;
+    let notification = app.device.wait_for_notification("alice").await;
+
+    redis.stop().await;
+    let reply = app.poll("shop", &id).await;
+    reply.assert_error(503, "temporarily_unavailable");
+    assert!(reply.header("retry-after").is_some());
+    app.bc_authorize("shop", &[("scope", "openid"), ("login_hint", "bob")])
+        .await
+        .assert_error(503, "temporarily_unavailable");
+    let ready = app.get("/readyz").await;
+    assert_eq!(ready.status, 503);
+    assert_eq!(ready.body["store"], false);
+
+    redis.restart().await;
+    poll_until_available(&app, &id)
+        .await
+        .assert_error(400, "authorization_pending");
+    assert_eq!(app.get("/readyz").await.status, 200);
+
+    // The login that started before the outage finishes after it.
+    let url = notification.body["authorization_url"].as_str().unwrap();
+    let page = sign_in(url, &Action::SignInAs("alice".into()))
+        .await
+        .unwrap();
+    assert_eq!(page.status, 200, "{page:?}");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(app.poll("shop", &id).await.status, 200);
+
+    // And new logins work again, webhook included.
+    let again = app.start("shop", "carol").await;
+    assert_eq!(app.device.wait_for_page("carol").await.status, 200);
+    assert_eq!(app.poll("shop", &again).await.status, 200);
+}
+
+#[tokio::test]
+async fn an_idp_that_dies_during_a_login_ends_it_as_documented() {
+    let idp: &'static TestIdp = Box::leak(Box::new(TestIdp::start().unwrap()));
+    let app = TestApp::builder().idp(idp).spawn().await;
+    app.device.on("alice", Action::Ignore);
+    let id = app.start("shop", "alice").await;
+    let notification = app.device.wait_for_notification("alice").await;
+    let url = notification.body["authorization_url"].as_str().unwrap();
+
+    // The user signs in; the IdP dies before the proxy can exchange the code.
+    let redirect = sign_in_until(
+        url,
+        &Action::SignInAs("alice".into()),
+        Some(&app.url("/callback")),
+    )
+    .await
+    .unwrap();
+    assert!(
+        redirect.url.starts_with(&app.url("/callback")),
+        "{redirect:?}"
+    );
+    idp.stop();
+
+    let page = reqwest::get(&redirect.url).await.unwrap();
+    assert_eq!(page.status(), 502);
+    assert!(page.text().await.unwrap().contains("start again"));
+    let reply = app.poll("shop", &id).await;
+    reply.assert_error(400, "access_denied");
+    assert!(
+        reply.body["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("could not be reached"),
+        "{reply:?}"
+    );
+}
