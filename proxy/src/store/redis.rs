@@ -101,10 +101,15 @@ impl RedisStore {
     pub async fn connect(url: &str, prefix: &str, timeout: Duration) -> Result<Self, StoreError> {
         let client =
             redis::Client::open(url).map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        // Reconnect quickly and keep trying: with the crate's defaults the
+        // backoff between attempts grows to minutes, so a Redis restart would
+        // keep the proxy unavailable long after Redis is back.
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(timeout)
             .set_response_timeout(timeout)
-            .set_number_of_retries(2);
+            .set_factor(2)
+            .set_max_delay(1000)
+            .set_number_of_retries(3);
         let conn = ConnectionManager::new_with_config(client, config)
             .await
             .map_err(unavailable)?;
