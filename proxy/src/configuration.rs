@@ -373,6 +373,9 @@ impl Settings {
         }
         check_http_url("server.issuer", &self.server.issuer)?;
         check_http_url("upstream.issuer", &self.upstream.issuer)?;
+        if let Some(url) = &self.upstream.discovery_url {
+            check_http_url("upstream.discovery_url", url)?;
+        }
         check_http_url("notifier.url", &self.notifier.url)?;
         if self.notifier.secret.expose_secret().is_empty() {
             return Err(ConfigError::new("notifier.secret", "must not be empty"));

@@ -20,9 +20,6 @@ pub enum OAuthError {
     /// RFC 6749 §5.2: the auth_req_id is unknown, another client's, or used.
     #[error("invalid_grant: {0}")]
     InvalidGrant(String),
-    /// RFC 6749 §5.2: the client may not use this grant or delivery mode.
-    #[error("unauthorized_client: {0}")]
-    UnauthorizedClient(String),
     /// RFC 6749 §5.2: only the CIBA grant is served here.
     #[error("unsupported_grant_type: {0}")]
     UnsupportedGrantType(String),
@@ -69,7 +66,6 @@ impl OAuthError {
             Self::InvalidRequest(_) => "invalid_request",
             Self::InvalidClient(_) => "invalid_client",
             Self::InvalidGrant(_) => "invalid_grant",
-            Self::UnauthorizedClient(_) => "unauthorized_client",
             Self::UnsupportedGrantType(_) => "unsupported_grant_type",
             Self::InvalidScope(_) => "invalid_scope",
             Self::AccessDenied(_) | Self::Denied(_) => "access_denied",
@@ -87,7 +83,6 @@ impl OAuthError {
             Self::InvalidRequest(d)
             | Self::InvalidClient(d)
             | Self::InvalidGrant(d)
-            | Self::UnauthorizedClient(d)
             | Self::UnsupportedGrantType(d)
             | Self::InvalidScope(d)
             | Self::AccessDenied(d)

@@ -471,3 +471,27 @@ async fn a_callback_naming_another_issuer_is_refused() {
         .await
         .assert_error(400, "access_denied");
 }
+
+#[tokio::test]
+async fn a_callback_with_state_but_no_code_ends_the_request_at_once() {
+    let app = TestApp::spawn().await;
+    app.device.on("alice", Action::Ignore);
+    let id = app.start("shop", "alice").await;
+    let notification = app.device.wait_for_notification("alice").await;
+    let url = url::Url::parse(notification.body["authorization_url"].as_str().unwrap()).unwrap();
+    let state = url
+        .query_pairs()
+        .find(|(k, _)| k == "state")
+        .unwrap()
+        .1
+        .into_owned();
+    let bare = reqwest::Url::parse_with_params(&app.url("/callback"), &[("state", state.as_str())])
+        .unwrap();
+    assert_eq!(reqwest::get(bare).await.unwrap().status(), 502);
+    let reply = app.poll("shop", &id).await;
+    reply.assert_error(400, "access_denied");
+    assert!(reply.body["error_description"]
+        .as_str()
+        .unwrap()
+        .contains("neither a code"));
+}

@@ -111,7 +111,9 @@ async fn handle(req: &HttpRequest, state: &AppState) -> Result<Page, OAuthError>
         return finish(state, &record, Outcome::Denied { reason }, page).await;
     }
     let Some(code) = query.get("code") else {
-        return Ok(Page::BadLink);
+        // The state is spent, so this request cannot be completed any more.
+        let reason = "the identity provider returned neither a code nor an error".into();
+        return finish(state, &record, Outcome::Denied { reason }, Page::Failed).await;
     };
     match complete(state, &record, code, query.get("iss")).await {
         Ok(sealed_tokens) => {
