@@ -97,10 +97,10 @@ async fn main() -> anyhow::Result<()> {
         "    binding_message: {}",
         notification.body["binding_message"]
     );
-    let url = notification.body["authorization_url"]
-        .as_str()
-        .unwrap_or_default();
-    println!("    authorization_url: {}", short(url));
+    println!(
+        "    authorization_url: {}",
+        short(notification.authorization_url())
+    );
     step(
         7,
         "alice signed in at the IdP and consented; the IdP redirected to the proxy's /callback,",

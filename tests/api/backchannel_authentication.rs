@@ -53,7 +53,7 @@ async fn user_is_notified_with_a_signed_webhook() {
     assert_eq!(n.body["binding_message"], "Order 42");
     assert_eq!(n.body["scope"], "openid profile");
     assert!(n.body["expires_at"].as_u64().is_some());
-    let url = url::Url::parse(n.body["authorization_url"].as_str().unwrap()).unwrap();
+    let url = url::Url::parse(n.authorization_url()).unwrap();
     let q: std::collections::HashMap<_, _> = url.query_pairs().into_owned().collect();
     assert_eq!(q["response_type"], "code");
     assert_eq!(q["code_challenge_method"], "S256");

@@ -282,10 +282,12 @@ async fn polling_never_reaches_the_idp() {
         "pending polls reached the IdP"
     );
 
-    let url = notification.body["authorization_url"].as_str().unwrap();
-    let page = sign_in(url, &Action::SignInAs("alice".into()))
-        .await
-        .unwrap();
+    let page = sign_in(
+        notification.authorization_url(),
+        &Action::SignInAs("alice".into()),
+    )
+    .await
+    .unwrap();
     assert_eq!(page.status, 200, "{page:?}");
     let after_login = idp.stats().await.unwrap();
     assert_eq!(
@@ -450,13 +452,7 @@ async fn a_callback_naming_another_issuer_is_refused() {
     app.device.on("alice", Action::Ignore);
     let id = app.start("shop", "alice").await;
     let notification = app.device.wait_for_notification("alice").await;
-    let url = url::Url::parse(notification.body["authorization_url"].as_str().unwrap()).unwrap();
-    let state = url
-        .query_pairs()
-        .find(|(k, _)| k == "state")
-        .unwrap()
-        .1
-        .into_owned();
+    let state = notification.authorization_param("state").unwrap();
     let forged = reqwest::Url::parse_with_params(
         &app.url("/callback"),
         &[
@@ -478,13 +474,7 @@ async fn a_callback_with_state_but_no_code_ends_the_request_at_once() {
     app.device.on("alice", Action::Ignore);
     let id = app.start("shop", "alice").await;
     let notification = app.device.wait_for_notification("alice").await;
-    let url = url::Url::parse(notification.body["authorization_url"].as_str().unwrap()).unwrap();
-    let state = url
-        .query_pairs()
-        .find(|(k, _)| k == "state")
-        .unwrap()
-        .1
-        .into_owned();
+    let state = notification.authorization_param("state").unwrap();
     let bare = reqwest::Url::parse_with_params(&app.url("/callback"), &[("state", state.as_str())])
         .unwrap();
     assert_eq!(reqwest::get(bare).await.unwrap().status(), 502);

@@ -42,15 +42,8 @@ async fn the_binary_serves_a_login_and_logs_no_secret_at_any_level() {
         tokens.body["access_token"].as_str().unwrap().to_owned(),
         tokens.body["id_token"].as_str().unwrap().to_owned(),
     ]);
-    let authorization_url = app.device.notifications()[0].body["authorization_url"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let nonce = url::Url::parse(&authorization_url)
-        .unwrap()
-        .query_pairs()
-        .find(|(k, _)| k == "nonce")
-        .map(|(_, v)| v.into_owned())
+    let nonce = app.device.notifications()[0]
+        .authorization_param("nonce")
         .unwrap();
     secrets.push(nonce);
     for secret in secrets {

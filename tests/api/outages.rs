@@ -50,10 +50,12 @@ async fn a_redis_restart_gives_503s_meanwhile_and_loses_nothing() {
     assert_eq!(app.get("/readyz").await.status, 200);
 
     // The login that started before the outage finishes after it.
-    let url = notification.body["authorization_url"].as_str().unwrap();
-    let page = sign_in(url, &Action::SignInAs("alice".into()))
-        .await
-        .unwrap();
+    let page = sign_in(
+        notification.authorization_url(),
+        &Action::SignInAs("alice".into()),
+    )
+    .await
+    .unwrap();
     assert_eq!(page.status, 200, "{page:?}");
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(app.poll("shop", &id).await.status, 200);
@@ -71,7 +73,7 @@ async fn an_idp_that_dies_during_a_login_ends_it_as_documented() {
     app.device.on("alice", Action::Ignore);
     let id = app.start("shop", "alice").await;
     let notification = app.device.wait_for_notification("alice").await;
-    let url = notification.body["authorization_url"].as_str().unwrap();
+    let url = notification.authorization_url();
 
     // The user signs in; the IdP dies before the proxy can exchange the code.
     let redirect = sign_in_until(

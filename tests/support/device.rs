@@ -38,6 +38,20 @@ pub struct Notification {
     pub signature_valid: bool,
 }
 
+impl Notification {
+    /// The authorization URL the proxy asked the device to open.
+    pub fn authorization_url(&self) -> &str {
+        self.body["authorization_url"].as_str().unwrap_or_default()
+    }
+
+    /// One query parameter of the authorization URL (`state`, `nonce`, ...).
+    pub fn authorization_param(&self, name: &str) -> Option<String> {
+        let url = url::Url::parse(self.authorization_url()).ok()?;
+        let value = url.query_pairs().find(|(k, _)| k == name)?.1.into_owned();
+        Some(value)
+    }
+}
+
 /// The page the proxy's callback showed on the device.
 #[derive(Debug, Clone)]
 pub struct Page {
