@@ -1,26 +1,26 @@
-//! The registry of consumption-device clients and their authentication at
-//! `/bc-authorize` and `/token` (RFC 6749 §2.3.1).
+//! The registry of consumption-device clients, built from `[[clients]]`.
+//! Every rule a client's registration must satisfy is checked here, at
+//! startup, and names the offending key. How a client proves who it is at
+//! the endpoints is [`crate::client_auth`]'s job.
 use std::collections::HashMap;
 use std::str::FromStr;
 use std::sync::Arc;
 
-use actix_web::http::header::AUTHORIZATION;
-use actix_web::HttpRequest;
-use base64::engine::general_purpose::STANDARD;
-use base64::Engine;
+use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::Algorithm;
 use secrecy::{ExposeSecret, SecretString};
 use subtle::ConstantTimeEq;
-
-use crate::configuration::{ClientSettings, ConfigError, DeliveryMode, TokenEndpointAuthMethod};
-use crate::domain::Scope;
-use crate::error::OAuthError;
-use crate::form::FormParams;
-use crate::jwks::KeySet;
 use url::Url;
 
-/// Request-object signing algorithms we accept: asymmetric only, since a
-/// shared secret would let the proxy forge what the client signed.
+use crate::configuration::{
+    ClientSettings, ConfigError, DeliveryMode, Profile, TokenEndpointAuthMethod,
+};
+use crate::domain::Scope;
+use crate::jwks::{check_key_strength, KeySet};
+
+/// Signing algorithms we accept on request objects, client assertions and ID
+/// tokens: asymmetric only, since a shared secret would let the proxy forge
+/// what the client signed.
 pub const SIGNING_ALGS: [Algorithm; 9] = [
     Algorithm::PS256,
     Algorithm::PS384,
@@ -33,6 +33,12 @@ pub const SIGNING_ALGS: [Algorithm; 9] = [
     Algorithm::EdDSA,
 ];
 
+/// FAPI-CIBA §5.2.2: only PS256 and ES256.
+pub const FAPI_ALGS: [Algorithm; 2] = [Algorithm::PS256, Algorithm::ES256];
+
+/// FAPI-CIBA: how long a request object may live, and how old its `nbf` may be.
+pub const FAPI_MAX_REQUEST_OBJECT_LIFETIME_SECS: u64 = 3600;
+
 #[derive(Debug)]
 pub struct Client {
     pub id: String,
@@ -43,8 +49,11 @@ pub struct Client {
     pub notification_endpoint: Option<Url>,
     /// When set, every backchannel request must be a request object signed with it.
     pub signing_alg: Option<Algorithm>,
+    /// private_key_jwt: the algorithms accepted on client assertions.
+    pub assertion_algs: Vec<Algorithm>,
     pub keys: Option<KeySet>,
     pub scope: Scope,
+    pub profile: Option<Profile>,
     pub upstream_id: String,
     pub upstream_secret: Option<SecretString>,
 }
@@ -57,76 +66,82 @@ impl Client {
         http: &reqwest::Client,
     ) -> Result<Self, ConfigError> {
         let key = |field: &str| format!("clients[{i}].{field}");
+        let fapi = c.profile == Some(Profile::FapiCiba);
         if c.client_id.is_empty() {
             return Err(ConfigError::new(key("client_id"), "must not be empty"));
+        }
+        let method = c.token_endpoint_auth_method;
+        if fapi && method.uses_secret() {
+            return Err(ConfigError::new(
+                key("token_endpoint_auth_method"),
+                "profile \"fapi-ciba\" requires private_key_jwt",
+            ));
         }
         let secret = c
             .client_secret
             .clone()
             .filter(|s| !s.expose_secret().is_empty());
-        if secret.is_none() {
+        if method.uses_secret() && secret.is_none() {
             return Err(ConfigError::new(
                 key("client_secret"),
                 format!(
                     "is required by token_endpoint_auth_method = \"{}\"",
-                    c.token_endpoint_auth_method.as_str()
+                    method.as_str()
                 ),
             ));
         }
-        let signing_alg = match &c.backchannel_authentication_request_signing_alg {
-            None => None,
-            Some(name) => {
-                let alg = Algorithm::from_str(name).ok().filter(|a| SIGNING_ALGS.contains(a)).ok_or_else(|| {
-                    ConfigError::new(
-                        key("backchannel_authentication_request_signing_alg"),
-                        format!("{name} is not allowed; use an asymmetric algorithm such as PS256 or ES256"),
-                    )
-                })?;
-                Some(alg)
-            }
-        };
-        let keys = match (&c.jwks, &c.jwks_uri) {
-            (Some(_), Some(_)) => {
-                return Err(ConfigError::new(
-                    key("jwks"),
-                    "set either jwks or jwks_uri, not both",
-                ));
-            }
-            (Some(json), None) => Some(KeySet::fixed(
-                KeySet::parse(json).map_err(|e| ConfigError::new(key("jwks"), e))?,
-            )),
-            (None, Some(uri)) => Some(KeySet::remote(uri.clone(), http.clone())),
-            (None, None) => None,
-        };
-        if signing_alg.is_some() && keys.is_none() {
+        let upstream_secret = c.upstream_client_secret.clone().or_else(|| secret.clone());
+        if upstream_secret.is_none() {
             return Err(ConfigError::new(
-                key("jwks"),
-                "a client with backchannel_authentication_request_signing_alg needs jwks or jwks_uri",
+                key("upstream_client_secret"),
+                "is required when the client has no client_secret (the IdP registration needs one)",
             ));
         }
-        let endpoint_key = key("backchannel_client_notification_endpoint");
-        match (c.backchannel_token_delivery_mode, &c.backchannel_client_notification_endpoint) {
-            (DeliveryMode::Ping, None) => {
-                return Err(ConfigError::new(endpoint_key, "is required for ping mode"));
-            }
-            (DeliveryMode::Poll, Some(_)) => {
-                return Err(ConfigError::new(endpoint_key, "is only used in ping mode"));
-            }
-            (DeliveryMode::Ping, Some(url)) => match url.scheme() {
-                "https" => {}
-                "http" if allow_http => {}
-                "http" => {
-                    return Err(ConfigError::new(
-                        endpoint_key,
-                        "must be https (set ciba.allow_http_notification_endpoints = true for development)",
-                    ))
-                }
-                other => {
-                    return Err(ConfigError::new(endpoint_key, format!("{other}: is not an http(s) URL")))
-                }
-            },
-            (DeliveryMode::Poll, None) => {}
+        let allowed: &[Algorithm] = if fapi { &FAPI_ALGS } else { &SIGNING_ALGS };
+        let signing_alg = c
+            .backchannel_authentication_request_signing_alg
+            .as_deref()
+            .map(|name| {
+                parse_alg(
+                    &key("backchannel_authentication_request_signing_alg"),
+                    name,
+                    allowed,
+                )
+            })
+            .transpose()?;
+        if fapi && signing_alg.is_none() {
+            return Err(ConfigError::new(
+                key("backchannel_authentication_request_signing_alg"),
+                "profile \"fapi-ciba\" requires signed request objects (PS256 or ES256)",
+            ));
         }
+        let assertion_algs = match &c.token_endpoint_auth_signing_alg {
+            Some(name) => vec![parse_alg(
+                &key("token_endpoint_auth_signing_alg"),
+                name,
+                allowed,
+            )?],
+            None => allowed.to_vec(),
+        };
+        let keys = keys(c, &key("jwks"), http)?;
+        if keys.is_none() {
+            let needs = match (signing_alg, method) {
+                (Some(_), _) => Some("backchannel_authentication_request_signing_alg"),
+                (None, TokenEndpointAuthMethod::PrivateKeyJwt) => Some("private_key_jwt"),
+                _ => None,
+            };
+            if let Some(what) = needs {
+                return Err(ConfigError::new(
+                    key("jwks"),
+                    format!("a client with {what} needs jwks or jwks_uri"),
+                ));
+            }
+        }
+        check_notification_endpoint(
+            c,
+            &key("backchannel_client_notification_endpoint"),
+            allow_http,
+        )?;
         let scope = Scope::parse(&c.scope).map_err(|e| ConfigError::new(key("scope"), e))?;
         if !scope.contains("openid") {
             return Err(ConfigError::new(key("scope"), "must include openid"));
@@ -137,29 +152,101 @@ impl Client {
                 .upstream_client_id
                 .clone()
                 .unwrap_or_else(|| c.client_id.clone()),
-            upstream_secret: c.upstream_client_secret.clone().or_else(|| secret.clone()),
+            upstream_secret,
             secret,
-            auth_method: c.token_endpoint_auth_method,
+            auth_method: method,
             delivery_mode: c.backchannel_token_delivery_mode,
             notification_endpoint: c.backchannel_client_notification_endpoint.clone(),
             signing_alg,
+            assertion_algs,
             keys,
             scope,
+            profile: c.profile,
         })
     }
 
-    fn secret_matches(&self, presented: &str) -> bool {
+    /// Compares in constant time, so timing does not reveal the secret.
+    pub fn secret_matches(&self, presented: &str) -> bool {
         self.secret
             .as_ref()
             .is_some_and(|s| bool::from(s.expose_secret().as_bytes().ct_eq(presented.as_bytes())))
+    }
+
+    pub fn is_fapi(&self) -> bool {
+        self.profile == Some(Profile::FapiCiba)
+    }
+}
+
+fn parse_alg(key: &str, name: &str, allowed: &[Algorithm]) -> Result<Algorithm, ConfigError> {
+    Algorithm::from_str(name)
+        .ok()
+        .filter(|a| allowed.contains(a))
+        .ok_or_else(|| {
+            let names: Vec<String> = allowed.iter().map(|a| format!("{a:?}")).collect();
+            ConfigError::new(
+                key,
+                format!(
+                    "{name} is not allowed here; use one of {}",
+                    names.join(", ")
+                ),
+            )
+        })
+}
+
+/// The client's registered keys; inline keys are checked for strength now.
+fn keys(
+    c: &ClientSettings,
+    key: &str,
+    http: &reqwest::Client,
+) -> Result<Option<KeySet>, ConfigError> {
+    Ok(match (&c.jwks, &c.jwks_uri) {
+        (Some(_), Some(_)) => {
+            return Err(ConfigError::new(
+                key,
+                "set either jwks or jwks_uri, not both",
+            ))
+        }
+        (Some(json), None) => {
+            let set: JwkSet = KeySet::parse(json).map_err(|e| ConfigError::new(key, e))?;
+            for jwk in &set.keys {
+                check_key_strength(jwk).map_err(|e| ConfigError::new(key, e.to_string()))?;
+            }
+            Some(KeySet::fixed(set))
+        }
+        (None, Some(uri)) => Some(KeySet::remote(uri.clone(), http.clone())),
+        (None, None) => None,
+    })
+}
+
+fn check_notification_endpoint(
+    c: &ClientSettings,
+    key: &str,
+    allow_http: bool,
+) -> Result<(), ConfigError> {
+    match (
+        c.backchannel_token_delivery_mode,
+        &c.backchannel_client_notification_endpoint,
+    ) {
+        (DeliveryMode::Ping, None) => Err(ConfigError::new(key, "is required for ping mode")),
+        (DeliveryMode::Poll, Some(_)) => Err(ConfigError::new(key, "is only used in ping mode")),
+        (DeliveryMode::Poll, None) => Ok(()),
+        (DeliveryMode::Ping, Some(url)) => match url.scheme() {
+            "https" => Ok(()),
+            "http" if allow_http => Ok(()),
+            "http" => Err(ConfigError::new(
+                key,
+                "must be https (set ciba.allow_http_notification_endpoints = true for development)",
+            )),
+            other => Err(ConfigError::new(
+                key,
+                format!("{other}: is not an http(s) URL"),
+            )),
+        },
     }
 }
 
 #[derive(Debug, Clone)]
 pub struct ClientRegistry(Arc<HashMap<String, Arc<Client>>>);
-
-/// Form parameters that carry client authentication, not request content.
-pub const AUTH_PARAMS: [&str; 2] = ["client_id", "client_secret"];
 
 impl ClientRegistry {
     /// `allow_http`: accept `http://` notification endpoints (development).
@@ -184,92 +271,13 @@ impl ClientRegistry {
     pub fn get(&self, client_id: &str) -> Option<Arc<Client>> {
         self.0.get(client_id).cloned()
     }
-
-    /// Authenticates the caller by exactly one method, the one it registered.
-    pub fn authenticate(
-        &self,
-        req: &HttpRequest,
-        form: &FormParams,
-    ) -> Result<Arc<Client>, OAuthError> {
-        let basic = basic_credentials(req)?;
-        let (id, secret, method) = match (basic, form.get("client_secret")) {
-            (Some(_), Some(_)) => {
-                return Err(OAuthError::InvalidRequest(
-                    "use exactly one client authentication method".into(),
-                ))
-            }
-            (Some((id, secret)), None) => {
-                if form.get("client_id").is_some_and(|f| f != id) {
-                    return Err(OAuthError::InvalidClient(
-                        "client_id in the form differs from the authenticated client".into(),
-                    ));
-                }
-                (id, secret, TokenEndpointAuthMethod::ClientSecretBasic)
-            }
-            (None, Some(secret)) => {
-                let id = form.get("client_id").ok_or_else(|| {
-                    OAuthError::InvalidClient("client_secret sent without client_id".into())
-                })?;
-                (
-                    id.to_owned(),
-                    secret.to_owned(),
-                    TokenEndpointAuthMethod::ClientSecretPost,
-                )
-            }
-            (None, None) => {
-                return Err(OAuthError::InvalidClient(
-                    "client authentication is required".into(),
-                ))
-            }
-        };
-        let failed = || OAuthError::InvalidClient("client authentication failed".into());
-        let client = self.0.get(&id).ok_or_else(failed)?;
-        if !client.secret_matches(&secret) {
-            return Err(failed());
-        }
-        if client.auth_method != method {
-            return Err(OAuthError::InvalidClient(format!(
-                "this client must authenticate with {}",
-                client.auth_method.as_str()
-            )));
-        }
-        Ok(client.clone())
-    }
-}
-
-/// RFC 6749 §2.3.1: `Basic base64(urlencode(id) ":" urlencode(secret))`.
-fn basic_credentials(req: &HttpRequest) -> Result<Option<(String, String)>, OAuthError> {
-    let Some(value) = req.headers().get(AUTHORIZATION) else {
-        return Ok(None);
-    };
-    let malformed = || OAuthError::InvalidClient("malformed Basic authorization header".into());
-    let value = value.to_str().map_err(|_| malformed())?;
-    let Some((scheme, encoded)) = value.split_once(' ') else {
-        return Err(malformed());
-    };
-    if !scheme.eq_ignore_ascii_case("basic") {
-        return Err(OAuthError::InvalidClient(format!(
-            "unsupported authorization scheme {scheme}; use Basic"
-        )));
-    }
-    let decoded = STANDARD.decode(encoded.trim()).map_err(|_| malformed())?;
-    let decoded = String::from_utf8(decoded).map_err(|_| malformed())?;
-    let (id, secret) = decoded.split_once(':').ok_or_else(malformed)?;
-    let unescape = |s: &str| {
-        url::form_urlencoded::parse(format!("x={s}").as_bytes())
-            .next()
-            .map(|(_, v)| v.into_owned())
-            .unwrap_or_default()
-    };
-    Ok(Some((unescape(id), unescape(secret))))
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
-    use actix_web::test::TestRequest;
 
-    fn settings(extra: &str) -> ClientSettings {
+    pub(crate) fn settings(extra: &str) -> ClientSettings {
         let toml = format!(
             "client_id = \"shop\"\nclient_secret = \"s3cret\"\ntoken_endpoint_auth_method = \"client_secret_basic\"\nscope = \"openid profile\"\n{extra}"
         );
@@ -280,12 +288,8 @@ mod tests {
         raw.try_deserialize().unwrap()
     }
 
-    fn registry(extra: &str) -> Result<ClientRegistry, ConfigError> {
+    pub(crate) fn registry(extra: &str) -> Result<ClientRegistry, ConfigError> {
         ClientRegistry::from_settings(&[settings(extra)], false, &reqwest::Client::new())
-    }
-
-    fn basic(id: &str, secret: &str) -> String {
-        format!("Basic {}", STANDARD.encode(format!("{id}:{secret}")))
     }
 
     #[test]
@@ -321,60 +325,59 @@ mod tests {
     }
 
     #[test]
-    fn basic_credentials_authenticate() {
-        let reg = registry("").unwrap();
-        let req = TestRequest::default()
-            .insert_header((AUTHORIZATION, basic("shop", "s3cret")))
-            .to_http_request();
+    fn fapi_clients_need_strong_authentication_and_signed_requests() {
+        let e = registry("profile = \"fapi-ciba\"").unwrap_err();
+        assert_eq!(e.key, "clients[0].token_endpoint_auth_method");
+        let jwks = include_str!("../../tests/support/keys/client-ps256.jwk.json").trim();
+        let pkj = format!("token_endpoint_auth_method = \"private_key_jwt\"\nprofile = \"fapi-ciba\"\njwks = '{{\"keys\":[{jwks}]}}'");
+        let e = ClientRegistry::from_settings(
+            &[settings_without_method(&pkj)],
+            false,
+            &reqwest::Client::new(),
+        )
+        .unwrap_err();
         assert_eq!(
-            reg.authenticate(&req, &FormParams::default()).unwrap().id,
-            "shop"
+            e.key,
+            "clients[0].backchannel_authentication_request_signing_alg"
         );
+        let rs256 = format!("{pkj}\nbackchannel_authentication_request_signing_alg = \"RS256\"");
+        let e = ClientRegistry::from_settings(
+            &[settings_without_method(&rs256)],
+            false,
+            &reqwest::Client::new(),
+        )
+        .unwrap_err();
+        assert!(e.message.contains("PS256"), "{e}");
+        let ps256 = format!("{pkj}\nbackchannel_authentication_request_signing_alg = \"PS256\"");
+        assert!(ClientRegistry::from_settings(
+            &[settings_without_method(&ps256)],
+            false,
+            &reqwest::Client::new()
+        )
+        .is_ok());
+    }
+
+    fn settings_without_method(extra: &str) -> ClientSettings {
+        let toml =
+            format!("client_id = \"bank\"\nclient_secret = \"s\"\nscope = \"openid\"\n{extra}");
+        let raw = config::Config::builder()
+            .add_source(config::File::from_str(&toml, config::FileFormat::Toml))
+            .build()
+            .unwrap();
+        raw.try_deserialize().unwrap()
     }
 
     #[test]
-    fn wrong_secret_and_unknown_client_fail_alike() {
-        let reg = registry("").unwrap();
-        for (id, secret) in [("shop", "nope"), ("ghost", "s3cret")] {
-            let req = TestRequest::default()
-                .insert_header((AUTHORIZATION, basic(id, secret)))
-                .to_http_request();
-            let e = reg.authenticate(&req, &FormParams::default()).unwrap_err();
-            assert_eq!(e.description(), "client authentication failed");
-        }
-    }
-
-    #[test]
-    fn post_credentials_are_refused_for_a_basic_client() {
-        let reg = registry("").unwrap();
-        let form = FormParams::parse(b"client_id=shop&client_secret=s3cret").unwrap();
-        let e = reg
-            .authenticate(&TestRequest::default().to_http_request(), &form)
-            .unwrap_err();
-        assert_eq!(e.code(), "invalid_client");
-    }
-
-    #[test]
-    fn two_methods_at_once_are_invalid_request() {
-        let reg = registry("").unwrap();
-        let req = TestRequest::default()
-            .insert_header((AUTHORIZATION, basic("shop", "s3cret")))
-            .to_http_request();
-        let form = FormParams::parse(b"client_id=shop&client_secret=s3cret").unwrap();
-        assert_eq!(
-            reg.authenticate(&req, &form).unwrap_err().code(),
-            "invalid_request"
-        );
-    }
-
-    #[test]
-    fn urlencoded_basic_credentials_are_decoded() {
-        let mut s = settings("");
-        s.client_secret = Some(SecretString::from("a:b c"));
-        let reg = ClientRegistry::from_settings(&[s], false, &reqwest::Client::new()).unwrap();
-        let req = TestRequest::default()
-            .insert_header((AUTHORIZATION, basic("shop", "a%3Ab+c")))
-            .to_http_request();
-        assert!(reg.authenticate(&req, &FormParams::default()).is_ok());
+    fn weak_rsa_keys_are_refused_at_startup() {
+        use base64::Engine;
+        // A 1024-bit modulus.
+        let n = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode([0xC1u8; 128]);
+        let jwks = format!("{{\"keys\":[{{\"kty\":\"RSA\",\"n\":\"{n}\",\"e\":\"AQAB\"}}]}}");
+        let e = registry(&format!(
+            "backchannel_authentication_request_signing_alg = \"PS256\"\njwks = '{jwks}'"
+        ))
+        .unwrap_err();
+        assert_eq!(e.key, "clients[0].jwks");
+        assert!(e.message.contains("2048"), "{e}");
     }
 }

@@ -239,6 +239,8 @@ fn default_notifier_timeout_ms() -> u64 {
 pub enum TokenEndpointAuthMethod {
     ClientSecretBasic,
     ClientSecretPost,
+    /// RFC 7523: a JWT signed with one of the client's registered keys.
+    PrivateKeyJwt,
 }
 
 impl TokenEndpointAuthMethod {
@@ -246,8 +248,23 @@ impl TokenEndpointAuthMethod {
         match self {
             Self::ClientSecretBasic => "client_secret_basic",
             Self::ClientSecretPost => "client_secret_post",
+            Self::PrivateKeyJwt => "private_key_jwt",
         }
     }
+
+    /// Whether the client authenticates with a shared secret.
+    pub fn uses_secret(self) -> bool {
+        matches!(self, Self::ClientSecretBasic | Self::ClientSecretPost)
+    }
+}
+
+/// A security profile a client can be held to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Profile {
+    /// The FAPI-CIBA profile: signed requests with PS256/ES256 only, strong
+    /// client authentication, bounded request-object lifetimes.
+    FapiCiba,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -277,6 +294,10 @@ pub struct ClientSettings {
     pub scope: String,
     pub upstream_client_id: Option<String>,
     pub upstream_client_secret: Option<SecretString>,
+    /// private_key_jwt: the only algorithm accepted on client assertions.
+    pub token_endpoint_auth_signing_alg: Option<String>,
+    /// `"fapi-ciba"` holds the client to the FAPI-CIBA profile.
+    pub profile: Option<Profile>,
 }
 
 fn default_delivery_mode() -> DeliveryMode {

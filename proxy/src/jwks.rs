@@ -4,7 +4,9 @@
 //! rotation at the IdP needs no restart.
 use std::time::{Duration, Instant};
 
-use jsonwebtoken::jwk::{Jwk, JwkSet, PublicKeyUse};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use jsonwebtoken::jwk::{AlgorithmParameters, Jwk, JwkSet, PublicKeyUse};
 use jsonwebtoken::{DecodingKey, Header};
 use tokio::sync::RwLock;
 use url::Url;
@@ -128,7 +130,28 @@ fn select<'a>(set: &'a JwkSet, header: &Header) -> Option<&'a Jwk> {
 }
 
 fn to_decoding_key(jwk: &Jwk) -> Result<DecodingKey, JwksError> {
+    check_key_strength(jwk)?;
     DecodingKey::from_jwk(jwk).map_err(|e| JwksError::BadKey(e.to_string()))
+}
+
+/// Smallest RSA modulus we accept (FAPI-CIBA; NIST SP 800-131A).
+pub const MIN_RSA_BITS: usize = 2048;
+
+/// Refuses RSA keys shorter than [`MIN_RSA_BITS`].
+pub fn check_key_strength(jwk: &Jwk) -> Result<(), JwksError> {
+    if let AlgorithmParameters::RSA(rsa) = &jwk.algorithm {
+        let bytes = URL_SAFE_NO_PAD
+            .decode(rsa.n.trim_end_matches('='))
+            .map_err(|_| JwksError::BadKey("the RSA modulus is not base64url".into()))?;
+        let leading_zeros = bytes.iter().take_while(|b| **b == 0).count();
+        let bits = (bytes.len() - leading_zeros) * 8;
+        if bits < MIN_RSA_BITS {
+            return Err(JwksError::BadKey(format!(
+                "RSA keys must have at least {MIN_RSA_BITS} bits, this one has about {bits}"
+            )));
+        }
+    }
+    Ok(())
 }
 
 async fn fetch(uri: &Url, http: &reqwest::Client) -> Result<JwkSet, JwksError> {

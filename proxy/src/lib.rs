@@ -8,8 +8,9 @@
 //!   `/token`, `/callback` and the health probes.
 //! - [`domain`] holds the protocol types that can only be valid once parsed
 //!   (`AuthReqId`, `LoginHint`, `BindingMessage`, `Scope`, ...).
-//! - [`clients`] is the registry of consumption-device clients and their
-//!   authentication; [`request_object`] validates signed request objects.
+//! - [`clients`] is the registry of consumption-device clients,
+//!   [`client_auth`] authenticates them, [`request_object`] validates signed
+//!   request objects, and [`jwt`] holds the claim checks they share.
 //! - [`upstream`] talks to the IdP: discovery, authorization URL with PKCE,
 //!   code exchange and ID-token validation; [`jwks`] caches key sets.
 //! - [`store`] keeps request and token state (in memory or in Redis) behind
@@ -24,6 +25,7 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+pub mod client_auth;
 pub mod clients;
 pub mod clock;
 pub mod configuration;
@@ -33,6 +35,7 @@ pub mod error;
 pub mod form;
 pub mod jobs;
 pub mod jwks;
+pub mod jwt;
 pub mod notifier;
 pub mod ping;
 pub mod request_object;

@@ -4,32 +4,30 @@
 //! its registered keys; nothing but client authentication may stand beside it.
 use std::collections::HashMap;
 
-use jsonwebtoken::{decode, decode_header, Validation};
+use jsonwebtoken::decode_header;
 use serde_json::{Map, Value};
 
-use crate::clients::{Client, AUTH_PARAMS};
+use crate::client_auth::AUTH_PARAMS;
+use crate::clients::{Client, FAPI_MAX_REQUEST_OBJECT_LIFETIME_SECS};
 use crate::error::OAuthError;
 use crate::form::FormParams;
+use crate::jwt::{self, CLOCK_SKEW_SECS};
 use crate::store::Store;
-
-/// Tolerated clock difference with the client for `exp`, `nbf` and `iat`.
-pub const CLOCK_SKEW_SECS: u64 = 30;
 
 /// Claims that belong to the JWT itself rather than to the request.
 const JWT_CLAIMS: [&str; 6] = ["iss", "aud", "exp", "iat", "nbf", "jti"];
 
-/// Where a request object's `aud` may point.
-pub struct Audiences<'a> {
-    pub issuer: &'a str,
-    pub endpoint: &'a str,
+fn invalid(m: &str) -> OAuthError {
+    OAuthError::InvalidRequest(format!("request object: {m}"))
 }
 
 /// The request parameters: from the verified request object when the
-/// client signs its requests, else from the form.
+/// client signs its requests, else from the form. `audiences` are the
+/// accepted `aud` values: the issuer and the backchannel endpoint.
 pub async fn request_parameters(
     client: &Client,
     form: &FormParams,
-    audiences: &Audiences<'_>,
+    audiences: &[&str],
     store: &dyn Store,
     now_secs: u64,
 ) -> Result<FormParams, OAuthError> {
@@ -41,7 +39,6 @@ pub async fn request_parameters(
         }
         return Ok(form.clone());
     };
-    let invalid = |m: &str| OAuthError::InvalidRequest(format!("request object: {m}"));
     let jwt = form.get("request").ok_or_else(|| {
         OAuthError::InvalidRequest(
             "this client must send a signed request object in `request`".into(),
@@ -70,26 +67,27 @@ pub async fn request_parameters(
         .decoding_key(&header)
         .await
         .map_err(|e| invalid(&format!("no registered key verifies it ({e})")))?;
-    let mut validation = Validation::new(alg);
-    validation.validate_exp = false;
-    validation.validate_nbf = false;
-    validation.validate_aud = false;
-    validation.required_spec_claims.clear();
-    let claims = decode::<Map<String, Value>>(jwt, &key, &validation)
-        .map_err(|_| invalid("the signature does not verify with the client's registered key"))?
-        .claims;
-    check_claims(&claims, client, audiences, now_secs)?;
-    let jti = claims
-        .get("jti")
-        .and_then(Value::as_str)
-        .unwrap_or_default();
-    let exp = claims
-        .get("exp")
-        .and_then(Value::as_u64)
-        .unwrap_or(now_secs);
+    let claims = jwt::verify(jwt, alg, &key).map_err(|e| invalid(&e))?;
+    let iss = jwt::string(&claims, "iss").map_err(|e| invalid(&e))?;
+    // A form client_id that contradicts the signed iss is a client mix-up.
+    if form.get("client_id").is_some_and(|id| id != iss) {
+        return Err(OAuthError::InvalidClient(
+            "client_id in the form differs from the request object's iss".into(),
+        ));
+    }
+    if iss != client.id {
+        return Err(invalid("iss must be the client_id"));
+    }
+    jwt::check_audience(&claims, audiences).map_err(|e| invalid(&e))?;
+    jwt::check_times(&claims, now_secs, true).map_err(|e| invalid(&e))?;
+    if client.is_fapi() {
+        check_fapi_lifetime(&claims, now_secs)?;
+    }
+    let jti = jwt::string(&claims, "jti").map_err(|e| invalid(&e))?;
+    let exp = jwt::number(&claims, "exp").map_err(|e| invalid(&e))?;
     let ttl = exp.saturating_sub(now_secs) + CLOCK_SKEW_SECS;
     if !store
-        .use_once(&format!("jti:{}:{}", client.id, jti), ttl)
+        .use_once(&format!("jti:{}:{jti}", client.id), ttl)
         .await?
     {
         return Err(invalid("jti has been used before"));
@@ -97,57 +95,21 @@ pub async fn request_parameters(
     parameters_from_claims(&claims)
 }
 
-fn check_claims(
-    claims: &Map<String, Value>,
-    client: &Client,
-    audiences: &Audiences<'_>,
-    now: u64,
-) -> Result<(), OAuthError> {
-    let invalid = |m: &str| OAuthError::InvalidRequest(format!("request object: {m}"));
-    let number = |name: &str| -> Result<u64, OAuthError> {
-        match claims.get(name) {
-            None => Err(invalid(&format!("{name} is required"))),
-            Some(v) => v
-                .as_u64()
-                .ok_or_else(|| invalid(&format!("{name} must be a NumericDate"))),
-        }
-    };
-    match claims.get("iss").and_then(Value::as_str) {
-        None => return Err(invalid("iss is required")),
-        Some(iss) if iss != client.id => return Err(invalid("iss must be the client_id")),
-        Some(_) => {}
+/// FAPI-CIBA §5.2.2: `exp - nbf` at most 60 minutes, and `nbf` no more than
+/// 60 minutes in the past.
+fn check_fapi_lifetime(claims: &Map<String, Value>, now: u64) -> Result<(), OAuthError> {
+    let exp = jwt::number(claims, "exp").map_err(|e| invalid(&e))?;
+    let nbf = jwt::number(claims, "nbf").map_err(|e| invalid(&e))?;
+    let max = FAPI_MAX_REQUEST_OBJECT_LIFETIME_SECS;
+    if exp.saturating_sub(nbf) > max {
+        return Err(invalid("exp - nbf must be at most 60 minutes (FAPI-CIBA)"));
     }
-    let trimmed = |s: &str| s.trim_end_matches('/').to_owned();
-    let accepted = [trimmed(audiences.issuer), trimmed(audiences.endpoint)];
-    let aud_ok = match claims.get("aud") {
-        Some(Value::String(a)) => accepted.contains(&trimmed(a)),
-        Some(Value::Array(list)) => list
-            .iter()
-            .filter_map(Value::as_str)
-            .any(|a| accepted.contains(&trimmed(a))),
-        _ => return Err(invalid("aud is required")),
-    };
-    if !aud_ok {
+    if nbf + max < now {
         return Err(invalid(
-            "aud must contain the issuer or the backchannel authentication endpoint",
+            "nbf must be at most 60 minutes in the past (FAPI-CIBA)",
         ));
     }
-    let exp = number("exp")?;
-    let iat = number("iat")?;
-    let nbf = number("nbf")?;
-    if now >= exp + CLOCK_SKEW_SECS {
-        return Err(invalid("it has expired (exp)"));
-    }
-    if nbf > now + CLOCK_SKEW_SECS {
-        return Err(invalid("it is not valid yet (nbf)"));
-    }
-    if iat > now + CLOCK_SKEW_SECS {
-        return Err(invalid("iat is in the future"));
-    }
-    match claims.get("jti") {
-        Some(Value::String(j)) if !j.is_empty() => Ok(()),
-        _ => Err(invalid("jti is required")),
-    }
+    Ok(())
 }
 
 /// Request parameters from the claims: strings as they are, numbers (e.g.

@@ -23,9 +23,8 @@ use url::Url;
 use crate::clients::{Client, SIGNING_ALGS};
 use crate::configuration::UpstreamSettings;
 use crate::jwks::{read_limited, KeySet};
+use crate::jwt::CLOCK_SKEW_SECS;
 
-/// Tolerated clock difference with the IdP when checking `exp`/`iat`.
-const CLOCK_SKEW_SECS: u64 = 30;
 const MAX_DISCOVERY_BYTES: usize = 256 * 1024;
 
 #[derive(Debug, thiserror::Error)]

@@ -13,7 +13,7 @@ use crate::error::OAuthError;
 use crate::form::FormParams;
 use crate::jobs::Task;
 use crate::notifier::UserNotification;
-use crate::request_object::{request_parameters, Audiences};
+use crate::request_object::request_parameters;
 use crate::state::{AppState, CibaPolicy};
 use crate::store::RequestRecord;
 
@@ -44,15 +44,11 @@ pub async fn backchannel_authentication(
 ) -> Result<HttpResponse, OAuthError> {
     let (form, client) = authenticated_form(&req, payload, &state).await?;
     let endpoint = state.url(BACKCHANNEL_PATH);
-    let audiences = Audiences {
-        issuer: &state.issuer,
-        endpoint: &endpoint,
-    };
     let now_ms = state.clock.now_ms();
     let params = request_parameters(
         &client,
         &form,
-        &audiences,
+        &[&state.issuer, &endpoint],
         state.store.as_ref(),
         now_ms / 1000,
     )

@@ -23,9 +23,10 @@ pub async fn openid_configuration(state: web::Data<AppState>) -> Result<HttpResp
         "token_endpoint": state.url(TOKEN_PATH),
         "grant_types_supported": [CIBA_GRANT_TYPE],
         "backchannel_token_delivery_modes_supported": ["poll", "ping"],
-        "backchannel_authentication_request_signing_alg_values_supported": algs,
+        "backchannel_authentication_request_signing_alg_values_supported": algs.clone(),
         "backchannel_user_code_parameter_supported": false,
-        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "private_key_jwt"],
+        "token_endpoint_auth_signing_alg_values_supported": algs,
         "upstream_issuer": upstream.issuer,
         "jwks_uri": upstream.jwks_uri,
     })))

@@ -3,6 +3,7 @@ use std::sync::Arc;
 
 use actix_web::{web, HttpRequest};
 
+use crate::client_auth::{authenticate, AuthContext};
 use crate::clients::Client;
 use crate::error::OAuthError;
 use crate::form::FormParams;
@@ -27,7 +28,14 @@ pub(crate) async fn authenticated_form(
     state: &AppState,
 ) -> Result<(FormParams, Arc<Client>), OAuthError> {
     let form = FormParams::from_request(req, payload).await?;
-    let client = state.clients.authenticate(req, &form)?;
+    let (token, backchannel) = (state.url(TOKEN_PATH), state.url(BACKCHANNEL_PATH));
+    let ctx = AuthContext {
+        store: state.store.as_ref(),
+        now_secs: state.clock.now_secs(),
+        // RFC 7523 §3: the issuer or the endpoint the assertion is sent to.
+        audiences: &[&state.issuer, &token, &backchannel],
+    };
+    let client = authenticate(&state.clients, req, &form, &ctx).await?;
     record_client(&client.id);
     Ok((form, client))
 }
