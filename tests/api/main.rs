@@ -1,6 +1,7 @@
 //! The end-to-end suite: the real proxy against a real oidc-provider and a
 //! real Redis, driven as a client and a user's device would drive it.
 mod backchannel_authentication;
+mod client_authentication;
 mod configuration;
 mod discovery;
 mod flow;

@@ -16,8 +16,17 @@ use serde_json::Value;
 use crate::balancer::Balancer;
 use crate::device::Device;
 use crate::idp::TestIdp;
+use crate::keys::TestKey;
 
 pub const CIBA_GRANT: &str = "urn:openid:params:grant-type:ciba";
+pub const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+
+pub fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
 
 pub fn redis_url() -> String {
     std::env::var("CIBA_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
@@ -30,8 +39,14 @@ pub struct ClientSpec {
     pub client_secret: String,
     pub auth_method: &'static str,
     pub scope: String,
-    /// `(alg, jwks JSON)`: the client must sign its requests.
-    pub signing: Option<(String, String)>,
+    /// The client must sign its requests with this algorithm.
+    pub signing_alg: Option<String>,
+    /// The client's registered public keys (JSON).
+    pub jwks: Option<String>,
+    /// private_key_jwt: the key the test signs client assertions with.
+    pub key: Option<&'static TestKey>,
+    /// `Some("fapi-ciba")` holds the client to the FAPI-CIBA profile.
+    pub profile: Option<&'static str>,
     /// Ping mode: the client's notification endpoint.
     pub ping_endpoint: Option<String>,
 }
@@ -43,7 +58,10 @@ impl ClientSpec {
             client_secret: format!("{client_id}-secret"),
             auth_method: "client_secret_basic",
             scope: "openid profile email".into(),
-            signing: None,
+            signing_alg: None,
+            jwks: None,
+            key: None,
+            profile: None,
             ping_endpoint: None,
         }
     }
@@ -62,8 +80,29 @@ impl ClientSpec {
     }
 
     pub fn signing(mut self, alg: &str, jwks: String) -> Self {
-        self.signing = Some((alg.to_owned(), jwks));
+        self.signing_alg = Some(alg.to_owned());
+        self.jwks = Some(jwks);
         self
+    }
+
+    /// A client that authenticates with assertions signed by `key` (RFC 7523).
+    pub fn private_key_jwt(client_id: &str, key: &'static TestKey) -> Self {
+        Self {
+            auth_method: "private_key_jwt",
+            jwks: Some(key.jwks()),
+            key: Some(key),
+            ..Self::basic(client_id)
+        }
+    }
+
+    /// Holds the client to the FAPI-CIBA profile.
+    pub fn fapi(mut self) -> Self {
+        self.profile = Some("fapi-ciba");
+        self
+    }
+
+    fn uses_secret(&self) -> bool {
+        self.auth_method.starts_with("client_secret")
     }
 }
 
@@ -192,20 +231,31 @@ impl TestAppBuilder {
                 .await
                 .expect("register the upstream client");
             toml.push_str(&format!(
-                "[[clients]]\nclient_id = \"{}\"\nclient_secret = \"{}\"\ntoken_endpoint_auth_method = \"{}\"\nscope = \"{}\"\nupstream_client_id = \"{}\"\nupstream_client_secret = \"{}\"\n",
-                c.client_id, c.client_secret, c.auth_method, c.scope, upstream.client_id, upstream.client_secret
+                "[[clients]]\nclient_id = \"{}\"\ntoken_endpoint_auth_method = \"{}\"\nscope = \"{}\"\nupstream_client_id = \"{}\"\nupstream_client_secret = \"{}\"\n",
+                c.client_id, c.auth_method, c.scope, upstream.client_id, upstream.client_secret
             ));
+            if c.uses_secret() {
+                toml.push_str(&format!("client_secret = \"{}\"\n", c.client_secret));
+            }
+            if let Some(profile) = c.profile {
+                toml.push_str(&format!("profile = \"{profile}\"\n"));
+            }
+            if let Some(jwks) = &c.jwks {
+                toml.push_str(&format!("jwks = '{jwks}'\n"));
+            }
             if let Some(endpoint) = &c.ping_endpoint {
                 toml.push_str(&format!(
                     "backchannel_token_delivery_mode = \"ping\"\nbackchannel_client_notification_endpoint = \"{endpoint}\"\n"
                 ));
             }
-            if let Some((alg, jwks)) = &c.signing {
+            if let Some(alg) = &c.signing_alg {
                 toml.push_str(&format!(
-                    "backchannel_authentication_request_signing_alg = \"{alg}\"\njwks = '{jwks}'\n"
+                    "backchannel_authentication_request_signing_alg = \"{alg}\"\n"
                 ));
             }
-            secrets.push(c.client_secret.clone());
+            if c.uses_secret() {
+                secrets.push(c.client_secret.clone());
+            }
             secrets.push(upstream.client_secret);
         }
         Prepared {
@@ -514,6 +564,14 @@ impl TestApp {
             request
                 .basic_auth(&c.client_id, Some(&c.client_secret))
                 .form(params)
+        } else if c.auth_method == "private_key_jwt" {
+            let assertion = self.client_assertion(client_id, &self.url(path));
+            let mut all = vec![
+                ("client_assertion_type", JWT_BEARER),
+                ("client_assertion", assertion.as_str()),
+            ];
+            all.extend_from_slice(params);
+            request.form(&all)
         } else {
             let mut all = vec![
                 ("client_id", c.client_id.as_str()),
@@ -523,6 +581,28 @@ impl TestApp {
             request.form(&all)
         };
         Reply::from(request.send().await.expect("request")).await
+    }
+
+    /// RFC 7523 claims for `client_id` with audience `aud`.
+    pub fn assertion_claims(&self, client_id: &str, aud: &str) -> Value {
+        let now = now_secs();
+        serde_json::json!({
+            "iss": client_id,
+            "sub": client_id,
+            "aud": aud,
+            "iat": now,
+            "exp": now + 60,
+            "jti": format!("jti-{}", rand::random::<u64>()),
+        })
+    }
+
+    /// A fresh client assertion for `client_id`, signed with its test key.
+    pub fn client_assertion(&self, client_id: &str, aud: &str) -> String {
+        let key = self
+            .client(client_id)
+            .key
+            .expect("a private_key_jwt test client");
+        key.sign(&self.assertion_claims(client_id, aud))
     }
 
     pub async fn bc_authorize(&self, client_id: &str, params: &[(&str, &str)]) -> Reply {

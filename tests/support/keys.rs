@@ -2,6 +2,7 @@
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use serde_json::Value;
 
+#[derive(Debug)]
 pub struct TestKey {
     pub kid: &'static str,
     pub alg: Algorithm,
