@@ -41,6 +41,72 @@ pub struct Settings {
     pub log: LogSettings,
     #[serde(default)]
     pub worker: WorkerSettings,
+    #[serde(default)]
+    pub hints: HintSettings,
+    #[serde(default)]
+    pub limits: LimitSettings,
+}
+
+/// Abuse resistance at `/bc-authorize`, counted in the store so the limits
+/// hold across instances. 0 turns a limit off.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitSettings {
+    /// Backchannel requests one client may make per minute.
+    #[serde(default = "default_requests_per_client_per_minute")]
+    pub requests_per_client_per_minute: u64,
+    /// Requests one user (login hint) may have pending at once.
+    #[serde(default = "default_pending_per_user")]
+    pub pending_per_user: u64,
+}
+
+impl Default for LimitSettings {
+    fn default() -> Self {
+        Self {
+            requests_per_client_per_minute: default_requests_per_client_per_minute(),
+            pending_per_user: default_pending_per_user(),
+        }
+    }
+}
+
+fn default_requests_per_client_per_minute() -> u64 {
+    600
+}
+fn default_pending_per_user() -> u64 {
+    5
+}
+
+/// How `id_token_hint` and `login_hint_token` are accepted (CIBA Core §7.1).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HintSettings {
+    /// An `id_token_hint` is accepted this many seconds past its `exp`.
+    #[serde(default = "default_id_token_hint_grace_secs")]
+    pub id_token_hint_grace_secs: u64,
+    /// The issuer whose `login_hint_token`s are trusted; unset refuses them.
+    pub login_hint_token_issuer: Option<String>,
+    /// That issuer's public keys (JSON), or:
+    pub login_hint_token_jwks: Option<String>,
+    pub login_hint_token_jwks_uri: Option<Url>,
+    /// The claim of a `login_hint_token` that names the user.
+    #[serde(default = "default_subject_claim")]
+    pub login_hint_token_subject_claim: String,
+}
+
+impl Default for HintSettings {
+    fn default() -> Self {
+        Self {
+            id_token_hint_grace_secs: default_id_token_hint_grace_secs(),
+            login_hint_token_issuer: None,
+            login_hint_token_jwks: None,
+            login_hint_token_jwks_uri: None,
+            login_hint_token_subject_claim: default_subject_claim(),
+        }
+    }
+}
+
+fn default_id_token_hint_grace_secs() -> u64 {
+    3600
 }
 
 /// The background worker that delivers user notifications and client pings

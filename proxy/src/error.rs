@@ -32,6 +32,9 @@ pub enum OAuthError {
     /// CIBA Core §13: binding_message is not short plain text.
     #[error("invalid_binding_message: {0}")]
     InvalidBindingMessage(String),
+    /// CIBA Core §13: the login_hint_token has expired.
+    #[error("expired_login_hint_token")]
+    ExpiredLoginHintToken,
     /// CIBA Core §11: the user has not finished yet.
     #[error("authorization_pending")]
     AuthorizationPending,
@@ -44,6 +47,13 @@ pub enum OAuthError {
     /// CIBA Core §11: the user declined, or the sign-in did not match (400 at /token).
     #[error("access_denied: {0}")]
     Denied(String),
+    /// RFC 6749 §4.1.2.1 `temporarily_unavailable` "due to a temporary
+    /// overloading": a rate limit, 429 with Retry-After.
+    #[error("temporarily_unavailable: {description}")]
+    RateLimited {
+        retry_after: u64,
+        description: String,
+    },
     /// RFC 6749 §4.1.2.1: the store or the IdP cannot be reached right now (503).
     #[error("temporarily_unavailable: {0}")]
     TemporarilyUnavailable(String),
@@ -70,10 +80,11 @@ impl OAuthError {
             Self::InvalidScope(_) => "invalid_scope",
             Self::AccessDenied(_) | Self::Denied(_) => "access_denied",
             Self::InvalidBindingMessage(_) => "invalid_binding_message",
+            Self::ExpiredLoginHintToken => "expired_login_hint_token",
             Self::AuthorizationPending => "authorization_pending",
             Self::SlowDown { .. } => "slow_down",
             Self::ExpiredToken => "expired_token",
-            Self::TemporarilyUnavailable(_) => "temporarily_unavailable",
+            Self::TemporarilyUnavailable(_) | Self::RateLimited { .. } => "temporarily_unavailable",
             Self::Internal(_) => "server_error",
         }
     }
@@ -88,7 +99,9 @@ impl OAuthError {
             | Self::AccessDenied(d)
             | Self::InvalidBindingMessage(d)
             | Self::Denied(d)
-            | Self::TemporarilyUnavailable(d) => d.clone(),
+            | Self::TemporarilyUnavailable(d)
+            | Self::RateLimited { description: d, .. } => d.clone(),
+            Self::ExpiredLoginHintToken => "the login_hint_token has expired".into(),
             Self::AuthorizationPending => {
                 "the user has not yet completed the authentication".into()
             }
@@ -111,6 +124,7 @@ impl ResponseError for OAuthError {
             Self::InvalidClient(_) => StatusCode::UNAUTHORIZED,
             Self::AccessDenied(_) => StatusCode::FORBIDDEN,
             Self::TemporarilyUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             _ => StatusCode::BAD_REQUEST,
         }
@@ -144,6 +158,9 @@ impl ResponseError for OAuthError {
                     header::RETRY_AFTER,
                     HeaderValue::from_static(RETRY_AFTER_SECS),
                 ));
+            }
+            Self::RateLimited { retry_after, .. } => {
+                response.insert_header((header::RETRY_AFTER, retry_after.to_string()));
             }
             _ => {}
         }

@@ -19,6 +19,7 @@ use crate::clock::Clock;
 use crate::configuration::WorkerSettings;
 use crate::crypto::{log_tag, random_token, TokenCipher};
 use crate::domain::AuthReqId;
+use crate::limits::Limits;
 use crate::notifier::{Notifier, NotifyError, UserNotification};
 use crate::ping::ClientPinger;
 use crate::store::{Outcome, QueuedJob, RequestRecord, Status, Store, StoreError};
@@ -60,6 +61,7 @@ fn backoff(attempt: u32) -> Duration {
 
 pub struct Jobs {
     store: Arc<dyn Store>,
+    limits: Arc<Limits>,
     cipher: TokenCipher,
     clock: Arc<dyn Clock>,
     clients: ClientRegistry,
@@ -70,8 +72,10 @@ pub struct Jobs {
 }
 
 impl Jobs {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         store: Arc<dyn Store>,
+        limits: Arc<Limits>,
         cipher: TokenCipher,
         clock: Arc<dyn Clock>,
         clients: ClientRegistry,
@@ -81,6 +85,7 @@ impl Jobs {
     ) -> Self {
         Self {
             store,
+            limits,
             cipher,
             clock,
             clients,
@@ -133,6 +138,11 @@ impl Jobs {
             .store
             .finish(&record.id, outcome, self.clock.now_ms())
             .await?;
+        if finished {
+            self.limits
+                .release_user(self.store.as_ref(), &record.login_hint, record.id.as_str())
+                .await;
+        }
         match (&ping, finished) {
             (Some(_), true) => self.wake.notify_one(),
             (Some(job), false) => self.store.complete(job).await?,

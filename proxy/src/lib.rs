@@ -10,7 +10,9 @@
 //!   (`AuthReqId`, `LoginHint`, `BindingMessage`, `Scope`, ...).
 //! - [`clients`] is the registry of consumption-device clients,
 //!   [`client_auth`] authenticates them, [`request_object`] validates signed
-//!   request objects, and [`jwt`] holds the claim checks they share.
+//!   request objects, and [`jwt`] holds the claim checks they share;
+//!   [`hints`] resolves login_hint, id_token_hint and login_hint_token;
+//!   [`limits`] caps requests per client and pending requests per user.
 //! - [`upstream`] talks to the IdP: discovery, authorization URL with PKCE,
 //!   code exchange and ID-token validation; [`jwks`] caches key sets.
 //! - [`store`] keeps request and token state (in memory or in Redis) behind
@@ -19,6 +21,7 @@
 //!   [`ping`] tells a ping-mode client its result is ready, and [`jobs`] is
 //!   the durable queue and worker that deliver both, from any instance.
 //! - [`error`] is the single OAuth error type rendered at the HTTP edge.
+//! - [`consumption_device`] is `ciba-proxy client`, a console CIBA client.
 #![forbid(unsafe_code)]
 #![cfg_attr(
     not(test),
@@ -29,13 +32,16 @@ pub mod client_auth;
 pub mod clients;
 pub mod clock;
 pub mod configuration;
+pub mod consumption_device;
 pub mod crypto;
 pub mod domain;
 pub mod error;
 pub mod form;
+pub mod hints;
 pub mod jobs;
 pub mod jwks;
 pub mod jwt;
+pub mod limits;
 pub mod notifier;
 pub mod ping;
 pub mod request_object;

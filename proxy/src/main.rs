@@ -1,13 +1,16 @@
-//! `ciba-proxy --config FILE` (or `CIBA_PROXY_CONFIG=FILE`).
+//! `ciba-proxy --config FILE` (or `CIBA_PROXY_CONFIG=FILE`) runs the proxy;
+//! `ciba-proxy client ...` runs the console consumption device instead.
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use ciba_proxy::configuration::Settings;
+use ciba_proxy::consumption_device;
 use ciba_proxy::startup::{Application, StartupError};
 use ciba_proxy::telemetry;
 
 const USAGE: &str = "usage: ciba-proxy --config FILE   (or set CIBA_PROXY_CONFIG=FILE)\n\
-every key can be overridden with CIBA_PROXY__SECTION__KEY, e.g. CIBA_PROXY__STORE__URL";
+every key can be overridden with CIBA_PROXY__SECTION__KEY, e.g. CIBA_PROXY__STORE__URL\n\
+the console CIBA client: ciba-proxy client --help";
 
 /// Exit status for a configuration the proxy refuses to start with.
 const EXIT_CONFIG: u8 = 2;
@@ -32,6 +35,13 @@ fn config_path() -> Result<PathBuf, String> {
 
 #[actix_web::main]
 async fn main() -> ExitCode {
+    let mut args = std::env::args_os().skip(1).peekable();
+    if args
+        .peek()
+        .is_some_and(|a| a == consumption_device::SUBCOMMAND)
+    {
+        return consumption_device::main(args).await;
+    }
     let path = match config_path() {
         Ok(p) => p,
         Err(e) if e.is_empty() => {

@@ -15,7 +15,9 @@ use crate::clients::ClientRegistry;
 use crate::clock::{Clock, SystemClock};
 use crate::configuration::{ConfigError, NotifierKind, Settings};
 use crate::crypto::TokenCipher;
+use crate::hints::Hints;
 use crate::jobs::Jobs;
+use crate::limits::Limits;
 use crate::notifier::{Notifier, WebhookNotifier};
 use crate::ping::ClientPinger;
 use crate::routes::{self, BACKCHANNEL_PATH, CALLBACK_PATH, TOKEN_PATH};
@@ -130,6 +132,7 @@ async fn build_state(settings: &Settings, clock: Arc<dyn Clock>) -> Result<AppSt
         settings.ciba.allow_http_notification_endpoints,
         &upstream_http,
     )?;
+    let hints = Hints::from_settings(&settings.hints, &upstream_http)?;
     let upstream = Upstream::new(
         &settings.upstream,
         settings.upstream.discovery_url()?,
@@ -159,8 +162,10 @@ async fn build_state(settings: &Settings, clock: Arc<dyn Clock>) -> Result<AppSt
     let pinger = ClientPinger::new(Upstream::http_client(Duration::from_millis(
         settings.ciba.ping_timeout_ms,
     ))?);
+    let limits = Arc::new(Limits::new(&settings.limits));
     let jobs = Jobs::new(
         store.clone(),
+        limits.clone(),
         cipher.clone(),
         clock.clone(),
         clients.clone(),
@@ -176,6 +181,8 @@ async fn build_state(settings: &Settings, clock: Arc<dyn Clock>) -> Result<AppSt
             interval: settings.ciba.interval,
         },
         clients,
+        hints: Arc::new(hints),
+        limits,
         store,
         upstream: Arc::new(upstream),
         jobs: Arc::new(jobs),

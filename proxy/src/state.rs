@@ -4,7 +4,9 @@ use std::sync::Arc;
 use crate::clients::ClientRegistry;
 use crate::clock::Clock;
 use crate::crypto::TokenCipher;
+use crate::hints::Hints;
 use crate::jobs::Jobs;
+use crate::limits::Limits;
 use crate::store::Store;
 use crate::upstream::Upstream;
 
@@ -22,6 +24,8 @@ pub struct AppState {
     pub issuer: String,
     pub policy: CibaPolicy,
     pub clients: ClientRegistry,
+    pub hints: Arc<Hints>,
+    pub limits: Arc<Limits>,
     pub store: Arc<dyn Store>,
     pub upstream: Arc<Upstream>,
     pub jobs: Arc<Jobs>,

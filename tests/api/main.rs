@@ -3,8 +3,11 @@
 mod backchannel_authentication;
 mod client_authentication;
 mod configuration;
+mod consumption_device;
 mod discovery;
 mod flow;
+mod hints;
+mod limits;
 mod logs;
 mod multi_instance;
 mod outages;

@@ -311,3 +311,62 @@ async fn lease_takes_at_most_the_requested_number() {
         assert_eq!(total, 5, "{name}: every job leased exactly once");
     }
 }
+
+#[tokio::test]
+async fn counters_count_within_their_window() {
+    for (name, store, _) in backends().await {
+        let key = format!("rate:c:{}", rand::random::<u64>());
+        assert_eq!(store.count(&key, 60).await.unwrap(), 1, "{name}");
+        assert_eq!(store.count(&key, 60).await.unwrap(), 2, "{name}");
+        assert_eq!(
+            store.count(&format!("{key}-next"), 60).await.unwrap(),
+            1,
+            "{name}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn slots_are_limited_freed_and_expire() {
+    for (name, store, clock) in backends().await {
+        let key = format!("pending:{}", rand::random::<u64>());
+        let now = clock.now_ms();
+        assert!(
+            store
+                .take_slot(&key, "a", now + 1_000, now, 2)
+                .await
+                .unwrap(),
+            "{name}"
+        );
+        assert!(
+            store
+                .take_slot(&key, "b", now + 60_000, now, 2)
+                .await
+                .unwrap(),
+            "{name}"
+        );
+        assert!(
+            !store
+                .take_slot(&key, "c", now + 60_000, now, 2)
+                .await
+                .unwrap(),
+            "{name}: full"
+        );
+        store.free_slot(&key, "b").await.unwrap();
+        assert!(
+            store
+                .take_slot(&key, "c", now + 60_000, now, 2)
+                .await
+                .unwrap(),
+            "{name}: freed"
+        );
+        // "a" held its slot until now + 1 s.
+        assert!(
+            store
+                .take_slot(&key, "d", now + 60_000, now + 1_000, 2)
+                .await
+                .unwrap(),
+            "{name}: expired"
+        );
+    }
+}

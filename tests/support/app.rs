@@ -121,6 +121,7 @@ pub struct TestAppBuilder {
     extra_toml: String,
     lease_ms: u64,
     redis_url: Option<String>,
+    sections: String,
 }
 
 impl Default for TestAppBuilder {
@@ -134,6 +135,7 @@ impl Default for TestAppBuilder {
             extra_toml: String::new(),
             lease_ms: 2000,
             redis_url: None,
+            sections: String::new(),
         }
     }
 }
@@ -159,6 +161,11 @@ impl TestAppBuilder {
     /// `(expires_in, max_expires_in, interval)` in seconds.
     pub fn ciba(mut self, expires_in: u64, max_expires_in: u64, interval: u64) -> Self {
         self.ciba = (expires_in, max_expires_in, interval);
+        self
+    }
+    /// Extra TOML sections (e.g. `[hints]`), appended before the clients.
+    pub fn sections(mut self, toml: &str) -> Self {
+        self.sections = toml.to_owned();
         self
     }
     /// Use the Redis at `url` (e.g. one the test stops and restarts).
@@ -224,6 +231,8 @@ impl TestAppBuilder {
             device_url = device.url,
             device_secret = device.secret,
         );
+        toml.push_str(&self.sections);
+        toml.push('\n');
         let mut secrets = vec![key, device.secret.clone()];
         for c in &self.clients {
             let upstream = idp

@@ -8,9 +8,10 @@ use serde::Serialize;
 use super::{authenticated_form, record_auth_req, BACKCHANNEL_PATH};
 use crate::clients::Client;
 use crate::configuration::DeliveryMode;
-use crate::domain::{AuthReqId, BindingMessage, LoginHint, RequestedExpiry, Scope};
+use crate::domain::{AuthReqId, BindingMessage, RequestedExpiry, Scope};
 use crate::error::OAuthError;
 use crate::form::FormParams;
+use crate::hints::Hint;
 use crate::jobs::Task;
 use crate::notifier::UserNotification;
 use crate::request_object::request_parameters;
@@ -28,7 +29,7 @@ struct Acknowledgement {
 #[derive(Debug)]
 struct ValidRequest {
     scope: Scope,
-    login_hint: LoginHint,
+    hint: Hint,
     binding_message: Option<BindingMessage>,
     expires_in: u64,
     acr_values: Option<String>,
@@ -45,6 +46,10 @@ pub async fn backchannel_authentication(
     let (form, client) = authenticated_form(&req, payload, &state).await?;
     let endpoint = state.url(BACKCHANNEL_PATH);
     let now_ms = state.clock.now_ms();
+    state
+        .limits
+        .admit_client(state.store.as_ref(), &client.id, now_ms)
+        .await?;
     let params = request_parameters(
         &client,
         &form,
@@ -54,13 +59,17 @@ pub async fn backchannel_authentication(
     )
     .await?;
     let request = validate(&params, &client, &state.policy)?;
+    let login_hint = state
+        .hints
+        .subject(request.hint, &client, &state.upstream, now_ms / 1000)
+        .await?;
 
     let authorization = state
         .upstream
         .authorization_request(
             &client,
             &request.scope,
-            request.login_hint.as_str(),
+            login_hint.as_str(),
             request.acr_values.as_deref(),
         )
         .await
@@ -73,10 +82,20 @@ pub async fn backchannel_authentication(
     let id = AuthReqId::generate();
     record_auth_req(&id);
     let expires_at_ms = now_ms + request.expires_in * 1000;
+    state
+        .limits
+        .reserve_user(
+            state.store.as_ref(),
+            login_hint.as_str(),
+            id.as_str(),
+            expires_at_ms,
+            now_ms,
+        )
+        .await?;
     let record = RequestRecord {
         id: id.clone(),
         client_id: client.id.clone(),
-        login_hint: request.login_hint.as_str().to_owned(),
+        login_hint: login_hint.as_str().to_owned(),
         scope: request.scope.to_string(),
         nonce: authorization.nonce,
         sealed_verifier: state
@@ -142,30 +161,7 @@ fn validate(
         )));
     }
 
-    let hints: Vec<&str> = ["login_hint", "login_hint_token", "id_token_hint"]
-        .into_iter()
-        .filter(|h| params.get(h).is_some())
-        .collect();
-    let login_hint = match hints.as_slice() {
-        [] => {
-            return Err(OAuthError::InvalidRequest(
-                "one of login_hint, login_hint_token or id_token_hint is required".into(),
-            ))
-        }
-        ["login_hint"] => LoginHint::parse(params.get("login_hint").unwrap_or_default())
-            .map_err(OAuthError::InvalidRequest)?,
-        [other] => {
-            return Err(OAuthError::InvalidRequest(format!(
-                "{other} is not supported yet; identify the user with login_hint"
-            )))
-        }
-        _ => {
-            return Err(OAuthError::InvalidRequest(format!(
-                "send exactly one hint, not {}",
-                hints.join(" and ")
-            )))
-        }
-    };
+    let hint = Hint::from_params(|name| params.get(name).map(str::to_owned))?;
 
     let binding_message = params
         .get("binding_message")
@@ -185,7 +181,7 @@ fn validate(
     Ok(ValidRequest {
         client_notification_token,
         scope,
-        login_hint,
+        hint,
         binding_message,
         expires_in,
         acr_values: params.get("acr_values").map(str::to_owned),

@@ -30,6 +30,10 @@ struct Inner {
     once: HashMap<String, u64>,
     /// id → (due at, payload, expires at)
     jobs: HashMap<String, (u64, String, u64)>,
+    /// key → (count, window ends)
+    counters: HashMap<String, (u64, u64)>,
+    /// key → member → held until
+    slots: HashMap<String, HashMap<String, u64>>,
     last_sweep_ms: u64,
 }
 
@@ -44,6 +48,11 @@ impl Inner {
         self.states.retain(|_, (_, until)| now < *until);
         self.once.retain(|_, until| now < *until);
         self.jobs.retain(|_, (_, _, until)| now < *until);
+        self.counters.retain(|_, (_, until)| now < *until);
+        self.slots.retain(|_, held| {
+            held.retain(|_, until| now < *until);
+            !held.is_empty()
+        });
     }
 }
 
@@ -237,6 +246,43 @@ impl Store for MemoryStore {
 
     async fn complete(&self, job_id: &str) -> Result<(), StoreError> {
         self.inner.lock().jobs.remove(job_id);
+        Ok(())
+    }
+
+    async fn count(&self, key: &str, window_secs: u64) -> Result<u64, StoreError> {
+        let now = self.clock.now_ms();
+        let mut inner = self.inner.lock();
+        inner.sweep(now);
+        let entry = inner
+            .counters
+            .entry(key.to_owned())
+            .or_insert((0, now + window_secs * 1000));
+        entry.0 += 1;
+        Ok(entry.0)
+    }
+
+    async fn take_slot(
+        &self,
+        key: &str,
+        member: &str,
+        until_ms: u64,
+        now_ms: u64,
+        max: u64,
+    ) -> Result<bool, StoreError> {
+        let mut inner = self.inner.lock();
+        let held = inner.slots.entry(key.to_owned()).or_default();
+        held.retain(|_, until| now_ms < *until);
+        if held.len() as u64 >= max {
+            return Ok(false);
+        }
+        held.insert(member.to_owned(), until_ms);
+        Ok(true)
+    }
+
+    async fn free_slot(&self, key: &str, member: &str) -> Result<(), StoreError> {
+        if let Some(held) = self.inner.lock().slots.get_mut(key) {
+            held.remove(member);
+        }
         Ok(())
     }
 }

@@ -178,4 +178,23 @@ pub trait Store: Send + Sync + 'static {
 
     /// Removes a job for good.
     async fn complete(&self, job_id: &str) -> Result<(), StoreError>;
+
+    /// Counts one event in the fixed window `key` (which names the window)
+    /// lasting `window_secs`; returns the count so far, this one included.
+    async fn count(&self, key: &str, window_secs: u64) -> Result<u64, StoreError>;
+
+    /// Takes one of at most `max` slots in `key` for `member` until
+    /// `until_ms` (slots past their time are free again). Returns false,
+    /// taking nothing, when all are held.
+    async fn take_slot(
+        &self,
+        key: &str,
+        member: &str,
+        until_ms: u64,
+        now_ms: u64,
+        max: u64,
+    ) -> Result<bool, StoreError>;
+
+    /// Frees `member`'s slot in `key`.
+    async fn free_slot(&self, key: &str, member: &str) -> Result<(), StoreError>;
 }

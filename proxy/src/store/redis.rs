@@ -83,6 +83,17 @@ end
 return out
 ";
 
+const TAKE_SLOT: &str = r"
+-- KEYS[1] a sorted set of members scored by when their slot frees
+-- ARGV: member, until_ms, now_ms, max
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[3])
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[4]) then return 0 end
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
+redis.call('PEXPIREAT', KEYS[1], last[2])
+return 1
+";
+
 #[derive(Clone)]
 pub struct RedisStore {
     conn: ConnectionManager,
@@ -90,6 +101,7 @@ pub struct RedisStore {
     poll: Script,
     finish: Script,
     lease: Script,
+    take_slot: Script,
 }
 
 fn unavailable(e: redis::RedisError) -> StoreError {
@@ -119,6 +131,7 @@ impl RedisStore {
             poll: Script::new(POLL),
             finish: Script::new(FINISH),
             lease: Script::new(LEASE),
+            take_slot: Script::new(TAKE_SLOT),
         })
     }
 
@@ -405,5 +418,53 @@ impl Store for RedisStore {
             .query_async::<()>(&mut conn)
             .await
             .map_err(unavailable)
+    }
+
+    async fn count(&self, key: &str, window_secs: u64) -> Result<u64, StoreError> {
+        let key = format!("{}:{}", self.prefix, key);
+        let mut conn = self.conn.clone();
+        let (count,): (u64,) = redis::pipe()
+            .atomic()
+            .incr(&key, 1u64)
+            .cmd("EXPIRE")
+            .arg(&key)
+            .arg(window_secs.max(1))
+            .arg("NX")
+            .ignore()
+            .query_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        Ok(count)
+    }
+
+    async fn take_slot(
+        &self,
+        key: &str,
+        member: &str,
+        until_ms: u64,
+        now_ms: u64,
+        max: u64,
+    ) -> Result<bool, StoreError> {
+        let mut conn = self.conn.clone();
+        let taken: i64 = self
+            .take_slot
+            .key(format!("{}:{}", self.prefix, key))
+            .arg(member)
+            .arg(until_ms)
+            .arg(now_ms)
+            .arg(max)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        Ok(taken == 1)
+    }
+
+    async fn free_slot(&self, key: &str, member: &str) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        let _: i64 = conn
+            .zrem(format!("{}:{}", self.prefix, key), member)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
     }
 }
