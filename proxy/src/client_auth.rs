@@ -1,7 +1,9 @@
 //! Client authentication at `/bc-authorize` and `/token`: exactly one
 //! method, and the one the client registered. `client_secret_basic` and
 //! `client_secret_post` (RFC 6749 §2.3.1) compare secrets in constant time;
-//! `private_key_jwt` (RFC 7523) verifies a single-use signed assertion.
+//! `private_key_jwt` (RFC 7523) verifies a single-use signed assertion;
+//! `tls_client_auth` and `self_signed_tls_client_auth` (RFC 8705) check the
+//! TLS client certificate.
 use std::sync::Arc;
 
 use actix_web::http::header::AUTHORIZATION;
@@ -16,6 +18,7 @@ use crate::error::OAuthError;
 use crate::form::FormParams;
 use crate::jwt::{self, CLOCK_SKEW_SECS};
 use crate::store::Store;
+use crate::tls::{subject_parts, Mtls};
 
 /// Form parameters that carry client authentication, not request content.
 pub const AUTH_PARAMS: [&str; 4] = [
@@ -31,6 +34,9 @@ pub const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-be
 /// What authentication needs besides the request.
 pub struct AuthContext<'a> {
     pub store: &'a dyn Store,
+    /// The client certificate of this request, if any (DER).
+    pub certificate: Option<Vec<u8>>,
+    pub mtls: &'a Mtls,
     pub now_secs: u64,
     /// Accepted `aud` values of a client assertion: the issuer and our endpoints.
     pub audiences: &'a [&'a str],
@@ -83,6 +89,11 @@ pub async fn authenticate(
             by_assertion(clients, form, assertion, ctx).await?,
             TokenEndpointAuthMethod::PrivateKeyJwt,
         )
+    } else if let Some(id) = form.get("client_id") {
+        let client = clients.get(id).ok_or_else(failed)?;
+        by_certificate(&client, ctx).await?;
+        let method = client.auth_method;
+        (client, method)
     } else {
         return Err(OAuthError::InvalidClient(
             "client authentication is required".into(),
@@ -167,6 +178,51 @@ async fn by_assertion(
     Ok(client)
 }
 
+/// RFC 8705 §2: the client proves itself with its TLS client certificate.
+async fn by_certificate(client: &Client, ctx: &AuthContext<'_>) -> Result<(), OAuthError> {
+    let invalid = |why: &str| OAuthError::InvalidClient(format!("client certificate: {why}"));
+    let uses_certificate = matches!(
+        client.auth_method,
+        TokenEndpointAuthMethod::TlsClientAuth | TokenEndpointAuthMethod::SelfSignedTlsClientAuth
+    );
+    if !uses_certificate {
+        return Err(OAuthError::InvalidClient(format!(
+            "this client must authenticate with {}",
+            client.auth_method.as_str()
+        )));
+    }
+    let der = ctx
+        .certificate
+        .as_deref()
+        .ok_or_else(|| invalid("none was presented"))?;
+    match client.auth_method {
+        TokenEndpointAuthMethod::TlsClientAuth => {
+            if !ctx.mtls.issued_by_ca(der) {
+                return Err(invalid("not issued by a trusted CA"));
+            }
+            if subject_parts(der).as_ref() != client.subject_dn.as_ref() {
+                return Err(invalid("the subject is not the registered one"));
+            }
+        }
+        _ => {
+            let keys = client
+                .keys
+                .as_ref()
+                .ok_or_else(|| invalid("the client has no registered keys"))?;
+            let registered = keys
+                .has_certificate(der)
+                .await
+                .map_err(|e| invalid(&format!("the registered keys cannot be read ({e})")))?;
+            if !registered {
+                return Err(invalid(
+                    "it is not one of the client's registered certificates",
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// RFC 6749 §2.3.1: `Basic base64(urlencode(id) ":" urlencode(secret))`.
 fn basic_credentials(req: &HttpRequest) -> Result<Option<(String, String)>, OAuthError> {
     let Some(value) = req.headers().get(AUTHORIZATION) else {
@@ -212,8 +268,11 @@ mod tests {
         form: &FormParams,
     ) -> Result<Arc<Client>, OAuthError> {
         let store = MemoryStore::new(Arc::new(SystemClock));
+        let mtls = Mtls::from_settings(&Default::default()).unwrap();
         let ctx = AuthContext {
             store: &store,
+            certificate: None,
+            mtls: &mtls,
             now_secs: 0,
             audiences: &["https://proxy.example"],
         };

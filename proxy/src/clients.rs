@@ -17,6 +17,7 @@ use crate::configuration::{
 };
 use crate::domain::Scope;
 use crate::jwks::{check_key_strength, KeySet};
+use crate::tls::normalize_dn;
 
 /// Signing algorithms we accept on request objects, client assertions and ID
 /// tokens: asymmetric only, since a shared secret would let the proxy forge
@@ -54,6 +55,8 @@ pub struct Client {
     pub keys: Option<KeySet>,
     pub scope: Scope,
     pub profile: Option<Profile>,
+    /// tls_client_auth: the registered subject DN, normalized.
+    pub subject_dn: Option<Vec<String>>,
     pub upstream_id: String,
     pub upstream_secret: Option<SecretString>,
 }
@@ -74,8 +77,30 @@ impl Client {
         if fapi && method.uses_secret() {
             return Err(ConfigError::new(
                 key("token_endpoint_auth_method"),
-                "profile \"fapi-ciba\" requires private_key_jwt",
+                "profile \"fapi-ciba\" requires private_key_jwt, tls_client_auth or self_signed_tls_client_auth",
             ));
+        }
+        let subject_dn = c.tls_client_auth_subject_dn.as_deref().map(normalize_dn);
+        match (method, &subject_dn) {
+            (TokenEndpointAuthMethod::TlsClientAuth, None) => {
+                return Err(ConfigError::new(
+                    key("tls_client_auth_subject_dn"),
+                    "is required by tls_client_auth",
+                ))
+            }
+            (TokenEndpointAuthMethod::TlsClientAuth, Some(dn)) if dn.is_empty() => {
+                return Err(ConfigError::new(
+                    key("tls_client_auth_subject_dn"),
+                    "is not a distinguished name",
+                ))
+            }
+            (TokenEndpointAuthMethod::TlsClientAuth, _) | (_, None) => {}
+            (_, Some(_)) => {
+                return Err(ConfigError::new(
+                    key("tls_client_auth_subject_dn"),
+                    "is only used with tls_client_auth",
+                ))
+            }
         }
         let secret = c
             .client_secret
@@ -128,6 +153,9 @@ impl Client {
             let needs = match (signing_alg, method) {
                 (Some(_), _) => Some("backchannel_authentication_request_signing_alg"),
                 (None, TokenEndpointAuthMethod::PrivateKeyJwt) => Some("private_key_jwt"),
+                (None, TokenEndpointAuthMethod::SelfSignedTlsClientAuth) => {
+                    Some("self_signed_tls_client_auth")
+                }
                 _ => None,
             };
             if let Some(what) = needs {
@@ -162,6 +190,7 @@ impl Client {
             keys,
             scope,
             profile: c.profile,
+            subject_dn,
         })
     }
 
@@ -270,6 +299,10 @@ impl ClientRegistry {
 
     pub fn get(&self, client_id: &str) -> Option<Arc<Client>> {
         self.0.get(client_id).cloned()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Client>> {
+        self.0.values()
     }
 }
 

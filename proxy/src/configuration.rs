@@ -45,6 +45,8 @@ pub struct Settings {
     pub hints: HintSettings,
     #[serde(default)]
     pub limits: LimitSettings,
+    #[serde(default)]
+    pub mtls: MtlsSettings,
 }
 
 /// Abuse resistance at `/bc-authorize`, counted in the store so the limits
@@ -154,6 +156,38 @@ pub struct ServerSettings {
     pub bind: String,
     /// Public base URL; endpoints and the callback hang off it.
     pub issuer: Url,
+    /// Terminate TLS here (else plain HTTP, e.g. behind a TLS-terminating balancer).
+    pub tls: Option<TlsSettings>,
+}
+
+/// `[server.tls]`: TLS 1.2/1.3 with rustls. Client certificates are
+/// requested but not required, so secret-based clients still connect.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSettings {
+    /// PEM certificate chain, leaf first.
+    pub certificate: std::path::PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub private_key: std::path::PathBuf,
+}
+
+/// `[mtls]`: RFC 8705 client certificates.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MtlsSettings {
+    /// PEM CA certificate(s) that issue `tls_client_auth` client certificates.
+    pub ca: Option<std::path::PathBuf>,
+    /// Peers (load balancers) whose certificate header is believed.
+    #[serde(default)]
+    pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// The header a trusted proxy puts the client certificate in
+    /// (URL-encoded PEM, as nginx's `$ssl_client_escaped_cert`).
+    #[serde(default = "default_certificate_header")]
+    pub certificate_header: String,
+}
+
+fn default_certificate_header() -> String {
+    "X-Client-Cert".into()
 }
 
 fn default_bind() -> String {
@@ -307,6 +341,10 @@ pub enum TokenEndpointAuthMethod {
     ClientSecretPost,
     /// RFC 7523: a JWT signed with one of the client's registered keys.
     PrivateKeyJwt,
+    /// RFC 8705 §2.1: a certificate from the configured CA with the registered subject.
+    TlsClientAuth,
+    /// RFC 8705 §2.2: a self-signed certificate registered in the client's JWKS (x5c).
+    SelfSignedTlsClientAuth,
 }
 
 impl TokenEndpointAuthMethod {
@@ -315,6 +353,8 @@ impl TokenEndpointAuthMethod {
             Self::ClientSecretBasic => "client_secret_basic",
             Self::ClientSecretPost => "client_secret_post",
             Self::PrivateKeyJwt => "private_key_jwt",
+            Self::TlsClientAuth => "tls_client_auth",
+            Self::SelfSignedTlsClientAuth => "self_signed_tls_client_auth",
         }
     }
 
@@ -364,6 +404,8 @@ pub struct ClientSettings {
     pub token_endpoint_auth_signing_alg: Option<String>,
     /// `"fapi-ciba"` holds the client to the FAPI-CIBA profile.
     pub profile: Option<Profile>,
+    /// tls_client_auth: the subject DN the client's certificate must carry.
+    pub tls_client_auth_subject_dn: Option<String>,
 }
 
 fn default_delivery_mode() -> DeliveryMode {

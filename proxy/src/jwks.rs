@@ -4,7 +4,7 @@
 //! rotation at the IdP needs no restart.
 use std::time::{Duration, Instant};
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
 use jsonwebtoken::jwk::{AlgorithmParameters, Jwk, JwkSet, PublicKeyUse};
 use jsonwebtoken::{DecodingKey, Header};
@@ -102,6 +102,35 @@ impl KeySet {
         select(set, header)
             .map(to_decoding_key)
             .unwrap_or(Err(JwksError::NoMatchingKey))
+    }
+}
+
+impl KeySet {
+    /// RFC 8705 §2.2: whether `der` is the leaf certificate (`x5c[0]`) of one
+    /// of the keys, fetching a remote set if it is not loaded yet.
+    pub async fn has_certificate(&self, der: &[u8]) -> Result<bool, JwksError> {
+        let matches = |set: &JwkSet| {
+            set.keys.iter().any(|jwk| {
+                jwk.common
+                    .x509_chain
+                    .as_ref()
+                    .and_then(|chain| chain.first())
+                    .and_then(|leaf| STANDARD.decode(leaf).ok())
+                    .is_some_and(|leaf| leaf == der)
+            })
+        };
+        if let Some(set) = &self.cache.read().await.set {
+            if matches(set) {
+                return Ok(true);
+            }
+        }
+        let Source::Remote { uri, http } = &self.source else {
+            return Ok(false);
+        };
+        let set = fetch(uri, http).await?;
+        let found = matches(&set);
+        self.cache.write().await.set = Some(set);
+        Ok(found)
     }
 }
 

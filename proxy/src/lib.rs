@@ -12,7 +12,8 @@
 //!   [`client_auth`] authenticates them, [`request_object`] validates signed
 //!   request objects, and [`jwt`] holds the claim checks they share;
 //!   [`hints`] resolves login_hint, id_token_hint and login_hint_token;
-//!   [`limits`] caps requests per client and pending requests per user.
+//!   [`limits`] caps requests per client and pending requests per user;
+//!   [`tls`] terminates TLS and finds RFC 8705 client certificates.
 //! - [`upstream`] talks to the IdP: discovery, authorization URL with PKCE,
 //!   code exchange and ID-token validation; [`jwks`] caches key sets.
 //! - [`store`] keeps request and token state (in memory or in Redis) behind
@@ -50,4 +51,5 @@ pub mod startup;
 pub mod state;
 pub mod store;
 pub mod telemetry;
+pub mod tls;
 pub mod upstream;

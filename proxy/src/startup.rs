@@ -13,7 +13,7 @@ use url::Url;
 
 use crate::clients::ClientRegistry;
 use crate::clock::{Clock, SystemClock};
-use crate::configuration::{ConfigError, NotifierKind, Settings};
+use crate::configuration::{ConfigError, NotifierKind, Settings, TokenEndpointAuthMethod};
 use crate::crypto::TokenCipher;
 use crate::hints::Hints;
 use crate::jobs::Jobs;
@@ -24,7 +24,9 @@ use crate::routes::{self, BACKCHANNEL_PATH, CALLBACK_PATH, TOKEN_PATH};
 use crate::state::{AppState, CibaPolicy};
 use crate::store::{MemoryStore, RedisStore, Store, StoreError};
 use crate::telemetry::RequestSpan;
+use crate::tls::{remember_peer_certificate, server_config, Mtls};
 use crate::upstream::Upstream;
+use rustls::ServerConfig;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -48,9 +50,9 @@ pub struct Application {
 impl Application {
     /// Builds from settings and binds `server.bind`.
     pub async fn build(settings: Settings) -> Result<Self, StartupError> {
-        let state = build_state(&settings, Arc::new(SystemClock)).await?;
+        let (state, tls) = build_state(&settings, Arc::new(SystemClock)).await?;
         let listener = TcpListener::bind(&settings.server.bind)?;
-        Self::serve(state, listener)
+        Self::serve(state, tls, listener)
     }
 
     /// Builds on a listener the caller bound, with the caller's clock (tests).
@@ -59,11 +61,15 @@ impl Application {
         listener: TcpListener,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, StartupError> {
-        let state = build_state(&settings, clock).await?;
-        Self::serve(state, listener)
+        let (state, tls) = build_state(&settings, clock).await?;
+        Self::serve(state, tls, listener)
     }
 
-    fn serve(state: AppState, listener: TcpListener) -> Result<Self, StartupError> {
+    fn serve(
+        state: AppState,
+        tls: Option<ServerConfig>,
+        listener: TcpListener,
+    ) -> Result<Self, StartupError> {
         let port = listener.local_addr()?.port();
         let upstream = state.upstream.clone();
         // Load the IdP's metadata now rather than on the first request.
@@ -92,7 +98,11 @@ impl Application {
                 .route("/healthz", web::get().to(routes::health::healthz))
                 .route("/readyz", web::get().to(routes::health::readyz))
         })
-        .listen(listener)?
+        .on_connect(remember_peer_certificate);
+        let server = match tls {
+            Some(config) => server.listen_rustls_0_23(listener, config)?,
+            None => server.listen(listener)?,
+        }
         .run();
         Ok(Self {
             port,
@@ -116,7 +126,18 @@ impl Application {
     }
 }
 
-async fn build_state(settings: &Settings, clock: Arc<dyn Clock>) -> Result<AppState, StartupError> {
+/// Everything the handlers share, and the TLS configuration if we terminate TLS.
+async fn build_state(
+    settings: &Settings,
+    clock: Arc<dyn Clock>,
+) -> Result<(AppState, Option<ServerConfig>), StartupError> {
+    let tls = settings
+        .server
+        .tls
+        .as_ref()
+        .map(server_config)
+        .transpose()?;
+    let mtls = Mtls::from_settings(&settings.mtls)?;
     let cipher = TokenCipher::from_base64(&settings.ciba.token_encryption_key)?;
     let issuer = settings
         .server
@@ -132,6 +153,18 @@ async fn build_state(settings: &Settings, clock: Arc<dyn Clock>) -> Result<AppSt
         settings.ciba.allow_http_notification_endpoints,
         &upstream_http,
     )?;
+    if !mtls.has_ca() {
+        if let Some(c) = clients
+            .iter()
+            .find(|c| c.auth_method == TokenEndpointAuthMethod::TlsClientAuth)
+        {
+            return Err(ConfigError::new(
+                "mtls.ca",
+                format!("is required: client {} uses tls_client_auth", c.id),
+            )
+            .into());
+        }
+    }
     let hints = Hints::from_settings(&settings.hints, &upstream_http)?;
     let upstream = Upstream::new(
         &settings.upstream,
@@ -173,7 +206,7 @@ async fn build_state(settings: &Settings, clock: Arc<dyn Clock>) -> Result<AppSt
         pinger,
         settings.worker.clone(),
     );
-    Ok(AppState {
+    let state = AppState {
         issuer,
         policy: CibaPolicy {
             expires_in: settings.ciba.expires_in,
@@ -183,10 +216,12 @@ async fn build_state(settings: &Settings, clock: Arc<dyn Clock>) -> Result<AppSt
         clients,
         hints: Arc::new(hints),
         limits,
+        mtls: Arc::new(mtls),
         store,
         upstream: Arc::new(upstream),
         jobs: Arc::new(jobs),
         cipher,
         clock,
-    })
+    };
+    Ok((state, tls))
 }

@@ -8,6 +8,7 @@ use crate::hints::Hints;
 use crate::jobs::Jobs;
 use crate::limits::Limits;
 use crate::store::Store;
+use crate::tls::Mtls;
 use crate::upstream::Upstream;
 
 /// Lifetimes and intervals handed to clients.
@@ -26,6 +27,7 @@ pub struct AppState {
     pub clients: ClientRegistry,
     pub hints: Arc<Hints>,
     pub limits: Arc<Limits>,
+    pub mtls: Arc<Mtls>,
     pub store: Arc<dyn Store>,
     pub upstream: Arc<Upstream>,
     pub jobs: Arc<Jobs>,

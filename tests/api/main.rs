@@ -9,6 +9,7 @@ mod flow;
 mod hints;
 mod limits;
 mod logs;
+mod mtls;
 mod multi_instance;
 mod outages;
 mod ping;

@@ -17,6 +17,7 @@ use crate::balancer::Balancer;
 use crate::device::Device;
 use crate::idp::TestIdp;
 use crate::keys::TestKey;
+use crate::pki::TestPki;
 
 pub const CIBA_GRANT: &str = "urn:openid:params:grant-type:ciba";
 pub const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
@@ -47,6 +48,8 @@ pub struct ClientSpec {
     pub key: Option<&'static TestKey>,
     /// `Some("fapi-ciba")` holds the client to the FAPI-CIBA profile.
     pub profile: Option<&'static str>,
+    /// tls_client_auth: the registered subject DN.
+    pub subject_dn: Option<String>,
     /// Ping mode: the client's notification endpoint.
     pub ping_endpoint: Option<String>,
 }
@@ -62,6 +65,7 @@ impl ClientSpec {
             jwks: None,
             key: None,
             profile: None,
+            subject_dn: None,
             ping_endpoint: None,
         }
     }
@@ -95,6 +99,24 @@ impl ClientSpec {
         }
     }
 
+    /// RFC 8705 §2.1: a certificate from the test CA with this subject.
+    pub fn tls_client_auth(client_id: &str, subject_dn: &str) -> Self {
+        Self {
+            auth_method: "tls_client_auth",
+            subject_dn: Some(subject_dn.to_owned()),
+            ..Self::basic(client_id)
+        }
+    }
+
+    /// RFC 8705 §2.2: the self-signed certificate registered in `jwks` (x5c).
+    pub fn self_signed_tls_client_auth(client_id: &str, jwks: String) -> Self {
+        Self {
+            auth_method: "self_signed_tls_client_auth",
+            jwks: Some(jwks),
+            ..Self::basic(client_id)
+        }
+    }
+
     /// Holds the client to the FAPI-CIBA profile.
     pub fn fapi(mut self) -> Self {
         self.profile = Some("fapi-ciba");
@@ -122,6 +144,7 @@ pub struct TestAppBuilder {
     lease_ms: u64,
     redis_url: Option<String>,
     sections: String,
+    https: bool,
 }
 
 impl Default for TestAppBuilder {
@@ -136,6 +159,7 @@ impl Default for TestAppBuilder {
             lease_ms: 2000,
             redis_url: None,
             sections: String::new(),
+            https: false,
         }
     }
 }
@@ -161,6 +185,12 @@ impl TestAppBuilder {
     /// `(expires_in, max_expires_in, interval)` in seconds.
     pub fn ciba(mut self, expires_in: u64, max_expires_in: u64, interval: u64) -> Self {
         self.ciba = (expires_in, max_expires_in, interval);
+        self
+    }
+    /// Terminate TLS in the proxy with the test PKI's server certificate,
+    /// trusting its CA for tls_client_auth.
+    pub fn https(mut self) -> Self {
+        self.https = true;
         self
     }
     /// Extra TOML sections (e.g. `[hints]`), appended before the clients.
@@ -191,7 +221,8 @@ impl TestAppBuilder {
         let device = Device::start().await.expect("start the device");
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let port = listener.local_addr().unwrap().port();
-        let issuer = issuer.unwrap_or_else(|| format!("http://127.0.0.1:{port}"));
+        let scheme = if self.https { "https" } else { "http" };
+        let issuer = issuer.unwrap_or_else(|| format!("{scheme}://127.0.0.1:{port}"));
         let prefix = format!("test-{}", rand::random::<u64>());
         let key = STANDARD.encode(rand::random::<[u8; 32]>());
         let store_url = match (&self.redis_url, self.store) {
@@ -231,6 +262,15 @@ impl TestAppBuilder {
             device_url = device.url,
             device_secret = device.secret,
         );
+        if self.https {
+            let pki = TestPki::shared();
+            toml.push_str(&format!(
+                "[server.tls]\ncertificate = \"{}\"\nprivate_key = \"{}\"\n[mtls]\nca = \"{}\"\n",
+                pki.server.cert_path.display(),
+                pki.server.key_path.display(),
+                pki.ca_path.display()
+            ));
+        }
         toml.push_str(&self.sections);
         toml.push('\n');
         let mut secrets = vec![key, device.secret.clone()];
@@ -245,6 +285,9 @@ impl TestAppBuilder {
             ));
             if c.uses_secret() {
                 toml.push_str(&format!("client_secret = \"{}\"\n", c.client_secret));
+            }
+            if let Some(dn) = &c.subject_dn {
+                toml.push_str(&format!("tls_client_auth_subject_dn = \"{dn}\"\n"));
             }
             if let Some(profile) = c.profile {
                 toml.push_str(&format!("profile = \"{profile}\"\n"));
@@ -540,6 +583,7 @@ impl TestApp {
             // on another instance.
             http: reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
+                .add_root_certificate(TestPki::shared().ca_certificate())
                 .pool_max_idle_per_host(0)
                 .build()
                 .expect("http client"),

@@ -271,6 +271,8 @@ pub async fn sign_in_until(
     let http = reqwest::Client::builder()
         .cookie_store(true)
         .redirect(policy)
+        // The proxy's callback may be served over TLS with the test CA.
+        .add_root_certificate(crate::pki::TestPki::shared().ca_certificate())
         .build()?;
     let login = http.get(authorization_url).send().await?;
     let login_url = login.url().clone();

@@ -7,4 +7,5 @@ pub mod device;
 pub mod idp;
 pub mod keys;
 pub mod ping_receiver;
+pub mod pki;
 pub mod redis_server;

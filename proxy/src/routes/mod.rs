@@ -31,6 +31,8 @@ pub(crate) async fn authenticated_form(
     let (token, backchannel) = (state.url(TOKEN_PATH), state.url(BACKCHANNEL_PATH));
     let ctx = AuthContext {
         store: state.store.as_ref(),
+        certificate: state.mtls.certificate(req),
+        mtls: &state.mtls,
         now_secs: state.clock.now_secs(),
         // RFC 7523 §3: the issuer or the endpoint the assertion is sent to.
         audiences: &[&state.issuer, &token, &backchannel],
