@@ -1,12 +1,17 @@
 //! The real binary, run from a config file with environment overrides,
 //! serves a whole login, and its logs hold no secret, token or code even at
 //! trace level.
-use ciba_proxy_e2e::app::{StoreKind, TestApp};
+use ciba_proxy_e2e::app::{ClientSpec, StoreKind, TestApp, JWT_BEARER};
+use ciba_proxy_e2e::keys::CLIENT_PS256;
 
 #[tokio::test]
 async fn the_binary_serves_a_login_and_logs_no_secret_at_any_level() {
     let (app, proxy) = TestApp::builder()
         .store(StoreKind::Redis)
+        .clients(vec![
+            ClientSpec::basic("shop"),
+            ClientSpec::private_key_jwt("bank", &CLIENT_PS256),
+        ])
         .spawn_process(&[("RUST_LOG", "trace"), ("CIBA_PROXY__CIBA__INTERVAL", "2")])
         .await;
     let reply = app
@@ -27,6 +32,19 @@ async fn the_binary_serves_a_login_and_logs_no_secret_at_any_level() {
     let tokens = app.poll("shop", &id).await;
     assert_eq!(tokens.status, 200, "{tokens:?}");
 
+    // A private_key_jwt client's assertion, accepted once and then replayed.
+    let assertion = app.client_assertion("bank", &app.url("/bc-authorize"));
+    for expected in [200, 401] {
+        let form = [
+            ("client_assertion_type", JWT_BEARER),
+            ("client_assertion", assertion.as_str()),
+            ("scope", "openid"),
+            ("login_hint", "bob"),
+        ];
+        let status = app.http.post(app.url("/bc-authorize")).form(&form).send().await.unwrap().status();
+        assert_eq!(status, expected);
+    }
+
     let logs = proxy.logs();
     assert!(
         logs.contains("login completed"),
@@ -36,6 +54,7 @@ async fn the_binary_serves_a_login_and_logs_no_secret_at_any_level() {
     let query: std::collections::HashMap<_, _> = callback.query_pairs().into_owned().collect();
     let mut secrets = app.secrets.clone();
     secrets.extend([
+        assertion.clone(),
         id.clone(),
         query["code"].clone(),
         query["state"].clone(),
