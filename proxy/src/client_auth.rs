@@ -268,7 +268,7 @@ mod tests {
         form: &FormParams,
     ) -> Result<Arc<Client>, OAuthError> {
         let store = MemoryStore::new(Arc::new(SystemClock));
-        let mtls = Mtls::from_settings(&Default::default()).unwrap();
+        let mtls = Mtls::from_settings(&Default::default(), false).unwrap();
         let ctx = AuthContext {
             store: &store,
             certificate: None,

@@ -115,6 +115,15 @@ impl Client {
                 ),
             ));
         }
+        if c.upstream_client_secret
+            .as_ref()
+            .is_some_and(|s| s.expose_secret().is_empty())
+        {
+            return Err(ConfigError::new(
+                key("upstream_client_secret"),
+                "must not be empty",
+            ));
+        }
         let upstream_secret = c.upstream_client_secret.clone().or_else(|| secret.clone());
         if upstream_secret.is_none() {
             return Err(ConfigError::new(

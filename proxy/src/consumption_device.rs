@@ -43,7 +43,7 @@ const DEFAULT_INTERVAL_SECS: u64 = 5;
 const SLOW_DOWN_SECS: u64 = 5;
 /// A client assertion is used at once; a minute covers any clock skew.
 const ASSERTION_LIFETIME_SECS: u64 = 60;
-/// A request object is sent at once too; the proxy accepts up to 300 s.
+/// A request object is sent at once too; FAPI-CIBA clients may use at most 60 minutes.
 const REQUEST_OBJECT_LIFETIME_SECS: u64 = 300;
 /// Without --max-wait, polling stops this long after the request expired
 /// even if the provider never said expired_token.

@@ -72,21 +72,46 @@ impl KeySet {
 
     /// The key that verifies a token with this header.
     pub async fn decoding_key(&self, header: &Header) -> Result<DecodingKey, JwksError> {
-        {
-            let cache = self.cache.read().await;
-            if let Some(set) = &cache.set {
-                if let Some(jwk) = select(set, header) {
-                    return to_decoding_key(jwk);
-                }
-            }
+        let jwk = self.find(|set| select(set, header).cloned()).await?;
+        jwk.as_ref()
+            .map(to_decoding_key)
+            .unwrap_or(Err(JwksError::NoMatchingKey))
+    }
+
+    /// RFC 8705 §2.2: whether `der` is the leaf certificate (`x5c[0]`) of one
+    /// of the keys.
+    pub async fn has_certificate(&self, der: &[u8]) -> Result<bool, JwksError> {
+        let found = self
+            .find(|set| {
+                set.keys
+                    .iter()
+                    .any(|jwk| {
+                        jwk.common
+                            .x509_chain
+                            .as_ref()
+                            .and_then(|chain| chain.first())
+                            .and_then(|leaf| STANDARD.decode(leaf).ok())
+                            .is_some_and(|leaf| leaf == der)
+                    })
+                    .then_some(())
+            })
+            .await?;
+        Ok(found.is_some())
+    }
+
+    /// `pick` applied to the cached set; on a miss, a remote set is fetched
+    /// again (at most once per [`MIN_REFETCH_INTERVAL`] after the first load).
+    async fn find<T>(&self, pick: impl Fn(&JwkSet) -> Option<T>) -> Result<Option<T>, JwksError> {
+        if let Some(found) = self.cache.read().await.set.as_ref().and_then(&pick) {
+            return Ok(Some(found));
         }
         let Source::Remote { uri, http } = &self.source else {
-            return Err(JwksError::NoMatchingKey);
+            return Ok(None);
         };
         let mut cache = self.cache.write().await;
         // Another task may have refreshed the set while we waited for the lock.
-        if let Some(jwk) = cache.set.as_ref().and_then(|set| select(set, header)) {
-            return to_decoding_key(jwk);
+        if let Some(found) = cache.set.as_ref().and_then(&pick) {
+            return Ok(Some(found));
         }
         let first_load = cache.set.is_none();
         let recently = cache
@@ -98,39 +123,7 @@ impl KeySet {
                 cache.refetched_at = Some(Instant::now());
             }
         }
-        let set = cache.set.as_ref().ok_or(JwksError::NoMatchingKey)?;
-        select(set, header)
-            .map(to_decoding_key)
-            .unwrap_or(Err(JwksError::NoMatchingKey))
-    }
-}
-
-impl KeySet {
-    /// RFC 8705 §2.2: whether `der` is the leaf certificate (`x5c[0]`) of one
-    /// of the keys, fetching a remote set if it is not loaded yet.
-    pub async fn has_certificate(&self, der: &[u8]) -> Result<bool, JwksError> {
-        let matches = |set: &JwkSet| {
-            set.keys.iter().any(|jwk| {
-                jwk.common
-                    .x509_chain
-                    .as_ref()
-                    .and_then(|chain| chain.first())
-                    .and_then(|leaf| STANDARD.decode(leaf).ok())
-                    .is_some_and(|leaf| leaf == der)
-            })
-        };
-        if let Some(set) = &self.cache.read().await.set {
-            if matches(set) {
-                return Ok(true);
-            }
-        }
-        let Source::Remote { uri, http } = &self.source else {
-            return Ok(false);
-        };
-        let set = fetch(uri, http).await?;
-        let found = matches(&set);
-        self.cache.write().await.set = Some(set);
-        Ok(found)
+        Ok(cache.set.as_ref().and_then(&pick))
     }
 }
 

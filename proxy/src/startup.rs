@@ -137,7 +137,7 @@ async fn build_state(
         .as_ref()
         .map(server_config)
         .transpose()?;
-    let mtls = Mtls::from_settings(&settings.mtls)?;
+    let mtls = Mtls::from_settings(&settings.mtls, tls.is_some())?;
     let cipher = TokenCipher::from_base64(&settings.ciba.token_encryption_key)?;
     let issuer = settings
         .server

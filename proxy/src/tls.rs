@@ -127,13 +127,16 @@ impl ClientCertVerifier for RequestAnyCertificate {
 
 /// Where client certificates come from and which CA issues them.
 pub struct Mtls {
+    /// Whether we terminate TLS ourselves.
+    tls: bool,
     ca: Option<Arc<dyn ClientCertVerifier>>,
     trusted_proxies: Vec<IpAddr>,
     header: String,
 }
 
 impl Mtls {
-    pub fn from_settings(settings: &MtlsSettings) -> Result<Self, ConfigError> {
+    /// `tls`: whether `[server.tls]` is configured.
+    pub fn from_settings(settings: &MtlsSettings, tls: bool) -> Result<Self, ConfigError> {
         let ca = match &settings.ca {
             None => None,
             Some(path) => {
@@ -157,6 +160,7 @@ impl Mtls {
             }
         };
         Ok(Self {
+            tls,
             ca,
             trusted_proxies: settings.trusted_proxies.clone(),
             header: settings.certificate_header.clone(),
@@ -165,6 +169,12 @@ impl Mtls {
 
     pub fn has_ca(&self) -> bool {
         self.ca.is_some()
+    }
+
+    /// Whether a client certificate can reach us at all: our own TLS, or a
+    /// trusted proxy's header.
+    pub fn sees_certificates(&self) -> bool {
+        self.tls || !self.trusted_proxies.is_empty()
     }
 
     /// The client certificate of this request: from our own TLS handshake,

@@ -41,7 +41,14 @@ async fn the_binary_serves_a_login_and_logs_no_secret_at_any_level() {
             ("scope", "openid"),
             ("login_hint", "bob"),
         ];
-        let status = app.http.post(app.url("/bc-authorize")).form(&form).send().await.unwrap().status();
+        let status = app
+            .http
+            .post(app.url("/bc-authorize"))
+            .form(&form)
+            .send()
+            .await
+            .unwrap()
+            .status();
         assert_eq!(status, expected);
     }
 

@@ -131,6 +131,12 @@ async fn self_signed_tls_client_auth_needs_the_registered_certificate() {
 #[tokio::test]
 async fn secret_clients_still_connect_without_a_certificate() {
     let app = tls_app().await;
+    let doc = send(https_client(None).get(app.url("/.well-known/openid-configuration"))).await;
+    let methods = doc.body["token_endpoint_auth_methods_supported"].to_string();
+    assert!(
+        methods.contains("\"tls_client_auth\"") && methods.contains("self_signed_tls_client_auth"),
+        "{methods}"
+    );
     let reply = send(
         https_client(None)
             .post(app.url("/token"))

@@ -25,15 +25,26 @@ pub async fn openid_configuration(state: web::Data<AppState>) -> Result<HttpResp
         "backchannel_token_delivery_modes_supported": ["poll", "ping"],
         "backchannel_authentication_request_signing_alg_values_supported": algs.clone(),
         "backchannel_user_code_parameter_supported": false,
-        "token_endpoint_auth_methods_supported": [
-            "client_secret_basic",
-            "client_secret_post",
-            "private_key_jwt",
-            "tls_client_auth",
-            "self_signed_tls_client_auth"
-        ],
+        "token_endpoint_auth_methods_supported": auth_methods(&state),
         "token_endpoint_auth_signing_alg_values_supported": algs,
         "upstream_issuer": upstream.issuer,
         "jwks_uri": upstream.jwks_uri,
     })))
+}
+
+/// The client authentication methods this deployment can check: the
+/// certificate-based ones only when certificates can reach us.
+fn auth_methods(state: &AppState) -> Vec<&'static str> {
+    let mut methods = vec![
+        "client_secret_basic",
+        "client_secret_post",
+        "private_key_jwt",
+    ];
+    if state.mtls.sees_certificates() {
+        if state.mtls.has_ca() {
+            methods.push("tls_client_auth");
+        }
+        methods.push("self_signed_tls_client_auth");
+    }
+    methods
 }
