@@ -49,6 +49,10 @@ lint: ## rustfmt check and clippy with warnings denied
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
 
+.PHONY: fuzz
+fuzz: ## Run each cargo-fuzz target for FUZZ_SECONDS (default 30) on nightly
+	bash fuzz/run.sh
+
 .PHONY: run
 run: ## Run the proxy with deploy/ciba-proxy.example.toml
 	cargo run -p ciba-proxy -- --config deploy/ciba-proxy.example.toml
