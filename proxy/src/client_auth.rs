@@ -149,15 +149,10 @@ async fn by_assertion(
             header.alg
         )));
     }
-    let keys = client
-        .keys
-        .as_ref()
-        .ok_or_else(|| invalid("the client has no registered keys"))?;
-    let key = keys
-        .decoding_key(&header)
+    let claims = client
+        .verify_signed(assertion, &header)
         .await
-        .map_err(|e| invalid(&format!("no registered key verifies it ({e})")))?;
-    let claims = jwt::verify(assertion, header.alg, &key).map_err(|e| invalid(&e))?;
+        .map_err(|e| invalid(&e))?;
     if jwt::string(&claims, "iss").map_err(|e| invalid(&e))? != client.id
         || jwt::string(&claims, "sub").map_err(|e| invalid(&e))? != client.id
     {

@@ -210,6 +210,24 @@ impl Client {
             .is_some_and(|s| bool::from(s.expose_secret().as_bytes().ct_eq(presented.as_bytes())))
     }
 
+    /// Verifies a JWT's signature with one of this client's registered keys;
+    /// the caller has checked that `header.alg` is one the client may use.
+    pub async fn verify_signed(
+        &self,
+        jwt: &str,
+        header: &jsonwebtoken::Header,
+    ) -> Result<crate::jwt::Claims, String> {
+        let keys = self
+            .keys
+            .as_ref()
+            .ok_or("the client has no registered keys")?;
+        let key = keys
+            .decoding_key(header)
+            .await
+            .map_err(|e| format!("no registered key verifies it ({e})"))?;
+        crate::jwt::verify(jwt, header.alg, &key)
+    }
+
     pub fn is_fapi(&self) -> bool {
         self.profile == Some(Profile::FapiCiba)
     }

@@ -59,15 +59,10 @@ pub async fn request_parameters(
             header.alg
         )));
     }
-    let keys = client
-        .keys
-        .as_ref()
-        .ok_or_else(|| invalid("the client has no registered keys"))?;
-    let key = keys
-        .decoding_key(&header)
+    let claims = client
+        .verify_signed(jwt, &header)
         .await
-        .map_err(|e| invalid(&format!("no registered key verifies it ({e})")))?;
-    let claims = jwt::verify(jwt, alg, &key).map_err(|e| invalid(&e))?;
+        .map_err(|e| invalid(&e))?;
     let iss = jwt::string(&claims, "iss").map_err(|e| invalid(&e))?;
     // A form client_id that contradicts the signed iss is a client mix-up.
     if form.get("client_id").is_some_and(|id| id != iss) {
