@@ -11,8 +11,8 @@ use oauth2::basic::{
 };
 use oauth2::{
     AuthUrl, AuthorizationCode, ClientId, ClientSecret, CsrfToken, EndpointNotSet, EndpointSet,
-    ExtraTokenFields, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, RequestTokenError,
-    StandardRevocableToken, StandardTokenResponse, TokenResponse, TokenUrl,
+    ExtraTokenFields, HttpClientError, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl,
+    RequestTokenError, StandardRevocableToken, StandardTokenResponse, TokenResponse, TokenUrl,
 };
 use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
@@ -26,6 +26,7 @@ use crate::jwks::{read_limited, KeySet};
 use crate::jwt::CLOCK_SKEW_SECS;
 
 const MAX_DISCOVERY_BYTES: usize = 256 * 1024;
+const MAX_TOKEN_RESPONSE_BYTES: usize = 256 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
@@ -267,7 +268,7 @@ impl Upstream {
             let result = oauth
                 .exchange_code(AuthorizationCode::new(code.to_owned()))
                 .set_pkce_verifier(PkceCodeVerifier::new(verifier.to_owned()))
-                .request_async(&self.http)
+                .request_async(&|request| self.send_limited(request))
                 .await
                 .map_err(exchange_error);
             match result {
@@ -293,6 +294,30 @@ impl Upstream {
             id_token,
             received_at: now_secs,
         })
+    }
+
+    /// The token request, with the response body capped like every other
+    /// outbound call (the oauth2 crate's own client reads it whole).
+    async fn send_limited(
+        &self,
+        request: oauth2::HttpRequest,
+    ) -> Result<oauth2::HttpResponse, HttpClientError<reqwest::Error>> {
+        let request = request
+            .try_into()
+            .map_err(|e| HttpClientError::Reqwest(Box::new(e)))?;
+        let response = self
+            .http
+            .execute(request)
+            .await
+            .map_err(|e| HttpClientError::Reqwest(Box::new(e)))?;
+        let mut builder = oauth2::http::Response::builder().status(response.status());
+        for (name, value) in response.headers() {
+            builder = builder.header(name, value);
+        }
+        let body = read_limited(response, MAX_TOKEN_RESPONSE_BYTES)
+            .await
+            .map_err(HttpClientError::Other)?;
+        builder.body(body).map_err(HttpClientError::Http)
     }
 
     /// OpenID Connect Core §3.1.3.7: signature from the IdP's keys, `iss`,
@@ -385,7 +410,7 @@ impl Upstream {
 /// RFC 6749 §5.2 errors the IdP may recover from are worth another try;
 /// any other error response is final (the code is single-use).
 fn exchange_error(
-    e: RequestTokenError<oauth2::HttpClientError<reqwest::Error>, BasicErrorResponse>,
+    e: RequestTokenError<HttpClientError<reqwest::Error>, BasicErrorResponse>,
 ) -> UpstreamError {
     match e {
         RequestTokenError::ServerResponse(r) => {
