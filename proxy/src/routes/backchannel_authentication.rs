@@ -108,16 +108,11 @@ pub async fn backchannel_authentication(
             .as_deref()
             .map(|token| state.cipher.seal(token.as_bytes(), id.as_str())),
     };
-    state
-        .store
-        .create(&record, &authorization.state, now_ms)
-        .await?;
-
     let notification = UserNotification {
-        login_hint: record.login_hint,
+        login_hint: record.login_hint.clone(),
         binding_message: request.binding_message.map(|b| b.as_str().to_owned()),
         client_id: client.id.clone(),
-        scope: record.scope,
+        scope: record.scope.clone(),
         authorization_url: authorization.url.to_string(),
         expires_at: expires_at_ms / 1000,
     };
@@ -125,7 +120,22 @@ pub async fn backchannel_authentication(
         auth_req_id: id.to_string(),
         notification,
     };
-    state.jobs.enqueue(task, expires_at_ms).await?;
+    let stored = match state
+        .store
+        .create(&record, &authorization.state, now_ms)
+        .await
+    {
+        Ok(()) => state.jobs.enqueue(task, expires_at_ms).await.map(|_| ()),
+        Err(e) => Err(e),
+    };
+    if let Err(e) = stored {
+        // Not accepted after all: give the user's pending slot back.
+        state
+            .limits
+            .release_user(state.store.as_ref(), &record.login_hint, id.as_str())
+            .await;
+        return Err(e.into());
+    }
     tracing::info!(
         expires_in = request.expires_in,
         "backchannel request accepted"
