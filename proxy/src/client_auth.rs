@@ -16,7 +16,7 @@ use crate::clients::{Client, ClientRegistry};
 use crate::configuration::TokenEndpointAuthMethod;
 use crate::error::OAuthError;
 use crate::form::FormParams;
-use crate::jwt::{self, CLOCK_SKEW_SECS};
+use crate::jwt;
 use crate::store::Store;
 use crate::tls::{subject_parts, Mtls};
 
@@ -161,8 +161,7 @@ async fn by_assertion(
     jwt::check_audience(&claims, ctx.audiences).map_err(|e| invalid(&e))?;
     jwt::check_times(&claims, ctx.now_secs, false).map_err(|e| invalid(&e))?;
     let jti = jwt::string(&claims, "jti").map_err(|e| invalid(&e))?;
-    let exp = jwt::number(&claims, "exp").map_err(|e| invalid(&e))?;
-    let ttl = exp.saturating_sub(ctx.now_secs) + CLOCK_SKEW_SECS;
+    let ttl = jwt::replay_window_secs(&claims, ctx.now_secs);
     if !ctx
         .store
         .use_once(&format!("assertion:{}:{jti}", client.id), ttl)

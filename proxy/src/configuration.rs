@@ -254,6 +254,10 @@ fn default_ping_timeout_ms() -> u64 {
     5000
 }
 
+/// The longest a backchannel request may live (a day): the user is being
+/// asked to act now.
+pub const MAX_REQUEST_LIFETIME_SECS: u64 = 86_400;
+
 fn default_expires_in() -> u64 {
     300
 }
@@ -480,6 +484,12 @@ impl Settings {
             return Err(ConfigError::new(
                 "ciba.expires_in",
                 "must be at least 1 second",
+            ));
+        }
+        if ciba.max_expires_in > MAX_REQUEST_LIFETIME_SECS {
+            return Err(ConfigError::new(
+                "ciba.max_expires_in",
+                format!("must be at most {MAX_REQUEST_LIFETIME_SECS} seconds"),
             ));
         }
         if ciba.max_expires_in < ciba.expires_in {

@@ -168,7 +168,8 @@ impl Hints {
         if jwt::string(&claims, "iss").map_err(|e| invalid(&e))? != trusted.issuer {
             return Err(invalid("iss is not the trusted issuer"));
         }
-        if now >= jwt::number(&claims, "exp").map_err(|e| invalid(&e))? + jwt::CLOCK_SKEW_SECS {
+        let exp = jwt::number(&claims, "exp").map_err(|e| invalid(&e))?;
+        if now >= exp.saturating_add(jwt::CLOCK_SKEW_SECS) {
             return Err(OAuthError::ExpiredLoginHintToken);
         }
         jwt::string(&claims, &trusted.subject_claim)

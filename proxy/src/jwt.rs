@@ -9,6 +9,10 @@ use serde_json::{Map, Value};
 /// Tolerated clock difference with the sender for `exp`, `nbf` and `iat`.
 pub const CLOCK_SKEW_SECS: u64 = 30;
 
+/// The furthest `exp` we accept on a client's JWT. Its `jti` must be
+/// remembered until then, so the store's memory of it is bounded too.
+pub const MAX_LIFETIME_SECS: u64 = 86_400;
+
 pub type Claims = Map<String, Value>;
 
 /// The payload, before any signature check: only to learn who claims to
@@ -28,6 +32,13 @@ pub fn verify(jwt: &str, alg: Algorithm, key: &DecodingKey) -> Result<Claims, St
     decode::<Claims>(jwt, key, &validation)
         .map(|data| data.claims)
         .map_err(|_| "the signature does not verify".to_owned())
+}
+
+/// How long a JWT's `jti` must be remembered to refuse every replay: until
+/// it expires (plus skew). `check_times` has bounded `exp`.
+pub fn replay_window_secs(claims: &Claims, now: u64) -> u64 {
+    let exp = claims.get("exp").and_then(Value::as_u64).unwrap_or(now);
+    exp.saturating_sub(now).min(MAX_LIFETIME_SECS) + CLOCK_SKEW_SECS
 }
 
 /// A string claim.
@@ -72,14 +83,17 @@ pub fn check_audience(claims: &Claims, accepted: &[&str]) -> Result<(), String> 
 /// `require_nbf_iat`), are not in the future.
 pub fn check_times(claims: &Claims, now: u64, require_nbf_iat: bool) -> Result<(), String> {
     let exp = number(claims, "exp")?;
-    if now >= exp + CLOCK_SKEW_SECS {
+    if now >= exp.saturating_add(CLOCK_SKEW_SECS) {
         return Err("it has expired (exp)".into());
+    }
+    if exp > now.saturating_add(MAX_LIFETIME_SECS) {
+        return Err(format!("exp is more than {MAX_LIFETIME_SECS} seconds away"));
     }
     for name in ["nbf", "iat"] {
         if !require_nbf_iat && !claims.contains_key(name) {
             continue;
         }
-        if number(claims, name)? > now + CLOCK_SKEW_SECS {
+        if number(claims, name)? > now.saturating_add(CLOCK_SKEW_SECS) {
             return Err(if name == "nbf" {
                 "it is not valid yet (nbf)".into()
             } else {
@@ -129,6 +143,24 @@ mod tests {
         .is_err());
         assert!(check_times(&claims(json!({"exp": now + 10})), now, true).is_err());
         assert!(check_times(&claims(json!({"exp": "soon"})), now, false).is_err());
+        // Far-future and overflowing values are refused, not wrapped.
+        assert!(check_times(
+            &claims(json!({"exp": now + MAX_LIFETIME_SECS + 1})),
+            now,
+            false
+        )
+        .is_err());
+        assert!(check_times(&claims(json!({"exp": u64::MAX})), now, false).is_err());
+        assert!(check_times(
+            &claims(json!({"exp": now + 10, "nbf": u64::MAX})),
+            now,
+            false
+        )
+        .is_err());
+        assert_eq!(
+            replay_window_secs(&claims(json!({"exp": u64::MAX})), now),
+            MAX_LIFETIME_SECS + CLOCK_SKEW_SECS
+        );
     }
 
     #[test]

@@ -11,7 +11,7 @@ use crate::client_auth::AUTH_PARAMS;
 use crate::clients::{Client, FAPI_MAX_REQUEST_OBJECT_LIFETIME_SECS};
 use crate::error::OAuthError;
 use crate::form::FormParams;
-use crate::jwt::{self, CLOCK_SKEW_SECS};
+use crate::jwt;
 use crate::store::Store;
 
 /// Claims that belong to the JWT itself rather than to the request.
@@ -79,8 +79,7 @@ pub async fn request_parameters(
         check_fapi_lifetime(&claims, now_secs)?;
     }
     let jti = jwt::string(&claims, "jti").map_err(|e| invalid(&e))?;
-    let exp = jwt::number(&claims, "exp").map_err(|e| invalid(&e))?;
-    let ttl = exp.saturating_sub(now_secs) + CLOCK_SKEW_SECS;
+    let ttl = jwt::replay_window_secs(&claims, now_secs);
     if !store
         .use_once(&format!("jti:{}:{jti}", client.id), ttl)
         .await?
@@ -99,7 +98,7 @@ fn check_fapi_lifetime(claims: &Map<String, Value>, now: u64) -> Result<(), OAut
     if exp.saturating_sub(nbf) > max {
         return Err(invalid("exp - nbf must be at most 60 minutes (FAPI-CIBA)"));
     }
-    if nbf + max < now {
+    if nbf.saturating_add(max) < now {
         return Err(invalid(
             "nbf must be at most 60 minutes in the past (FAPI-CIBA)",
         ));

@@ -330,7 +330,7 @@ impl Upstream {
         now_secs: u64,
     ) -> Result<Map<String, Value>, UpstreamError> {
         let claims = self.verify_id_token(id_token, client).await?;
-        if now_secs > expiry(&claims)? + CLOCK_SKEW_SECS {
+        if now_secs > expiry(&claims)?.saturating_add(CLOCK_SKEW_SECS) {
             return Err(UpstreamError::InvalidIdToken("expired".into()));
         }
         if claims.get("nonce").and_then(Value::as_str) != Some(nonce) {
@@ -351,7 +351,11 @@ impl Upstream {
         grace_secs: u64,
     ) -> Result<Map<String, Value>, UpstreamError> {
         let claims = self.verify_id_token(id_token, client).await?;
-        if now_secs > expiry(&claims)? + CLOCK_SKEW_SECS + grace_secs {
+        if now_secs
+            > expiry(&claims)?
+                .saturating_add(CLOCK_SKEW_SECS)
+                .saturating_add(grace_secs)
+        {
             return Err(UpstreamError::InvalidIdToken(
                 "expired beyond the accepted grace period".into(),
             ));

@@ -185,7 +185,10 @@ impl Store for MemoryStore {
         if inner.once.get(key).is_some_and(|until| now < *until) {
             return Ok(false);
         }
-        inner.once.insert(key.to_owned(), now + ttl_secs * 1000);
+        inner.once.insert(
+            key.to_owned(),
+            now.saturating_add(ttl_secs.saturating_mul(1000)),
+        );
         Ok(true)
     }
 
@@ -256,7 +259,7 @@ impl Store for MemoryStore {
         let entry = inner
             .counters
             .entry(key.to_owned())
-            .or_insert((0, now + window_secs * 1000));
+            .or_insert((0, now.saturating_add(window_secs.saturating_mul(1000))));
         entry.0 += 1;
         Ok(entry.0)
     }
