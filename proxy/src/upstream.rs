@@ -139,10 +139,6 @@ impl Upstream {
             .build()
     }
 
-    pub async fn is_ready(&self) -> bool {
-        self.loaded.read().await.is_some()
-    }
-
     /// The IdP's metadata, fetched on first use and kept.
     pub async fn metadata(&self) -> Result<ProviderMetadata, UpstreamError> {
         Ok(self.load().await?.metadata.clone())

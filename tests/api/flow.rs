@@ -448,7 +448,8 @@ async fn idp_key_rotation_needs_no_restart() {
 
 #[tokio::test]
 async fn a_callback_naming_another_issuer_is_refused() {
-    let app = TestApp::spawn().await;
+    let idp = dedicated_idp();
+    let app = TestApp::builder().idp(idp).spawn().await;
     app.device.on("alice", Action::Ignore);
     let id = app.start("shop", "alice").await;
     let notification = app.device.wait_for_notification("alice").await;
@@ -463,6 +464,8 @@ async fn a_callback_naming_another_issuer_is_refused() {
     )
     .unwrap();
     assert_eq!(reqwest::get(forged).await.unwrap().status(), 502);
+    // RFC 9207: the mixed-up code is never taken to our IdP.
+    assert_eq!(idp.stats().await.unwrap().count("POST /token"), 0);
     app.poll("shop", &id)
         .await
         .assert_error(400, "access_denied");

@@ -3,14 +3,14 @@
 //! the authorization URL and signs in at the IdP's login page as someone,
 //! or cancels, then follows the redirects back to the proxy's callback.
 use std::collections::HashMap;
-use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use actix_web::dev::ServerHandle;
-use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use actix_web::{web, HttpRequest, HttpResponse};
 use anyhow::Context;
 use serde_json::Value;
+
+use crate::server::TestServer;
 
 /// What the user does when the notification arrives.
 #[derive(Debug, Clone)]
@@ -77,7 +77,7 @@ pub struct Device {
     pub url: String,
     pub secret: String,
     inner: Arc<Inner>,
-    handle: ServerHandle,
+    _server: TestServer,
 }
 
 impl Device {
@@ -87,25 +87,14 @@ impl Device {
             secret: secret.clone(),
             ..Inner::default()
         });
-        let listener = TcpListener::bind("127.0.0.1:0")?;
-        let port = listener.local_addr()?.port();
-        let data = web::Data::from(inner.clone());
-        let server = HttpServer::new(move || {
-            App::new()
-                .app_data(data.clone())
-                .route("/notify", web::post().to(receive))
-        })
-        .workers(1)
-        .disable_signals()
-        .listen(listener)?
-        .run();
-        let handle = server.handle();
-        tokio::spawn(server);
+        let server = TestServer::start(inner.clone(), |routes| {
+            routes.route("/notify", web::post().to(receive));
+        })?;
         Ok(Self {
-            url: format!("http://127.0.0.1:{port}/notify"),
+            url: format!("http://127.0.0.1:{}/notify", server.port),
             secret,
             inner,
-            handle,
+            _server: server,
         })
     }
 
@@ -150,16 +139,6 @@ impl Device {
             Some(Ok(page)) => page,
             Some(Err(e)) => panic!("the device's sign-in for {login_hint} failed: {e}"),
             None => panic!("the device never finished a sign-in for {login_hint}"),
-        }
-    }
-}
-
-impl Drop for Device {
-    fn drop(&mut self) {
-        let handle = self.handle.clone();
-        // Best effort: the runtime may already be shutting down.
-        if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            rt.spawn(async move { handle.stop(false).await });
         }
     }
 }

@@ -9,3 +9,4 @@ pub mod keys;
 pub mod ping_receiver;
 pub mod pki;
 pub mod redis_server;
+pub mod server;

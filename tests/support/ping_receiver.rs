@@ -2,16 +2,16 @@
 //! §10.2): it records every notification the proxy POSTs and answers as a
 //! script says, so a test can check what was sent and how failures, slow
 //! answers and redirects are handled.
-use std::net::TcpListener;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use actix_web::dev::ServerHandle;
 use actix_web::http::header::{CONTENT_TYPE, LOCATION};
 use actix_web::http::StatusCode;
-use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::Value;
+
+use crate::server::TestServer;
 
 /// How the endpoint answers one notification.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,7 +57,7 @@ struct Inner {
 pub struct PingReceiver {
     base: String,
     inner: Arc<Inner>,
-    handle: ServerHandle,
+    _server: TestServer,
 }
 
 impl PingReceiver {
@@ -73,29 +73,17 @@ impl PingReceiver {
             script,
             ..Inner::default()
         });
-        let listener = TcpListener::bind("127.0.0.1:0")?;
-        let port = listener.local_addr()?.port();
-        let data = web::Data::from(inner.clone());
-        let server = HttpServer::new(move || {
-            App::new()
-                .app_data(data.clone())
-                .route("/ping", web::post().to(receive))
-                .service(
-                    web::resource("/redirect-target")
-                        .route(web::get().to(redirect_target))
-                        .route(web::post().to(redirect_target)),
-                )
-        })
-        .workers(1)
-        .disable_signals()
-        .listen(listener)?
-        .run();
-        let handle = server.handle();
-        tokio::spawn(server);
+        let server = TestServer::start(inner.clone(), |routes| {
+            routes.route("/ping", web::post().to(receive)).service(
+                web::resource("/redirect-target")
+                    .route(web::get().to(redirect_target))
+                    .route(web::post().to(redirect_target)),
+            );
+        })?;
         Ok(PingReceiver {
-            base: format!("http://127.0.0.1:{port}"),
+            base: format!("http://127.0.0.1:{}", server.port),
             inner,
-            handle,
+            _server: server,
         })
     }
 
@@ -129,16 +117,6 @@ impl PingReceiver {
                 return pings;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-}
-
-impl Drop for PingReceiver {
-    fn drop(&mut self) {
-        let handle = self.handle.clone();
-        // Best effort: the runtime may already be shutting down.
-        if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            rt.spawn(async move { handle.stop(false).await });
         }
     }
 }
