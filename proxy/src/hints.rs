@@ -12,7 +12,7 @@ use crate::domain::LoginHint;
 use crate::error::OAuthError;
 use crate::jwks::KeySet;
 use crate::jwt;
-use crate::upstream::{Upstream, UpstreamError};
+use crate::upstream::{Provider, UpstreamError};
 
 /// The hint a request carried, before it is resolved to a subject.
 #[derive(Debug)]
@@ -116,7 +116,7 @@ impl Hints {
         &self,
         hint: Hint,
         client: &Client,
-        upstream: &Upstream,
+        upstream: &Provider,
         now_secs: u64,
     ) -> Result<LoginHint, OAuthError> {
         let subject = match hint {

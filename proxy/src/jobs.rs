@@ -1,57 +1,54 @@
-//! Durable background work: the user's webhook and the client's ping are
-//! jobs in the store's queue, not tasks in one process's memory. Every
-//! instance runs a worker that leases due jobs; a job whose instance dies is
-//! leased again by another once its lease runs out (at-least-once delivery;
-//! the request state changes they cause are idempotent). Payloads are sealed,
-//! since they carry the authorization URL's state and the client's bearer
-//! notification token.
+//! Durable background work: jobs live in the store's queue, not in one
+//! process's memory. Every instance runs a worker that leases due jobs; a
+//! job whose instance dies is leased again by another once its lease runs
+//! out (at-least-once delivery, so what a job does must be idempotent).
+//! Payloads are sealed: they can carry an authorization URL's state or a
+//! client's bearer notification token. What a job *does* is the
+//! [`TaskHandler`]'s business ([`crate::flow`]); this module only queues,
+//! leases, retries with backoff and hands work back on shutdown.
 use std::collections::HashMap;
+use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
+use async_trait::async_trait;
 use parking_lot::Mutex;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinSet;
 
-use crate::clients::ClientRegistry;
 use crate::clock::Clock;
 use crate::configuration::WorkerSettings;
-use crate::crypto::{log_tag, random_token, TokenCipher};
-use crate::domain::AuthReqId;
-use crate::limits::Limits;
-use crate::notifier::{Notifier, NotifyError, UserNotification};
-use crate::ping::ClientPinger;
-use crate::store::{Outcome, QueuedJob, RequestRecord, Status, Store, StoreError};
+use crate::crypto::{random_token, TokenCipher};
+use crate::store::{QueuedJob, Store, StoreError};
 
 /// How long a stopping worker waits for jobs in flight before handing them back.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
-/// What a job does.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum Task {
-    /// Deliver the authorization URL to the user's device.
-    NotifyUser {
-        auth_req_id: String,
-        notification: UserNotification,
-    },
-    /// Tell a ping-mode client that its request has an outcome.
-    PingClient { auth_req_id: String },
-}
-
 #[derive(Debug, Serialize, Deserialize)]
-struct Envelope {
-    task: Task,
+#[serde(bound = "T: Serialize + DeserializeOwned")]
+struct Envelope<T> {
+    task: T,
     attempt: u32,
     /// Give up after this (the request's expiry), Unix milliseconds.
     deadline_ms: u64,
 }
 
-/// What became of one attempt.
-enum Step {
+/// What became of one attempt at a task.
+pub enum Step {
     Done,
+    /// Failed for now: try again after a growing backoff, until the deadline.
     RetryLater(String),
+}
+
+/// Runs one task; errors from the store leave the job to return when its
+/// lease runs out.
+#[async_trait]
+pub trait TaskHandler<T>: Send + Sync + 'static {
+    async fn run(&self, task: &T) -> Result<Step, StoreError>;
+    /// What the task is, for log lines (never a secret).
+    fn describe(&self, task: &T) -> (&'static str, String);
 }
 
 /// Backoff between attempts: 0.5 s doubling up to 30 s.
@@ -59,51 +56,45 @@ fn backoff(attempt: u32) -> Duration {
     Duration::from_millis(500u64.saturating_mul(1 << attempt.min(6)).min(30_000))
 }
 
-pub struct Jobs {
+pub struct Jobs<T> {
     store: Arc<dyn Store>,
-    limits: Arc<Limits>,
     cipher: TokenCipher,
     clock: Arc<dyn Clock>,
-    clients: ClientRegistry,
-    notifier: Arc<dyn Notifier>,
-    pinger: ClientPinger,
     settings: WorkerSettings,
     wake: Notify,
+    task: PhantomData<fn() -> T>,
 }
 
-impl Jobs {
-    #[allow(clippy::too_many_arguments)]
+impl<T> Jobs<T>
+where
+    T: Serialize + DeserializeOwned + Send + Sync + 'static,
+{
     pub fn new(
         store: Arc<dyn Store>,
-        limits: Arc<Limits>,
         cipher: TokenCipher,
         clock: Arc<dyn Clock>,
-        clients: ClientRegistry,
-        notifier: Arc<dyn Notifier>,
-        pinger: ClientPinger,
         settings: WorkerSettings,
     ) -> Self {
         Self {
             store,
-            limits,
             cipher,
             clock,
-            clients,
-            notifier,
-            pinger,
             settings,
             wake: Notify::new(),
+            task: PhantomData,
         }
     }
 
     /// Queues `task` until `deadline_ms` and wakes this instance's worker.
-    pub async fn enqueue(&self, task: Task, deadline_ms: u64) -> Result<String, StoreError> {
+    pub async fn enqueue(&self, task: T, deadline_ms: u64) -> Result<String, StoreError> {
         let id = self.enqueue_quietly(task, deadline_ms).await?;
-        self.wake.notify_one();
+        self.wake();
         Ok(id)
     }
 
-    async fn enqueue_quietly(&self, task: Task, deadline_ms: u64) -> Result<String, StoreError> {
+    /// Queues `task` without waking the worker: the caller wakes it once
+    /// what the task depends on is visible.
+    pub async fn enqueue_quietly(&self, task: T, deadline_ms: u64) -> Result<String, StoreError> {
         let id = random_token(16);
         let now = self.clock.now_ms();
         let envelope = Envelope {
@@ -117,41 +108,17 @@ impl Jobs {
         Ok(id)
     }
 
-    /// Records how a request ended and, for a ping-mode client, queues its
-    /// ping in the same breath: the ping is queued first and only sent once
-    /// the outcome is visible, so a crash in between loses nothing.
-    pub async fn finish_request(
-        &self,
-        record: &RequestRecord,
-        outcome: &Outcome,
-    ) -> Result<bool, StoreError> {
-        let ping = match &record.sealed_ping_token {
-            Some(_) => {
-                let task = Task::PingClient {
-                    auth_req_id: record.id.to_string(),
-                };
-                Some(self.enqueue_quietly(task, record.expires_at_ms).await?)
-            }
-            None => None,
-        };
-        let finished = self
-            .store
-            .finish(&record.id, outcome, self.clock.now_ms())
-            .await?;
-        if finished {
-            self.limits
-                .release_user(self.store.as_ref(), &record.login_hint, record.id.as_str())
-                .await;
-        }
-        match (&ping, finished) {
-            (Some(_), true) => self.wake.notify_one(),
-            (Some(job), false) => self.store.complete(job).await?,
-            (None, _) => {}
-        }
-        Ok(finished)
+    /// Drops a queued job for good.
+    pub async fn cancel(&self, job_id: &str) -> Result<(), StoreError> {
+        self.store.complete(job_id).await
     }
 
-    fn seal(&self, id: &str, envelope: &Envelope) -> Result<QueuedJob, StoreError> {
+    /// Wakes this instance's worker.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    fn seal(&self, id: &str, envelope: &Envelope<T>) -> Result<QueuedJob, StoreError> {
         let json = serde_json::to_vec(envelope).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         Ok(QueuedJob {
             id: id.to_owned(),
@@ -159,7 +126,7 @@ impl Jobs {
         })
     }
 
-    fn open(&self, job: &QueuedJob) -> Result<Envelope, StoreError> {
+    fn open(&self, job: &QueuedJob) -> Result<Envelope<T>, StoreError> {
         let json = self
             .cipher
             .open(&job.payload, &job.id)
@@ -167,9 +134,14 @@ impl Jobs {
         serde_json::from_slice(&json).map_err(|e| StoreError::Corrupt(e.to_string()))
     }
 
-    /// Leases and runs due jobs until `shutdown` turns true, then hands the
-    /// jobs still in flight back to the queue for another instance.
-    pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+    /// Leases and runs due jobs with `handler` until `shutdown` turns true,
+    /// then hands the jobs still in flight back to the queue for another
+    /// instance.
+    pub async fn run<H: TaskHandler<T>>(
+        self: Arc<Self>,
+        handler: Arc<H>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
         let mut tasks = JoinSet::new();
         let in_flight: Arc<Mutex<HashMap<String, QueuedJob>>> = Arc::default();
         let mut store_down = false;
@@ -191,9 +163,10 @@ impl Jobs {
                         full = jobs.len() == room;
                         for job in jobs {
                             in_flight.lock().insert(job.id.clone(), job.clone());
-                            let (this, in_flight) = (self.clone(), in_flight.clone());
+                            let (this, handler, in_flight) =
+                                (self.clone(), handler.clone(), in_flight.clone());
                             tasks.spawn(async move {
-                                this.handle(&job).await;
+                                this.handle(handler.as_ref(), &job).await;
                                 in_flight.lock().remove(&job.id);
                             });
                         }
@@ -229,7 +202,7 @@ impl Jobs {
         tracing::info!(handed_back = unfinished.len(), "job worker stopped");
     }
 
-    async fn handle(&self, job: &QueuedJob) {
+    async fn handle<H: TaskHandler<T>>(&self, handler: &H, job: &QueuedJob) {
         let mut envelope = match self.open(job) {
             Ok(envelope) => envelope,
             Err(e) => {
@@ -238,18 +211,8 @@ impl Jobs {
                 return;
             }
         };
-        let (auth_req_id, what) = match &envelope.task {
-            Task::NotifyUser { auth_req_id, .. } => (auth_req_id.clone(), "user notification"),
-            Task::PingClient { auth_req_id } => (auth_req_id.clone(), "client ping"),
-        };
-        let tag = log_tag(&auth_req_id);
-        let step = match &envelope.task {
-            Task::NotifyUser { notification, .. } => {
-                self.notify_user(&auth_req_id, notification).await
-            }
-            Task::PingClient { .. } => self.ping_client(&auth_req_id).await,
-        };
-        let result = match step {
+        let (what, tag) = handler.describe(&envelope.task);
+        let result = match handler.run(&envelope.task).await {
             // The store is unreachable: the lease runs out and the job returns.
             Err(e) => {
                 tracing::warn!(auth_req = %tag, error = %e, "{what} postponed");
@@ -279,89 +242,6 @@ impl Jobs {
         };
         if let Err(e) = result {
             tracing::warn!(auth_req = %tag, error = %e, "could not update the job; it returns when its lease ends");
-        }
-    }
-
-    /// The request, if it still waits for the user.
-    async fn pending_request(
-        &self,
-        auth_req_id: &str,
-    ) -> Result<Option<RequestRecord>, StoreError> {
-        let Ok(id) = AuthReqId::parse(auth_req_id) else {
-            return Ok(None);
-        };
-        Ok(match self.store.get(&id).await? {
-            Some((record, Status::Pending)) if self.clock.now_ms() < record.expires_at_ms => {
-                Some(record)
-            }
-            _ => None,
-        })
-    }
-
-    async fn notify_user(
-        &self,
-        auth_req_id: &str,
-        notification: &UserNotification,
-    ) -> Result<Step, StoreError> {
-        let Some(record) = self.pending_request(auth_req_id).await? else {
-            // Already answered, expired or gone: nothing to tell the user.
-            return Ok(Step::Done);
-        };
-        let tag = log_tag(auth_req_id);
-        match self.notifier.notify(notification).await {
-            Ok(()) => {
-                tracing::info!(auth_req = %tag, "user notified");
-                Ok(Step::Done)
-            }
-            Err(NotifyError::Retryable(reason)) => Ok(Step::RetryLater(reason)),
-            Err(NotifyError::Permanent(reason)) => {
-                tracing::error!(auth_req = %tag, %reason, "user notification refused; ending the request");
-                let outcome = Outcome::Denied {
-                    reason: "the user's authentication device could not be notified".into(),
-                };
-                self.finish_request(&record, &outcome).await?;
-                Ok(Step::Done)
-            }
-        }
-    }
-
-    async fn ping_client(&self, auth_req_id: &str) -> Result<Step, StoreError> {
-        let Ok(id) = AuthReqId::parse(auth_req_id) else {
-            return Ok(Step::Done);
-        };
-        let tag = log_tag(auth_req_id);
-        let record = match self.store.get(&id).await? {
-            None => return Ok(Step::Done),
-            // The outcome is not visible yet (its instance is recording it).
-            Some((_, Status::Pending)) => {
-                return Ok(Step::RetryLater("the outcome is not recorded yet".into()))
-            }
-            Some((record, _)) => record,
-        };
-        let client = self.clients.get(&record.client_id);
-        let endpoint = client
-            .as_ref()
-            .and_then(|c| c.notification_endpoint.as_ref());
-        let token = record
-            .sealed_ping_token
-            .as_ref()
-            .and_then(|sealed| self.cipher.open(sealed, auth_req_id).ok())
-            .and_then(|bytes| String::from_utf8(bytes).ok());
-        let (Some(endpoint), Some(token)) = (endpoint, token) else {
-            tracing::warn!(auth_req = %tag, client_id = %record.client_id, "no ping endpoint or token; ping dropped");
-            return Ok(Step::Done);
-        };
-        match self.pinger.ping(endpoint, &token, auth_req_id).await {
-            Ok(()) => {
-                tracing::info!(auth_req = %tag, client_id = %record.client_id, "client pinged");
-                Ok(Step::Done)
-            }
-            Err(NotifyError::Retryable(reason)) => Ok(Step::RetryLater(reason)),
-            Err(NotifyError::Permanent(reason)) => {
-                tracing::warn!(auth_req = %tag, client_id = %record.client_id, %reason,
-                    "client refused the ping; it can still poll");
-                Ok(Step::Done)
-            }
         }
     }
 }

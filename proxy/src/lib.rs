@@ -8,19 +8,25 @@
 //!   `/token`, `/callback` and the health probes.
 //! - [`domain`] holds the protocol types that can only be valid once parsed
 //!   (`AuthReqId`, `LoginHint`, `BindingMessage`, `Scope`, ...).
+//! - [`flow`] owns the life of a request: open, land (the browser's return),
+//!   decide and poll, and the background tasks that notify and ping.
+//!   `docs/architecture.md` draws it: the states, who moves a request
+//!   between them, and which store key holds it.
 //! - [`clients`] is the registry of consumption-device clients,
 //!   [`client_auth`] authenticates them, [`request_object`] validates signed
 //!   request objects, and [`jwt`] holds the claim checks they share;
 //!   [`hints`] resolves login_hint, id_token_hint and login_hint_token;
 //!   [`limits`] caps requests per client and pending requests per user;
 //!   [`tls`] terminates TLS and finds RFC 8705 client certificates.
-//! - [`upstream`] talks to the IdP: discovery, authorization URL with PKCE,
-//!   code exchange and ID-token validation; [`jwks`] caches key sets.
+//! - [`upstream`] is the IdP behind one trait, one file per kind
+//!   (`upstream/authorization_code.rs`); `upstream/provider.rs` holds what
+//!   the kinds share: discovery, keys, ID-token checks. [`jwks`] caches key
+//!   sets.
 //! - [`store`] keeps request and token state (in memory or in Redis) behind
 //!   one trait; [`crypto`] seals tokens at rest and makes random identifiers.
 //! - [`notifier`] tells the user's authentication device about a request,
 //!   [`ping`] tells a ping-mode client its result is ready, and [`jobs`] is
-//!   the durable queue and worker that deliver both, from any instance.
+//!   the durable queue and worker that runs such tasks, from any instance.
 //! - [`error`] is the single OAuth error type rendered at the HTTP edge.
 //! - [`consumption_device`] is `ciba-proxy client`, a console CIBA client.
 #![forbid(unsafe_code)]
@@ -37,6 +43,7 @@ pub mod consumption_device;
 pub mod crypto;
 pub mod domain;
 pub mod error;
+pub mod flow;
 pub mod form;
 pub mod hints;
 pub mod jobs;

@@ -15,6 +15,7 @@ use crate::clients::ClientRegistry;
 use crate::clock::{Clock, SystemClock};
 use crate::configuration::{ConfigError, NotifierKind, Settings, TokenEndpointAuthMethod};
 use crate::crypto::TokenCipher;
+use crate::flow::Flow;
 use crate::hints::Hints;
 use crate::jobs::Jobs;
 use crate::limits::Limits;
@@ -25,7 +26,7 @@ use crate::state::{AppState, CibaPolicy};
 use crate::store::{MemoryStore, RedisStore, Store, StoreError};
 use crate::telemetry::RequestSpan;
 use crate::tls::{remember_peer_certificate, server_config, Mtls};
-use crate::upstream::Upstream;
+use crate::upstream::{http_client, AuthorizationCode, Provider, Upstream};
 use rustls::ServerConfig;
 
 #[derive(Debug, thiserror::Error)]
@@ -74,12 +75,13 @@ impl Application {
         let upstream = state.upstream.clone();
         // Load the IdP's metadata now rather than on the first request.
         tokio::spawn(async move {
-            if let Err(e) = upstream.metadata().await {
+            if let Err(e) = upstream.provider().metadata().await {
                 tracing::warn!(error = %e, "upstream metadata not loaded yet; will retry on demand");
             }
         });
         let (stop_worker, stopped) = watch::channel(false);
-        let worker = tokio::spawn(state.jobs.clone().run(stopped));
+        let flow = state.flow.clone();
+        let worker = tokio::spawn(flow.jobs.clone().run(flow, stopped));
         let data = web::Data::new(state);
         let server = HttpServer::new(move || {
             App::new()
@@ -147,7 +149,7 @@ async fn build_state(
         .to_owned();
     let callback = Url::parse(&format!("{issuer}{CALLBACK_PATH}"))
         .map_err(|e| ConfigError::new("server.issuer", e.to_string()))?;
-    let upstream_http = Upstream::http_client(Duration::from_millis(settings.upstream.timeout_ms))?;
+    let upstream_http = http_client(Duration::from_millis(settings.upstream.timeout_ms))?;
     let clients = ClientRegistry::from_settings(
         &settings.clients,
         settings.ciba.allow_http_notification_endpoints,
@@ -166,17 +168,21 @@ async fn build_state(
         }
     }
     let hints = Hints::from_settings(&settings.hints, &upstream_http)?;
-    let upstream = Upstream::new(
+    let provider = Arc::new(Provider::new(
         &settings.upstream,
         settings.upstream.discovery_url()?,
-        callback,
         upstream_http,
-    );
+    ));
+    let upstream: Arc<dyn Upstream> = Arc::new(AuthorizationCode::new(
+        provider,
+        callback,
+        settings.upstream.exchange_attempts,
+    ));
     let notifier: Arc<dyn Notifier> = match settings.notifier.kind {
         NotifierKind::Webhook => Arc::new(WebhookNotifier::new(
             settings.notifier.url.clone(),
             settings.notifier.secret.clone(),
-            Upstream::http_client(Duration::from_millis(settings.notifier.timeout_ms))?,
+            http_client(Duration::from_millis(settings.notifier.timeout_ms))?,
         )),
     };
     let store_url = settings.store.url.expose_secret();
@@ -192,20 +198,28 @@ async fn build_state(
             .await?,
         )
     };
-    let pinger = ClientPinger::new(Upstream::http_client(Duration::from_millis(
+    let pinger = ClientPinger::new(http_client(Duration::from_millis(
         settings.ciba.ping_timeout_ms,
     ))?);
     let limits = Arc::new(Limits::new(&settings.limits));
-    let jobs = Jobs::new(
+    let jobs = Arc::new(Jobs::new(
         store.clone(),
-        limits.clone(),
         cipher.clone(),
         clock.clone(),
-        clients.clone(),
+        settings.worker.clone(),
+    ));
+    let flow = Arc::new(Flow {
+        store: store.clone(),
+        limits: limits.clone(),
+        jobs,
+        upstream: upstream.clone(),
+        clients: clients.clone(),
+        cipher,
+        clock: clock.clone(),
         notifier,
         pinger,
-        settings.worker.clone(),
-    );
+        interval: settings.ciba.interval,
+    });
     let state = AppState {
         issuer,
         policy: CibaPolicy {
@@ -218,9 +232,8 @@ async fn build_state(
         limits,
         mtls: Arc::new(mtls),
         store,
-        upstream: Arc::new(upstream),
-        jobs: Arc::new(jobs),
-        cipher,
+        upstream,
+        flow,
         clock,
     };
     Ok((state, tls))

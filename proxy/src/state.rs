@@ -3,9 +3,8 @@ use std::sync::Arc;
 
 use crate::clients::ClientRegistry;
 use crate::clock::Clock;
-use crate::crypto::TokenCipher;
+use crate::flow::Flow;
 use crate::hints::Hints;
-use crate::jobs::Jobs;
 use crate::limits::Limits;
 use crate::store::Store;
 use crate::tls::Mtls;
@@ -29,9 +28,9 @@ pub struct AppState {
     pub limits: Arc<Limits>,
     pub mtls: Arc<Mtls>,
     pub store: Arc<dyn Store>,
-    pub upstream: Arc<Upstream>,
-    pub jobs: Arc<Jobs>,
-    pub cipher: TokenCipher,
+    pub upstream: Arc<dyn Upstream>,
+    /// Owns every request's life from here on.
+    pub flow: Arc<Flow>,
     pub clock: Arc<dyn Clock>,
 }
 

@@ -50,3 +50,13 @@ impl RootSpanBuilder for RequestSpan {
         }
     }
 }
+
+/// Tags the current request span with the client.
+pub fn record_client(client_id: &str) {
+    Span::current().record("client_id", client_id);
+}
+
+/// Tags the current request span with a short hash of the auth_req_id.
+pub fn record_auth_req(id: &crate::domain::AuthReqId) {
+    Span::current().record("auth_req", crate::crypto::log_tag(id.as_str()));
+}

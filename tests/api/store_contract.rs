@@ -31,8 +31,7 @@ fn record(clock: &ManualClock, client: &str) -> RequestRecord {
         client_id: client.into(),
         login_hint: "alice".into(),
         scope: "openid".into(),
-        nonce: "n".into(),
-        sealed_verifier: "sealed".into(),
+        sealed_upstream: "sealed".into(),
         expires_at_ms: clock.now_ms() + 60_000,
         interval_secs: 5,
         sealed_ping_token: None,
@@ -43,7 +42,10 @@ fn record(clock: &ManualClock, client: &str) -> RequestRecord {
 async fn state_is_single_use_and_leads_to_the_request() {
     for (name, store, clock) in backends().await {
         let r = record(&clock, "c");
-        store.create(&r, "state-1", clock.now_ms()).await.unwrap();
+        store
+            .create(&r, Some("state-1"), clock.now_ms())
+            .await
+            .unwrap();
         assert_eq!(
             store.take_state("state-1").await.unwrap(),
             Some(r.id.clone()),
@@ -60,7 +62,7 @@ async fn poll_walks_pending_slow_down_tokens_redeemed() {
     for (name, store, clock) in backends().await {
         let r = record(&clock, "c");
         store
-            .create(&r, &format!("s-{name}"), clock.now_ms())
+            .create(&r, Some(&format!("s-{name}")), clock.now_ms())
             .await
             .unwrap();
         assert_eq!(
@@ -109,7 +111,7 @@ async fn other_clients_and_unknown_ids_look_alike() {
     for (name, store, clock) in backends().await {
         let r = record(&clock, "c");
         store
-            .create(&r, &format!("s2-{name}"), clock.now_ms())
+            .create(&r, Some(&format!("s2-{name}")), clock.now_ms())
             .await
             .unwrap();
         assert_eq!(
@@ -131,7 +133,7 @@ async fn denial_and_expiry_are_reported() {
     for (name, store, clock) in backends().await {
         let denied = record(&clock, "c");
         store
-            .create(&denied, &format!("s3-{name}"), clock.now_ms())
+            .create(&denied, Some(&format!("s3-{name}")), clock.now_ms())
             .await
             .unwrap();
         let outcome = Outcome::Denied {
@@ -149,7 +151,7 @@ async fn denial_and_expiry_are_reported() {
 
         let late = record(&clock, "c");
         store
-            .create(&late, &format!("s4-{name}"), clock.now_ms())
+            .create(&late, Some(&format!("s4-{name}")), clock.now_ms())
             .await
             .unwrap();
         let after = late.expires_at_ms;
@@ -173,7 +175,7 @@ async fn concurrent_polls_take_the_tokens_once() {
     for (name, store, clock) in backends().await {
         let r = record(&clock, "c");
         store
-            .create(&r, &format!("s5-{name}"), clock.now_ms())
+            .create(&r, Some(&format!("s5-{name}")), clock.now_ms())
             .await
             .unwrap();
         let approved = Outcome::Approved {

@@ -2,7 +2,10 @@ use crate::crypto::random_token;
 
 /// CIBA Core §7.3: an opaque, unguessable handle. Ours carries 256 random
 /// bits as base64url, so it only ever uses `A-Za-z0-9-_`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// Serialized as the plain string; deserializing parses it again, so a
+/// background job read back from the store holds a valid id too.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct AuthReqId(String);
 
 const RANDOM_BYTES: usize = 32;
@@ -32,6 +35,19 @@ impl AuthReqId {
     }
 }
 
+impl TryFrom<String> for AuthReqId {
+    type Error = MalformedAuthReqId;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        Self::parse(&s)
+    }
+}
+
+impl From<AuthReqId> for String {
+    fn from(id: AuthReqId) -> Self {
+        id.0
+    }
+}
+
 impl std::fmt::Display for AuthReqId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.0)
@@ -58,6 +74,15 @@ mod tests {
         assert!(AuthReqId::parse(&"a".repeat(257)).is_err());
         assert!(AuthReqId::parse("abc def").is_err());
         assert!(AuthReqId::parse("abc:{x}").is_err());
+    }
+
+    #[test]
+    fn serde_round_trips_and_refuses_malformed_ids() {
+        let id = AuthReqId::generate();
+        let json = serde_json::to_string(&id).unwrap();
+        assert_eq!(json, format!("\"{id}\""));
+        assert_eq!(serde_json::from_str::<AuthReqId>(&json).unwrap(), id);
+        assert!(serde_json::from_str::<AuthReqId>("\"a b\"").is_err());
     }
 
     proptest! {

@@ -5,18 +5,16 @@ use actix_web::http::header::{CacheControl, CacheDirective};
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Serialize;
 
-use super::{authenticated_form, record_auth_req, BACKCHANNEL_PATH};
+use super::{authenticated_form, BACKCHANNEL_PATH};
 use crate::clients::Client;
 use crate::configuration::DeliveryMode;
-use crate::domain::{AuthReqId, BindingMessage, RequestedExpiry, Scope};
+use crate::domain::{BindingMessage, RequestedExpiry, Scope};
 use crate::error::OAuthError;
+use crate::flow::NewRequest;
 use crate::form::FormParams;
 use crate::hints::Hint;
-use crate::jobs::Task;
-use crate::notifier::UserNotification;
 use crate::request_object::request_parameters;
 use crate::state::{AppState, CibaPolicy};
-use crate::store::RequestRecord;
 
 #[derive(Debug, Serialize)]
 struct Acknowledgement {
@@ -25,7 +23,8 @@ struct Acknowledgement {
     interval: u64,
 }
 
-/// A backchannel request whose every parameter has been checked.
+/// A backchannel request whose every parameter has been checked; the hint
+/// is not resolved to a user yet.
 #[derive(Debug)]
 struct ValidRequest {
     scope: Scope,
@@ -33,7 +32,6 @@ struct ValidRequest {
     binding_message: Option<BindingMessage>,
     expires_in: u64,
     acr_values: Option<String>,
-    /// Ping mode: the bearer token for the client's notification endpoint.
     client_notification_token: Option<String>,
 }
 
@@ -61,92 +59,33 @@ pub async fn backchannel_authentication(
     let request = validate(&params, &client, &state.policy)?;
     let login_hint = state
         .hints
-        .subject(request.hint, &client, &state.upstream, now_ms / 1000)
+        .subject(
+            request.hint,
+            &client,
+            state.upstream.provider(),
+            now_ms / 1000,
+        )
         .await?;
 
-    let authorization = state
-        .upstream
-        .authorization_request(
-            &client,
-            &request.scope,
-            login_hint.as_str(),
-            request.acr_values.as_deref(),
-        )
-        .await
-        .map_err(|e| {
-            tracing::warn!(error = %e, "cannot build the upstream authorization request");
-            OAuthError::TemporarilyUnavailable(
-                "the identity provider is not reachable; retry shortly".into(),
-            )
-        })?;
-    let id = AuthReqId::generate();
-    record_auth_req(&id);
-    let expires_at_ms = now_ms + request.expires_in * 1000;
-    state
-        .limits
-        .reserve_user(
-            state.store.as_ref(),
-            login_hint.as_str(),
-            id.as_str(),
-            expires_at_ms,
-            now_ms,
-        )
+    let ack = state
+        .flow
+        .open(NewRequest {
+            client,
+            scope: request.scope,
+            login_hint,
+            binding_message: request.binding_message,
+            acr_values: request.acr_values,
+            expires_in: request.expires_in,
+            client_notification_token: request.client_notification_token,
+        })
         .await?;
-    let record = RequestRecord {
-        id: id.clone(),
-        client_id: client.id.clone(),
-        login_hint: login_hint.as_str().to_owned(),
-        scope: request.scope.to_string(),
-        nonce: authorization.nonce,
-        sealed_verifier: state
-            .cipher
-            .seal(authorization.pkce_verifier.as_bytes(), id.as_str()),
-        expires_at_ms,
-        interval_secs: state.policy.interval,
-        sealed_ping_token: request
-            .client_notification_token
-            .as_deref()
-            .map(|token| state.cipher.seal(token.as_bytes(), id.as_str())),
-    };
-    let notification = UserNotification {
-        login_hint: record.login_hint.clone(),
-        binding_message: request.binding_message.map(|b| b.as_str().to_owned()),
-        client_id: client.id.clone(),
-        scope: record.scope.clone(),
-        authorization_url: authorization.url.to_string(),
-        expires_at: expires_at_ms / 1000,
-    };
-    let task = Task::NotifyUser {
-        auth_req_id: id.to_string(),
-        notification,
-    };
-    let stored = match state
-        .store
-        .create(&record, &authorization.state, now_ms)
-        .await
-    {
-        Ok(()) => state.jobs.enqueue(task, expires_at_ms).await.map(|_| ()),
-        Err(e) => Err(e),
-    };
-    if let Err(e) = stored {
-        // Not accepted after all: give the user's pending slot back.
-        state
-            .limits
-            .release_user(state.store.as_ref(), &record.login_hint, id.as_str())
-            .await;
-        return Err(e.into());
-    }
-    tracing::info!(
-        expires_in = request.expires_in,
-        "backchannel request accepted"
-    );
 
     Ok(HttpResponse::Ok()
         .insert_header(CacheControl(vec![CacheDirective::NoStore]))
         .json(Acknowledgement {
-            auth_req_id: id.to_string(),
-            expires_in: request.expires_in,
-            interval: state.policy.interval,
+            auth_req_id: ack.auth_req_id.to_string(),
+            expires_in: ack.expires_in,
+            interval: ack.interval,
         }))
 }
 

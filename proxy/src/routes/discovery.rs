@@ -10,7 +10,7 @@ use crate::error::OAuthError;
 use crate::state::AppState;
 
 pub async fn openid_configuration(state: web::Data<AppState>) -> Result<HttpResponse, OAuthError> {
-    let upstream = state.upstream.metadata().await.map_err(|e| {
+    let upstream = state.upstream.provider().metadata().await.map_err(|e| {
         tracing::warn!(error = %e, "upstream metadata unavailable");
         OAuthError::TemporarilyUnavailable(
             "the identity provider's metadata is not available yet".into(),

@@ -12,7 +12,7 @@ pub async fn healthz() -> HttpResponse {
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let store = state.store.ping().await.is_ok();
     // Tries to load the metadata if it is not yet, so readiness heals itself.
-    let upstream = state.upstream.metadata().await.is_ok();
+    let upstream = state.upstream.provider().metadata().await.is_ok();
     let body = json!({
         "status": if store && upstream { "ready" } else { "not_ready" },
         "store": store,

@@ -8,6 +8,7 @@ use crate::clients::Client;
 use crate::error::OAuthError;
 use crate::form::FormParams;
 use crate::state::AppState;
+use crate::telemetry::record_client;
 
 pub mod backchannel_authentication;
 pub mod callback;
@@ -40,14 +41,4 @@ pub(crate) async fn authenticated_form(
     let client = authenticate(&state.clients, req, &form, &ctx).await?;
     record_client(&client.id);
     Ok((form, client))
-}
-
-/// Tags the current request span with the client.
-pub(crate) fn record_client(client_id: &str) {
-    tracing::Span::current().record("client_id", client_id);
-}
-
-/// Tags the current request span with a short hash of the auth_req_id.
-pub(crate) fn record_auth_req(id: &crate::domain::AuthReqId) {
-    tracing::Span::current().record("auth_req", crate::crypto::log_tag(id.as_str()));
 }

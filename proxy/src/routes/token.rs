@@ -4,11 +4,12 @@ use actix_web::http::header::{CacheControl, CacheDirective, PRAGMA};
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Serialize;
 
-use super::{authenticated_form, record_auth_req, CIBA_GRANT_TYPE};
+use super::{authenticated_form, CIBA_GRANT_TYPE};
 use crate::domain::AuthReqId;
 use crate::error::OAuthError;
+use crate::flow::unknown_auth_req_id;
 use crate::state::AppState;
-use crate::store::PollOutcome;
+use crate::telemetry::record_auth_req;
 use crate::upstream::TokenSet;
 
 /// CIBA Core §11 / RFC 6749 §5.1 successful token response.
@@ -44,37 +45,14 @@ pub async fn token(
     let raw_id = form
         .get("auth_req_id")
         .ok_or_else(|| OAuthError::InvalidRequest("auth_req_id is required".into()))?;
-    let unknown = || {
-        OAuthError::InvalidGrant("auth_req_id is unknown or was not issued to this client".into())
-    };
-    let id = AuthReqId::parse(raw_id).map_err(|_| unknown())?;
+    let id = AuthReqId::parse(raw_id).map_err(|_| unknown_auth_req_id())?;
     record_auth_req(&id);
 
-    let now_ms = state.clock.now_ms();
-    match state.store.poll(&id, &client.id, now_ms).await? {
-        PollOutcome::Unknown => Err(unknown()),
-        PollOutcome::Pending => Err(OAuthError::AuthorizationPending),
-        PollOutcome::SlowDown { interval_secs } => Err(OAuthError::SlowDown {
-            interval: interval_secs,
-        }),
-        PollOutcome::Expired => Err(OAuthError::ExpiredToken),
-        PollOutcome::Denied(reason) => Err(OAuthError::Denied(reason)),
-        PollOutcome::Redeemed => Err(OAuthError::InvalidGrant(
-            "the tokens for this auth_req_id were already issued".into(),
-        )),
-        PollOutcome::Tokens(sealed) => {
-            let plain = state
-                .cipher
-                .open(&sealed, id.as_str())
-                .map_err(OAuthError::internal)?;
-            let tokens: TokenSet = serde_json::from_slice(&plain).map_err(OAuthError::internal)?;
-            tracing::info!("tokens issued");
-            Ok(HttpResponse::Ok()
-                .insert_header(CacheControl(vec![CacheDirective::NoStore]))
-                .insert_header((PRAGMA, "no-cache"))
-                .json(response(tokens, now_ms / 1000)))
-        }
-    }
+    let tokens = state.flow.poll(&client, &id).await?;
+    Ok(HttpResponse::Ok()
+        .insert_header(CacheControl(vec![CacheDirective::NoStore]))
+        .insert_header((PRAGMA, "no-cache"))
+        .json(response(tokens, state.clock.now_secs())))
 }
 
 /// The token response, with `expires_in` counting the time the tokens

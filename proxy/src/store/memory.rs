@@ -76,14 +76,16 @@ impl Store for MemoryStore {
     async fn create(
         &self,
         record: &RequestRecord,
-        state: &str,
+        state: Option<&str>,
         now_ms: u64,
     ) -> Result<(), StoreError> {
         let mut inner = self.inner.lock();
         inner.sweep(now_ms);
-        inner
-            .states
-            .insert(state.to_owned(), (record.id.clone(), record.expires_at_ms));
+        if let Some(state) = state {
+            inner
+                .states
+                .insert(state.to_owned(), (record.id.clone(), record.expires_at_ms));
+        }
         inner.requests.insert(
             record.id.clone(),
             Entry {

@@ -52,9 +52,10 @@ pub struct RequestRecord {
     pub client_id: String,
     pub login_hint: String,
     pub scope: String,
-    pub nonce: String,
-    /// The PKCE code verifier, sealed with the token cipher.
-    pub sealed_verifier: String,
+    /// What the upstream kind remembers about this request (the PKCE
+    /// verifier and nonce, or the IdP's own auth_req_id), sealed; the store
+    /// never reads it.
+    pub sealed_upstream: String,
     pub expires_at_ms: u64,
     pub interval_secs: u64,
     /// Ping mode: the client's `client_notification_token`, sealed.
@@ -116,11 +117,12 @@ pub enum PollOutcome {
 
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
-    /// Saves a new pending request and the single-use `state` bound to it.
+    /// Saves a new pending request and, when the user's browser will come
+    /// back to `/callback`, the single-use `state` bound to it.
     async fn create(
         &self,
         record: &RequestRecord,
-        state: &str,
+        state: Option<&str>,
         now_ms: u64,
     ) -> Result<(), StoreError>;
 

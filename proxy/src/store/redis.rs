@@ -175,7 +175,7 @@ impl Store for RedisStore {
     async fn create(
         &self,
         record: &RequestRecord,
-        state: &str,
+        state: Option<&str>,
         now_ms: u64,
     ) -> Result<(), StoreError> {
         let key = self.request_key(&record.id);
@@ -185,8 +185,7 @@ impl Store for RedisStore {
             ("status", Status::Pending.name().to_owned()),
             ("login_hint", record.login_hint.clone()),
             ("scope", record.scope.clone()),
-            ("nonce", record.nonce.clone()),
-            ("verifier", record.sealed_verifier.clone()),
+            ("upstream", record.sealed_upstream.clone()),
             ("expires_at", record.expires_at_ms.to_string()),
             ("interval", record.interval_secs.to_string()),
             (
@@ -195,21 +194,21 @@ impl Store for RedisStore {
             ),
         ];
         let mut conn = self.conn.clone();
-        redis::pipe()
-            .atomic()
+        let mut pipe = redis::pipe();
+        pipe.atomic()
             .hset_multiple(&key, &fields)
             .ignore()
             .pexpire(&key, (live_ms + EXPIRED_RETENTION_MS) as i64)
-            .ignore()
-            .set_options(
+            .ignore();
+        if let Some(state) = state {
+            pipe.set_options(
                 self.state_key(state),
                 record.id.as_str(),
                 redis::SetOptions::default().with_expiration(redis::SetExpiry::PX(live_ms)),
             )
-            .ignore()
-            .query_async::<()>(&mut conn)
-            .await
-            .map_err(unavailable)
+            .ignore();
+        }
+        pipe.query_async::<()>(&mut conn).await.map_err(unavailable)
     }
 
     async fn take_state(&self, state: &str) -> Result<Option<AuthReqId>, StoreError> {
@@ -242,8 +241,7 @@ impl Store for RedisStore {
             client_id: field(&map, "client_id")?.to_owned(),
             login_hint: field(&map, "login_hint")?.to_owned(),
             scope: field(&map, "scope")?.to_owned(),
-            nonce: field(&map, "nonce")?.to_owned(),
-            sealed_verifier: field(&map, "verifier")?.to_owned(),
+            sealed_upstream: field(&map, "upstream")?.to_owned(),
             expires_at_ms: number(&map, "expires_at")?,
             interval_secs: number(&map, "interval")?,
             sealed_ping_token: map.get("ping_token").filter(|t| !t.is_empty()).cloned(),

@@ -1,0 +1,265 @@
+//! The authorization-code kind, for IdPs without CIBA: the user's device
+//! opens an authorization URL (PKCE S256, state, nonce, login hint), and the
+//! browser brings a code back to `/callback`. The IdP sees one
+//! authorization request and one code exchange per login.
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use oauth2::basic::{
+    BasicErrorResponse, BasicRevocationErrorResponse, BasicTokenIntrospectionResponse,
+    BasicTokenType,
+};
+use oauth2::{
+    AuthUrl, AuthorizationCode as Code, ClientId, ClientSecret, CsrfToken, EndpointNotSet,
+    EndpointSet, ExtraTokenFields, HttpClientError, PkceCodeChallenge, PkceCodeVerifier,
+    RedirectUrl, RequestTokenError, StandardRevocableToken, StandardTokenResponse, TokenResponse,
+    TokenUrl,
+};
+use secrecy::ExposeSecret;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use url::Url;
+
+use super::provider::MAX_RESPONSE_BYTES;
+use super::{
+    BeginRequest, Begun, Grant, Issued, Provider, ProviderMetadata, TokenSet, Upstream,
+    UpstreamError,
+};
+use crate::clients::Client;
+use crate::domain::AuthReqId;
+use crate::jwks::read_limited;
+
+/// What this kind remembers about one request.
+#[derive(Serialize, Deserialize)]
+struct Context {
+    pkce_verifier: String,
+    nonce: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct IdTokenField {
+    #[serde(default)]
+    id_token: Option<String>,
+}
+impl ExtraTokenFields for IdTokenField {}
+
+type UpstreamTokenResponse = StandardTokenResponse<IdTokenField, BasicTokenType>;
+type OAuthClient = oauth2::Client<
+    BasicErrorResponse,
+    UpstreamTokenResponse,
+    BasicTokenIntrospectionResponse,
+    StandardRevocableToken,
+    BasicRevocationErrorResponse,
+    EndpointSet,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointSet,
+>;
+
+pub struct AuthorizationCode {
+    provider: Arc<Provider>,
+    redirect_uri: RedirectUrl,
+    exchange_attempts: u32,
+}
+
+impl AuthorizationCode {
+    pub fn new(provider: Arc<Provider>, redirect_uri: Url, exchange_attempts: u32) -> Self {
+        Self {
+            provider,
+            redirect_uri: RedirectUrl::from_url(redirect_uri),
+            exchange_attempts,
+        }
+    }
+
+    fn oauth_client(&self, metadata: &ProviderMetadata, client: &Client) -> OAuthClient {
+        let mut oauth = oauth2::Client::new(ClientId::new(client.upstream_id.clone()))
+            .set_auth_uri(AuthUrl::from_url(metadata.authorization_endpoint.clone()))
+            .set_token_uri(TokenUrl::from_url(metadata.token_endpoint.clone()))
+            .set_redirect_uri(self.redirect_uri.clone());
+        if let Some(secret) = &client.upstream_secret {
+            oauth = oauth.set_client_secret(ClientSecret::new(secret.expose_secret().to_owned()));
+        }
+        oauth
+    }
+
+    /// Exchanges an authorization code at the IdP's token endpoint.
+    #[tracing::instrument(skip_all, fields(client_id = %client.id))]
+    async fn exchange_code(
+        &self,
+        client: &Client,
+        code: &str,
+        verifier: &str,
+        now_secs: u64,
+    ) -> Result<TokenSet, UpstreamError> {
+        let metadata = self.provider.metadata().await?;
+        let oauth = self.oauth_client(&metadata, client);
+        let mut attempt = 1;
+        let response = loop {
+            let result = oauth
+                .exchange_code(Code::new(code.to_owned()))
+                .set_pkce_verifier(PkceCodeVerifier::new(verifier.to_owned()))
+                .request_async(&LimitedHttp(self.provider.http()))
+                .await
+                .map_err(exchange_error);
+            match result {
+                Err(UpstreamError::Unavailable(reason)) if attempt < self.exchange_attempts => {
+                    tracing::warn!(%reason, attempt, "code exchange failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(250 << attempt.min(4))).await;
+                    attempt += 1;
+                }
+                other => break other?,
+            }
+        };
+        let id_token = response.extra_fields().id_token.clone().ok_or_else(|| {
+            UpstreamError::InvalidIdToken("the token response has no id_token".into())
+        })?;
+        Ok(TokenSet {
+            access_token: response.access_token().secret().to_owned(),
+            token_type: "Bearer".into(),
+            expires_in: response.expires_in().map(|d| d.as_secs()),
+            refresh_token: response.refresh_token().map(|t| t.secret().to_owned()),
+            scope: response
+                .scopes()
+                .map(|s| s.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" ")),
+            id_token,
+            received_at: now_secs,
+        })
+    }
+}
+
+/// The oauth2 crate's HTTP client, with the response body capped like
+/// every other outbound call (the crate's own reqwest client reads it whole).
+struct LimitedHttp<'a>(&'a reqwest::Client);
+
+impl<'c> oauth2::AsyncHttpClient<'c> for LimitedHttp<'_> {
+    type Error = HttpClientError<reqwest::Error>;
+    type Future =
+        Pin<Box<dyn Future<Output = Result<oauth2::HttpResponse, Self::Error>> + Send + 'c>>;
+
+    fn call(&'c self, request: oauth2::HttpRequest) -> Self::Future {
+        Box::pin(async move {
+            let request = request
+                .try_into()
+                .map_err(|e| HttpClientError::Reqwest(Box::new(e)))?;
+            let response = self
+                .0
+                .execute(request)
+                .await
+                .map_err(|e| HttpClientError::Reqwest(Box::new(e)))?;
+            let mut builder = oauth2::http::Response::builder().status(response.status());
+            for (name, value) in response.headers() {
+                builder = builder.header(name, value);
+            }
+            let body = read_limited(response, MAX_RESPONSE_BYTES)
+                .await
+                .map_err(HttpClientError::Other)?;
+            builder.body(body).map_err(HttpClientError::Http)
+        })
+    }
+}
+
+#[async_trait]
+impl Upstream for AuthorizationCode {
+    fn provider(&self) -> &Provider {
+        &self.provider
+    }
+
+    async fn begin(&self, request: &BeginRequest<'_>) -> Result<Begun, UpstreamError> {
+        let metadata = self.provider.metadata().await?;
+        let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+        let state = crate::crypto::random_token(32);
+        let nonce = crate::crypto::random_token(32);
+        let oauth = self.oauth_client(&metadata, request.client);
+        let mut authorize = oauth
+            .authorize_url(|| CsrfToken::new(state.clone()))
+            .add_scopes(
+                request
+                    .scope
+                    .iter()
+                    .map(|s| oauth2::Scope::new(s.to_owned())),
+            )
+            .set_pkce_challenge(challenge)
+            .add_extra_param("nonce", nonce.clone())
+            .add_extra_param("login_hint", request.login_hint.as_str().to_owned());
+        if let Some(acr) = request.acr_values {
+            authorize = authorize.add_extra_param("acr_values", acr.to_owned());
+        }
+        let (url, _) = authorize.url();
+        let context = Context {
+            pkce_verifier: verifier.secret().to_owned(),
+            nonce,
+        };
+        Ok(Begun {
+            context: serde_json::to_vec(&context)
+                .map_err(|e| UpstreamError::Unavailable(e.to_string()))?,
+            user_link: Some(url),
+            callback_state: Some(state),
+        })
+    }
+
+    async fn redeem(
+        &self,
+        client: &Client,
+        _id: &AuthReqId,
+        context: &[u8],
+        grant: Grant<'_>,
+        now_secs: u64,
+    ) -> Result<Issued, UpstreamError> {
+        let Grant::Code { code, issuer } = grant;
+        // RFC 9207: a response naming another issuer is a mix-up; never redeem its code.
+        if let Some(iss) = issuer {
+            let expected = self.provider.metadata().await?.issuer;
+            if iss != expected {
+                return Err(UpstreamError::Rejected(format!(
+                    "the authorization response came from issuer {iss:?}, not {expected:?}"
+                )));
+            }
+        }
+        let context: Context = serde_json::from_slice(context)
+            .map_err(|e| UpstreamError::Rejected(format!("unreadable request context: {e}")))?;
+        let tokens = self
+            .exchange_code(client, code, &context.pkce_verifier, now_secs)
+            .await?;
+        let claims = self
+            .provider
+            .validate_fresh_id_token(&tokens.id_token, client, now_secs)
+            .await?;
+        if claims.get("nonce").and_then(Value::as_str) != Some(context.nonce.as_str()) {
+            return Err(UpstreamError::InvalidIdToken(
+                "nonce does not match the request".into(),
+            ));
+        }
+        Ok(Issued { tokens, claims })
+    }
+}
+
+/// RFC 6749 §5.2 errors the IdP may recover from are worth another try;
+/// any other error response is final (the code is single-use).
+fn exchange_error(
+    e: RequestTokenError<HttpClientError<reqwest::Error>, BasicErrorResponse>,
+) -> UpstreamError {
+    match e {
+        RequestTokenError::ServerResponse(r) => {
+            let message = format!(
+                "{}{}",
+                r.error().as_ref(),
+                r.error_description()
+                    .map(|d| format!(": {d}"))
+                    .unwrap_or_default()
+            );
+            match r.error().as_ref() {
+                "server_error" | "temporarily_unavailable" => UpstreamError::Unavailable(message),
+                _ => UpstreamError::Rejected(message),
+            }
+        }
+        RequestTokenError::Request(e) => UpstreamError::Unavailable(e.to_string()),
+        RequestTokenError::Parse(e, _) => {
+            UpstreamError::Unavailable(format!("malformed token response: {e}"))
+        }
+        RequestTokenError::Other(e) => UpstreamError::Unavailable(e),
+    }
+}
