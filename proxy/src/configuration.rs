@@ -3,6 +3,7 @@
 //! cannot pass unnoticed. Values that need parsing (keys, JWKS, algorithms)
 //! are checked where they are turned into their runtime types; every such
 //! failure is a [`ConfigError`] that names the key.
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use secrecy::{ExposeSecret, SecretString};
@@ -34,7 +35,10 @@ pub struct Settings {
     pub store: StoreSettings,
     pub ciba: CibaSettings,
     pub upstream: UpstreamSettings,
-    pub notifier: NotifierSettings,
+    /// Required with `upstream.kind = "authorization_code"`; with `"ciba"`
+    /// the IdP reaches the user itself, and the notifier only delivers a
+    /// link the IdP hands back (WSO2 IS's `auth_url`).
+    pub notifier: Option<NotifierSettings>,
     #[serde(default)]
     pub clients: Vec<ClientSettings>,
     #[serde(default)]
@@ -268,9 +272,71 @@ fn default_interval() -> u64 {
     5
 }
 
+/// How the proxy drives the IdP.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UpstreamKind {
+    /// An ordinary authorization-code flow; the user's browser comes back
+    /// to `/callback`.
+    #[default]
+    AuthorizationCode,
+    /// The IdP's own CIBA: the proxy forwards the backchannel request and
+    /// alone polls the IdP (or is pinged by it).
+    Ciba,
+}
+
+impl UpstreamKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::AuthorizationCode => "authorization_code",
+            Self::Ciba => "ciba",
+        }
+    }
+}
+
+/// How a native-CIBA IdP tells the proxy that a request has an outcome.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UpstreamDelivery {
+    /// The proxy polls the IdP, once per upstream interval per request.
+    #[default]
+    Poll,
+    /// The IdP pings `{server.issuer}/upstream/ping`; the proxy polls only as
+    /// a fallback, every `upstream.ping_fallback_secs`.
+    Ping,
+}
+
+impl UpstreamDelivery {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Poll => "poll",
+            Self::Ping => "ping",
+        }
+    }
+}
+
+/// Parameters the proxy sets itself on a forwarded backchannel request;
+/// `upstream.backchannel_params` may not override them.
+pub const FORWARDED_PARAMS: [&str; 11] = [
+    "scope",
+    "login_hint",
+    "id_token_hint",
+    "login_hint_token",
+    "binding_message",
+    "acr_values",
+    "requested_expiry",
+    "client_notification_token",
+    "client_id",
+    "client_secret",
+    "request",
+];
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamSettings {
+    /// `authorization_code` (default) or `ciba`.
+    #[serde(default)]
+    pub kind: UpstreamKind,
     /// The IdP's issuer; ID tokens must carry exactly this `iss`.
     pub issuer: Url,
     /// Where the discovery document is, when not at `{issuer}/.well-known/openid-configuration`.
@@ -287,6 +353,30 @@ pub struct UpstreamSettings {
     /// How long the IdP's discovery document is kept before it is fetched again, seconds.
     #[serde(default = "default_metadata_ttl_secs")]
     pub metadata_ttl_secs: u64,
+    /// Whether the ID token's `subject_claim` must equal the login hint.
+    /// Default: on for `authorization_code`, off for `ciba` (the IdP
+    /// resolved the user from the hint itself).
+    pub subject_check: Option<bool>,
+    /// `ciba`: `poll` (default) or `ping`.
+    #[serde(default)]
+    pub delivery: UpstreamDelivery,
+    /// `ciba` with `ping`: poll the IdP this often anyway, seconds, so a
+    /// ping that never comes does not strand a login.
+    #[serde(default = "default_ping_fallback_secs")]
+    pub ping_fallback_secs: u64,
+    /// `ciba`: fixed extra form parameters for every forwarded request.
+    #[serde(default)]
+    pub backchannel_params: BTreeMap<String, String>,
+    /// `ciba`: rewrites a forwarded `login_hint` into the IdP's own shape,
+    /// e.g. `{"username":"{login_hint}"}`; the value is JSON-escaped.
+    pub login_hint_template: Option<String>,
+}
+
+/// The placeholder in `upstream.login_hint_template`.
+pub const LOGIN_HINT_PLACEHOLDER: &str = "{login_hint}";
+
+fn default_ping_fallback_secs() -> u64 {
+    30
 }
 
 fn default_exchange_attempts() -> u32 {
@@ -304,6 +394,12 @@ fn default_upstream_timeout_ms() -> u64 {
 }
 
 impl UpstreamSettings {
+    /// Whether the subject check is on, by default for the kind.
+    pub fn subject_check(&self) -> bool {
+        self.subject_check
+            .unwrap_or(self.kind == UpstreamKind::AuthorizationCode)
+    }
+
     pub fn discovery_url(&self) -> Result<Url, ConfigError> {
         match &self.discovery_url {
             Some(url) => Ok(url.clone()),
@@ -515,10 +611,22 @@ impl Settings {
         if let Some(url) = &self.upstream.discovery_url {
             check_http_url("upstream.discovery_url", url)?;
         }
-        check_http_url("notifier.url", &self.notifier.url)?;
-        if self.notifier.secret.expose_secret().is_empty() {
-            return Err(ConfigError::new("notifier.secret", "must not be empty"));
+        match &self.notifier {
+            Some(notifier) => {
+                check_http_url("notifier.url", &notifier.url)?;
+                if notifier.secret.expose_secret().is_empty() {
+                    return Err(ConfigError::new("notifier.secret", "must not be empty"));
+                }
+            }
+            None if self.upstream.kind == UpstreamKind::AuthorizationCode => {
+                return Err(ConfigError::new(
+                    "notifier",
+                    "is required with upstream.kind = \"authorization_code\": the user's device must receive the sign-in link",
+                ))
+            }
+            None => {}
         }
+        self.upstream.validate()?;
         if self.upstream.exchange_attempts == 0 {
             return Err(ConfigError::new(
                 "upstream.exchange_attempts",
@@ -549,6 +657,58 @@ impl Settings {
                 "store.url",
                 "expected memory://, redis://host:port[/db] or rediss://...",
             ));
+        }
+        Ok(())
+    }
+}
+
+impl UpstreamSettings {
+    /// The rules of the native-CIBA keys.
+    fn validate(&self) -> Result<(), ConfigError> {
+        let ciba_only = [
+            ("upstream.delivery", self.delivery != UpstreamDelivery::Poll),
+            (
+                "upstream.backchannel_params",
+                !self.backchannel_params.is_empty(),
+            ),
+            (
+                "upstream.login_hint_template",
+                self.login_hint_template.is_some(),
+            ),
+        ];
+        if self.kind != UpstreamKind::Ciba {
+            if let Some((key, _)) = ciba_only.iter().find(|(_, set)| *set) {
+                return Err(ConfigError::new(
+                    *key,
+                    "applies only with upstream.kind = \"ciba\"",
+                ));
+            }
+        }
+        if self.ping_fallback_secs == 0 {
+            return Err(ConfigError::new(
+                "upstream.ping_fallback_secs",
+                "must be at least 1",
+            ));
+        }
+        if let Some(name) = self
+            .backchannel_params
+            .keys()
+            .find(|name| FORWARDED_PARAMS.contains(&name.as_str()))
+        {
+            return Err(ConfigError::new(
+                "upstream.backchannel_params",
+                format!(
+                    "{name} is set by the proxy from the client's request and cannot be fixed here"
+                ),
+            ));
+        }
+        if let Some(template) = &self.login_hint_template {
+            if !template.contains(LOGIN_HINT_PLACEHOLDER) {
+                return Err(ConfigError::new(
+                    "upstream.login_hint_template",
+                    format!("must contain {LOGIN_HINT_PLACEHOLDER}"),
+                ));
+            }
         }
         Ok(())
     }
@@ -629,6 +789,73 @@ mod tests {
         let toml = VALID.replace("[ciba]", "[ciba]\nmax_expires_in = 10");
         let e = Settings::from_toml(&toml).unwrap_err();
         assert_eq!(e.key, "ciba.max_expires_in");
+    }
+
+    #[test]
+    fn upstream_kind_defaults_to_authorization_code_with_the_subject_check() {
+        let s = Settings::from_toml(VALID).unwrap();
+        assert_eq!(s.upstream.kind, UpstreamKind::AuthorizationCode);
+        assert!(s.upstream.subject_check());
+        assert_eq!(s.upstream.ping_fallback_secs, 30);
+    }
+
+    #[test]
+    fn ciba_kind_needs_no_notifier_and_skips_the_subject_check() {
+        let toml = VALID
+            .replace("[upstream]", "[upstream]\nkind = \"ciba\"\ndelivery = \"ping\"")
+            .replace("[notifier]\n        kind = \"webhook\"\n        url = \"http://127.0.0.1:9000/notify\"\n        secret = \"s\"", "");
+        let s = Settings::from_toml(&toml).unwrap();
+        assert!(s.notifier.is_none());
+        assert!(!s.upstream.subject_check());
+        assert_eq!(s.upstream.delivery, UpstreamDelivery::Ping);
+    }
+
+    #[test]
+    fn authorization_code_kind_needs_a_notifier() {
+        let toml = VALID.replace("[notifier]\n        kind = \"webhook\"\n        url = \"http://127.0.0.1:9000/notify\"\n        secret = \"s\"", "");
+        assert_eq!(Settings::from_toml(&toml).unwrap_err().key, "notifier");
+    }
+
+    #[test]
+    fn ciba_keys_are_refused_with_the_other_kind() {
+        let toml = VALID.replace("[upstream]", "[upstream]\ndelivery = \"ping\"");
+        assert_eq!(
+            Settings::from_toml(&toml).unwrap_err().key,
+            "upstream.delivery"
+        );
+    }
+
+    #[test]
+    fn backchannel_params_cannot_override_forwarded_parameters() {
+        let toml = VALID.replace(
+            "[upstream]",
+            "[upstream]\nkind = \"ciba\"\nbackchannel_params = { scope = \"x\" }",
+        );
+        assert_eq!(
+            Settings::from_toml(&toml).unwrap_err().key,
+            "upstream.backchannel_params"
+        );
+        let toml = VALID.replace(
+            "[upstream]",
+            "[upstream]\nkind = \"ciba\"\nbackchannel_params = { notification_channel = \"external\" }",
+        );
+        let s = Settings::from_toml(&toml).unwrap();
+        assert_eq!(
+            s.upstream.backchannel_params["notification_channel"],
+            "external"
+        );
+    }
+
+    #[test]
+    fn login_hint_template_needs_its_placeholder() {
+        let toml = VALID.replace(
+            "[upstream]",
+            "[upstream]\nkind = \"ciba\"\nlogin_hint_template = '{\"username\":\"x\"}'",
+        );
+        assert_eq!(
+            Settings::from_toml(&toml).unwrap_err().key,
+            "upstream.login_hint_template"
+        );
     }
 
     #[test]

@@ -17,6 +17,10 @@ pub enum OAuthError {
     /// RFC 6749 §5.2: client authentication failed (401 + WWW-Authenticate).
     #[error("invalid_client: {0}")]
     InvalidClient(String),
+    /// RFC 6750 §3.1: a bearer token (an IdP's ping) that is missing or not
+    /// ours (401 + `WWW-Authenticate: Bearer`).
+    #[error("invalid_token: {0}")]
+    InvalidToken(String),
     /// RFC 6749 §5.2: the auth_req_id is unknown, another client's, or used.
     #[error("invalid_grant: {0}")]
     InvalidGrant(String),
@@ -32,6 +36,9 @@ pub enum OAuthError {
     /// CIBA Core §13: binding_message is not short plain text.
     #[error("invalid_binding_message: {0}")]
     InvalidBindingMessage(String),
+    /// CIBA Core §13: the IdP does not know the user the hint names.
+    #[error("unknown_user_id: {0}")]
+    UnknownUserId(String),
     /// CIBA Core §13: the login_hint_token has expired.
     #[error("expired_login_hint_token")]
     ExpiredLoginHintToken,
@@ -75,11 +82,13 @@ impl OAuthError {
         match self {
             Self::InvalidRequest(_) => "invalid_request",
             Self::InvalidClient(_) => "invalid_client",
+            Self::InvalidToken(_) => "invalid_token",
             Self::InvalidGrant(_) => "invalid_grant",
             Self::UnsupportedGrantType(_) => "unsupported_grant_type",
             Self::InvalidScope(_) => "invalid_scope",
             Self::AccessDenied(_) | Self::Denied(_) => "access_denied",
             Self::InvalidBindingMessage(_) => "invalid_binding_message",
+            Self::UnknownUserId(_) => "unknown_user_id",
             Self::ExpiredLoginHintToken => "expired_login_hint_token",
             Self::AuthorizationPending => "authorization_pending",
             Self::SlowDown { .. } => "slow_down",
@@ -93,11 +102,13 @@ impl OAuthError {
         match self {
             Self::InvalidRequest(d)
             | Self::InvalidClient(d)
+            | Self::InvalidToken(d)
             | Self::InvalidGrant(d)
             | Self::UnsupportedGrantType(d)
             | Self::InvalidScope(d)
             | Self::AccessDenied(d)
             | Self::InvalidBindingMessage(d)
+            | Self::UnknownUserId(d)
             | Self::Denied(d)
             | Self::TemporarilyUnavailable(d)
             | Self::RateLimited { description: d, .. } => d.clone(),
@@ -121,7 +132,7 @@ impl OAuthError {
 impl ResponseError for OAuthError {
     fn status_code(&self) -> StatusCode {
         match self {
-            Self::InvalidClient(_) => StatusCode::UNAUTHORIZED,
+            Self::InvalidClient(_) | Self::InvalidToken(_) => StatusCode::UNAUTHORIZED,
             Self::AccessDenied(_) => StatusCode::FORBIDDEN,
             Self::TemporarilyUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -151,6 +162,12 @@ impl ResponseError for OAuthError {
                 response.insert_header((
                     header::WWW_AUTHENTICATE,
                     HeaderValue::from_static("Basic realm=\"ciba-proxy\""),
+                ));
+            }
+            Self::InvalidToken(_) => {
+                response.insert_header((
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer error=\"invalid_token\""),
                 ));
             }
             Self::TemporarilyUnavailable(_) => {

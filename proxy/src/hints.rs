@@ -15,7 +15,7 @@ use crate::jwt;
 use crate::upstream::{Provider, UpstreamError};
 
 /// The hint a request carried, before it is resolved to a subject.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum Hint {
     LoginHint(LoginHint),
     IdTokenHint(String),

@@ -36,17 +36,23 @@ struct Envelope<T> {
 }
 
 /// What became of one attempt at a task.
-pub enum Step {
+pub enum Step<T> {
     Done,
     /// Failed for now: try again after a growing backoff, until the deadline.
     RetryLater(String),
+    /// Not finished, as planned: run `task` again after `after`, until the
+    /// deadline (a periodic check, not a failure).
+    Again {
+        after: Duration,
+        task: T,
+    },
 }
 
 /// Runs one task; errors from the store leave the job to return when its
 /// lease runs out.
 #[async_trait]
 pub trait TaskHandler<T>: Send + Sync + 'static {
-    async fn run(&self, task: &T) -> Result<Step, StoreError>;
+    async fn run(&self, task: &T) -> Result<Step<T>, StoreError>;
     /// What the task is, for log lines (never a secret).
     fn describe(&self, task: &T) -> (&'static str, String);
 }
@@ -97,15 +103,35 @@ where
     pub async fn enqueue_quietly(&self, task: T, deadline_ms: u64) -> Result<String, StoreError> {
         let id = random_token(16);
         let now = self.clock.now_ms();
+        self.enqueue_as(&id, task, now, deadline_ms).await?;
+        Ok(id)
+    }
+
+    /// Queues `task` under a job id the caller chose, due at `due_ms`
+    /// (so the caller can [`Self::expedite`] it later).
+    pub async fn enqueue_as(
+        &self,
+        id: &str,
+        task: T,
+        due_ms: u64,
+        deadline_ms: u64,
+    ) -> Result<(), StoreError> {
+        let now = self.clock.now_ms();
         let envelope = Envelope {
             task,
             attempt: 0,
             deadline_ms,
         };
-        let job = self.seal(&id, &envelope)?;
+        let job = self.seal(id, &envelope)?;
         let ttl = deadline_ms.saturating_sub(now).max(1000);
-        self.store.enqueue(&job, now, ttl).await?;
-        Ok(id)
+        self.store.enqueue(&job, due_ms, ttl).await
+    }
+
+    /// Makes a queued job due now, if it is still queued, and wakes the worker.
+    pub async fn expedite(&self, id: &str) -> Result<(), StoreError> {
+        self.store.expedite(id, self.clock.now_ms()).await?;
+        self.wake();
+        Ok(())
     }
 
     /// Drops a queued job for good.
@@ -219,6 +245,23 @@ where
                 return;
             }
             Ok(Step::Done) => self.store.complete(&job.id).await,
+            Ok(Step::Again { after, task }) => {
+                let due = self.clock.now_ms() + after.as_millis() as u64;
+                if due >= envelope.deadline_ms {
+                    // Nothing left to do: the request expires on its own.
+                    self.store.complete(&job.id).await
+                } else {
+                    let next = Envelope {
+                        task,
+                        attempt: 0,
+                        deadline_ms: envelope.deadline_ms,
+                    };
+                    match self.seal(&job.id, &next) {
+                        Ok(next) => self.store.reschedule(&next, due).await,
+                        Err(e) => Err(e),
+                    }
+                }
+            }
             Ok(Step::RetryLater(reason)) => {
                 let wait = backoff(envelope.attempt);
                 let now = self.clock.now_ms();

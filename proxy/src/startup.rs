@@ -13,7 +13,9 @@ use url::Url;
 
 use crate::clients::ClientRegistry;
 use crate::clock::{Clock, SystemClock};
-use crate::configuration::{ConfigError, NotifierKind, Settings, TokenEndpointAuthMethod};
+use crate::configuration::{
+    ConfigError, NotifierKind, Settings, TokenEndpointAuthMethod, UpstreamKind,
+};
 use crate::crypto::TokenCipher;
 use crate::flow::Flow;
 use crate::hints::Hints;
@@ -21,12 +23,12 @@ use crate::jobs::Jobs;
 use crate::limits::Limits;
 use crate::notifier::{Notifier, WebhookNotifier};
 use crate::ping::ClientPinger;
-use crate::routes::{self, BACKCHANNEL_PATH, CALLBACK_PATH, TOKEN_PATH};
+use crate::routes::{self, BACKCHANNEL_PATH, CALLBACK_PATH, TOKEN_PATH, UPSTREAM_PING_PATH};
 use crate::state::{AppState, CibaPolicy};
 use crate::store::{MemoryStore, RedisStore, Store, StoreError};
 use crate::telemetry::RequestSpan;
 use crate::tls::{remember_peer_certificate, server_config, Mtls};
-use crate::upstream::{http_client, AuthorizationCode, Provider, Upstream};
+use crate::upstream::{http_client, AuthorizationCode, Ciba, Provider, Upstream, UpstreamError};
 use rustls::ServerConfig;
 
 #[derive(Debug, thiserror::Error)]
@@ -75,7 +77,7 @@ impl Application {
         let upstream = state.upstream.clone();
         // Load the IdP's metadata now rather than on the first request.
         tokio::spawn(async move {
-            if let Err(e) = upstream.provider().metadata().await {
+            if let Err(e) = upstream.ready().await {
                 tracing::warn!(error = %e, "upstream metadata not loaded yet; will retry on demand");
             }
         });
@@ -97,6 +99,10 @@ impl Application {
                 )
                 .route(TOKEN_PATH, web::post().to(routes::token::token))
                 .route(CALLBACK_PATH, web::get().to(routes::callback::callback))
+                .route(
+                    UPSTREAM_PING_PATH,
+                    web::post().to(routes::upstream_ping::upstream_ping),
+                )
                 .route("/healthz", web::get().to(routes::health::healthz))
                 .route("/readyz", web::get().to(routes::health::readyz))
         })
@@ -125,6 +131,23 @@ impl Application {
         let _ = self.stop_worker.send(true);
         let _ = self.worker.await;
         served
+    }
+}
+
+/// An IdP that answers but cannot serve the configured kind (no CIBA
+/// endpoint for `kind = "ciba"`) stops the proxy at startup. An IdP that
+/// does not answer yet does not: readiness reports it until it does.
+async fn check_upstream_kind(upstream: &dyn Upstream) -> Result<(), ConfigError> {
+    match upstream.ready().await {
+        Err(UpstreamError::Misconfigured {
+            key: key @ "upstream.kind",
+            message,
+        }) => Err(ConfigError::new(key, message)),
+        Err(e) => {
+            tracing::warn!(error = %e, "the identity provider is not ready yet; will retry on demand");
+            Ok(())
+        }
+        Ok(()) => Ok(()),
     }
 }
 
@@ -173,18 +196,30 @@ async fn build_state(
         settings.upstream.discovery_url()?,
         upstream_http,
     ));
-    let upstream: Arc<dyn Upstream> = Arc::new(AuthorizationCode::new(
-        provider,
-        callback,
-        settings.upstream.exchange_attempts,
-    ));
-    let notifier: Arc<dyn Notifier> = match settings.notifier.kind {
-        NotifierKind::Webhook => Arc::new(WebhookNotifier::new(
-            settings.notifier.url.clone(),
-            settings.notifier.secret.clone(),
-            http_client(Duration::from_millis(settings.notifier.timeout_ms))?,
+    let upstream: Arc<dyn Upstream> = match settings.upstream.kind {
+        UpstreamKind::AuthorizationCode => Arc::new(AuthorizationCode::new(
+            provider,
+            callback,
+            settings.upstream.exchange_attempts,
         )),
+        UpstreamKind::Ciba => Arc::new(Ciba::new(provider, cipher.clone(), &settings.upstream)),
     };
+    if settings.upstream.kind == UpstreamKind::Ciba {
+        check_upstream_kind(upstream.as_ref()).await?;
+    }
+    let notifier = settings
+        .notifier
+        .as_ref()
+        .map(|n| -> Result<Arc<dyn Notifier>, StartupError> {
+            Ok(match n.kind {
+                NotifierKind::Webhook => Arc::new(WebhookNotifier::new(
+                    n.url.clone(),
+                    n.secret.clone(),
+                    http_client(Duration::from_millis(n.timeout_ms))?,
+                )),
+            })
+        })
+        .transpose()?;
     let store_url = settings.store.url.expose_secret();
     let store: Arc<dyn Store> = if store_url == "memory://" {
         Arc::new(MemoryStore::new(clock.clone()))
@@ -219,6 +254,7 @@ async fn build_state(
         notifier,
         pinger,
         interval: settings.ciba.interval,
+        subject_check: settings.upstream.subject_check(),
     });
     let state = AppState {
         issuer,

@@ -102,6 +102,27 @@ async fn signing_in_as_someone_else_denies_the_request_and_discards_tokens() {
         .as_str()
         .unwrap()
         .contains("different user"));
+    // The discarded access token was revoked at the IdP (RFC 7009).
+    let ours = &app.upstream_clients[0].client_id;
+    let revoked = app.idp.revocations().await.unwrap();
+    let revoked: Vec<_> = revoked
+        .iter()
+        .filter(|r| r.client_id.as_deref() == Some(ours.as_str()))
+        .collect();
+    assert!(
+        revoked
+            .iter()
+            .any(|r| r.token_type_hint.as_deref() == Some("access_token") && r.status == 200),
+        "{revoked:?}"
+    );
+    for r in revoked {
+        let status = app
+            .idp
+            .token_status(r.token.as_deref().unwrap())
+            .await
+            .unwrap();
+        assert!(!status.active);
+    }
 }
 
 #[tokio::test]
@@ -146,7 +167,7 @@ async fn a_subject_claim_missing_from_the_id_token_fails_the_login_clearly() {
     assert!(reply.body["error_description"]
         .as_str()
         .unwrap()
-        .contains("could not be completed"));
+        .contains("does not name the user"));
 }
 
 #[tokio::test]

@@ -80,3 +80,86 @@ async fn the_binary_serves_a_login_and_logs_no_secret_at_any_level() {
         );
     }
 }
+
+#[tokio::test]
+async fn polls_of_a_pending_request_are_not_logged_as_errors() {
+    // At the shipped level, an expected protocol answer is no error line:
+    // a busy proxy would log one per poll.
+    let (app, proxy) = TestApp::builder()
+        .store(StoreKind::Redis)
+        .spawn_process(&[("RUST_LOG", "info")])
+        .await;
+    app.device
+        .on("alice", ciba_proxy_e2e::device::Action::Ignore);
+    let id = app.start("shop", "alice").await;
+    let mut answers = std::collections::HashSet::new();
+    for _ in 0..20 {
+        let reply = app.poll("shop", &id).await;
+        answers.insert(reply.error().to_owned());
+    }
+    assert!(answers.contains("slow_down"), "{answers:?}");
+    let logs = proxy.logs();
+    for noise in [
+        "AuthorizationPending",
+        "SlowDown",
+        "Error encountered",
+        "slow_down",
+    ] {
+        assert!(!logs.contains(noise), "{noise} logged: {logs}");
+    }
+    assert!(
+        !logs
+            .lines()
+            .any(|l| l.contains("WARN") || l.contains("ERROR")),
+        "{logs}"
+    );
+}
+
+/// The log of a login in which `signed_in` signs in for "alice", with
+/// `subject_claim` as the claim to compare.
+async fn log_of_a_mismatched_login(subject_claim: &str, signed_in: &str) -> String {
+    let (app, proxy) = TestApp::builder()
+        .upstream_toml(&format!("subject_claim = \"{subject_claim}\""))
+        .spawn_process(&[])
+        .await;
+    app.device.on(
+        "alice",
+        ciba_proxy_e2e::device::Action::SignInAs(signed_in.into()),
+    );
+    let id = app.start("shop", "alice").await;
+    app.device.wait_for_page("alice").await;
+    app.poll("shop", &id)
+        .await
+        .assert_error(400, "access_denied");
+    proxy.logs()
+}
+
+#[tokio::test]
+async fn a_wrong_user_log_line_names_the_claim_and_hashes_both_values() {
+    let logs = log_of_a_mismatched_login("preferred_username", "mallory").await;
+    let line = logs
+        .lines()
+        .find(|l| l.contains("differs from the login hint"))
+        .unwrap_or_else(|| panic!("no wrong-user line: {logs}"));
+    assert!(line.contains("preferred_username"), "{line}");
+    assert!(
+        line.contains("id_token_value=") && line.contains("login_hint="),
+        "{line}"
+    );
+    assert!(
+        !line.contains("mallory") && !line.contains("alice"),
+        "{line}"
+    );
+}
+
+#[tokio::test]
+async fn a_missing_subject_claim_is_logged_as_a_configuration_matter() {
+    let logs = log_of_a_mismatched_login("employee_number", "alice").await;
+    assert!(
+        logs.lines()
+            .any(|l| l.contains("has no \"employee_number\" claim")
+                && l.contains("upstream.subject_claim")),
+        "{logs}"
+    );
+    assert!(!logs.contains("differs from the login hint"), "{logs}");
+}

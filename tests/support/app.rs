@@ -15,7 +15,7 @@ use serde_json::Value;
 
 use crate::balancer::Balancer;
 use crate::device::Device;
-use crate::idp::TestIdp;
+use crate::idp::{TestIdp, UpstreamClient};
 use crate::keys::TestKey;
 use crate::pki::TestPki;
 
@@ -145,6 +145,8 @@ pub struct TestAppBuilder {
     redis_url: Option<String>,
     sections: String,
     https: bool,
+    /// Native CIBA at the IdP: `Some("poll")` or `Some("ping")`.
+    ciba_upstream: Option<&'static str>,
 }
 
 impl Default for TestAppBuilder {
@@ -160,6 +162,7 @@ impl Default for TestAppBuilder {
             redis_url: None,
             sections: String::new(),
             https: false,
+            ciba_upstream: None,
         }
     }
 }
@@ -208,6 +211,13 @@ impl TestAppBuilder {
         self.lease_ms = lease_ms;
         self
     }
+    /// Drive the IdP through its own CIBA (`upstream.kind = "ciba"`) with
+    /// this delivery, `"poll"` or `"ping"`. Ping needs [`Self::https`]: the
+    /// IdP only pings https endpoints.
+    pub fn ciba_upstream(mut self, delivery: &'static str) -> Self {
+        self.ciba_upstream = Some(delivery);
+        self
+    }
     /// Appended to the generated upstream section (e.g. `subject_claim = "email"`).
     pub fn upstream_toml(mut self, toml: &str) -> Self {
         self.extra_toml = toml.to_owned();
@@ -247,6 +257,7 @@ impl TestAppBuilder {
             allow_http_notification_endpoints = true
             [upstream]
             issuer = "{idp_issuer}"
+            {kind}
             {extra}
             [notifier]
             kind = "webhook"
@@ -258,6 +269,10 @@ impl TestAppBuilder {
             "#,
             lease_ms = self.lease_ms,
             idp_issuer = idp.issuer,
+            kind = match self.ciba_upstream {
+                Some(delivery) => format!("kind = \"ciba\"\ndelivery = \"{delivery}\""),
+                None => String::new(),
+            },
             extra = self.extra_toml,
             device_url = device.url,
             device_secret = device.secret,
@@ -274,11 +289,20 @@ impl TestAppBuilder {
         toml.push_str(&self.sections);
         toml.push('\n');
         let mut secrets = vec![key, device.secret.clone()];
+        let mut upstream_clients = Vec::new();
         for c in &self.clients {
-            let upstream = idp
-                .register_client(&format!("{issuer}/callback"))
-                .await
-                .expect("register the upstream client");
+            let upstream = match self.ciba_upstream {
+                Some(delivery) => {
+                    let ping = format!("{issuer}/upstream/ping");
+                    idp.register_ciba_client(
+                        delivery,
+                        (delivery == "ping").then_some(ping.as_str()),
+                    )
+                    .await
+                }
+                None => idp.register_client(&format!("{issuer}/callback")).await,
+            }
+            .expect("register the upstream client");
             toml.push_str(&format!(
                 "[[clients]]\nclient_id = \"{}\"\ntoken_endpoint_auth_method = \"{}\"\nscope = \"{}\"\nupstream_client_id = \"{}\"\nupstream_client_secret = \"{}\"\n",
                 c.client_id, c.auth_method, c.scope, upstream.client_id, upstream.client_secret
@@ -308,9 +332,11 @@ impl TestAppBuilder {
             if c.uses_secret() {
                 secrets.push(c.client_secret.clone());
             }
-            secrets.push(upstream.client_secret);
+            secrets.push(upstream.client_secret.clone());
+            upstream_clients.push(upstream);
         }
         Prepared {
+            upstream_clients,
             toml,
             issuer,
             prefix,
@@ -341,13 +367,27 @@ impl TestAppBuilder {
     /// Starts the real `ciba-proxy` binary with a config file and `env`;
     /// its log lines go to a file the test can read.
     pub async fn spawn_process(self, env: &[(&str, &str)]) -> (TestApp, ProxyProcess) {
+        self.spawn_process_until(env, "/readyz").await
+    }
+
+    /// [`Self::spawn_process`] for a proxy that is expected not to become
+    /// ready (its IdP is misconfigured): waits only until it answers.
+    pub async fn spawn_process_unready(self, env: &[(&str, &str)]) -> (TestApp, ProxyProcess) {
+        self.spawn_process_until(env, "/healthz").await
+    }
+
+    async fn spawn_process_until(
+        self,
+        env: &[(&str, &str)],
+        probe: &str,
+    ) -> (TestApp, ProxyProcess) {
         let mut prepared = self.prepare(None).await;
         let config = write_config(&prepared.toml);
         // Free the port for the child; it binds it from the config.
         drop(prepared.listener.take());
         let process = ProxyProcess::start(&config, None, env);
         let app = TestApp::new(prepared, None, self.clients);
-        process.wait_ready(&app.http).await;
+        process.wait_for(&app.http, probe).await;
         (app, process)
     }
 
@@ -355,6 +395,11 @@ impl TestAppBuilder {
     /// Redis behind a round-robin balancer whose URL is the public issuer:
     /// the executable twin of `deploy/docker-compose.yml`.
     pub async fn spawn_cluster(self, n: usize) -> Cluster {
+        self.spawn_cluster_with_env(n, &[]).await
+    }
+
+    /// [`Self::spawn_cluster`] with extra environment for every process.
+    pub async fn spawn_cluster_with_env(self, n: usize, env: &[(&str, &str)]) -> Cluster {
         let ports: Vec<u16> = (0..n)
             .map(|_| {
                 TcpListener::bind("127.0.0.1:0")
@@ -370,7 +415,7 @@ impl TestAppBuilder {
         let config = write_config(&prepared.toml);
         let processes: Vec<ProxyProcess> = ports
             .iter()
-            .map(|port| ProxyProcess::start(&config, Some(format!("127.0.0.1:{port}")), &[]))
+            .map(|port| ProxyProcess::start(&config, Some(format!("127.0.0.1:{port}")), env))
             .collect();
         let app = TestApp::new(prepared, None, self.clients);
         for process in &processes {
@@ -401,6 +446,7 @@ fn write_config(toml: &str) -> PathBuf {
 }
 
 struct Prepared {
+    upstream_clients: Vec<UpstreamClient>,
     toml: String,
     issuer: String,
     prefix: String,
@@ -464,14 +510,19 @@ impl ProxyProcess {
     }
 
     async fn wait_ready(&self, http: &reqwest::Client) {
+        self.wait_for(http, "/readyz").await
+    }
+
+    /// Waits until `probe` answers 200.
+    async fn wait_for(&self, http: &reqwest::Client, probe: &str) {
         for _ in 0..200 {
-            let ready = http.get(format!("{}/readyz", self.url)).send().await;
+            let ready = http.get(format!("{}{probe}", self.url)).send().await;
             if ready.is_ok_and(|r| r.status() == 200) {
                 return;
             }
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
-        panic!("ciba-proxy did not become ready; log: {}", self.logs());
+        panic!("ciba-proxy did not answer {probe}; log: {}", self.logs());
     }
 
     /// SIGTERM: the instance is asked to stop gracefully.
@@ -524,6 +575,8 @@ pub struct TestApp {
     pub device: Device,
     pub clock: Option<ManualClock>,
     pub clients: Vec<ClientSpec>,
+    /// The registrations at the IdP, one per client, in the same order.
+    pub upstream_clients: Vec<UpstreamClient>,
     pub http: reqwest::Client,
 }
 
@@ -579,6 +632,7 @@ impl TestApp {
             device: prepared.device,
             clock,
             clients,
+            upstream_clients: prepared.upstream_clients,
             // No idle connections: behind a balancer every request may land
             // on another instance.
             http: reqwest::Client::builder()

@@ -25,3 +25,15 @@ fn check_short_text(name: &str, s: &str, max_chars: usize) -> Result<(), String>
     }
     Ok(())
 }
+
+/// Text from another party (an IdP's `error_description`) made safe to
+/// relay: control characters dropped, at most 200 characters.
+pub fn printable(s: &str) -> String {
+    const MAX_CHARS: usize = 200;
+    s.chars()
+        .filter(|c| !c.is_control())
+        .take(MAX_CHARS)
+        .collect::<String>()
+        .trim()
+        .to_owned()
+}

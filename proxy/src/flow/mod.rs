@@ -8,26 +8,32 @@
 //! - [`Flow::land`]: the user's browser comes back from the IdP with a code
 //!   (authorization-code upstreams); the upstream redeems it and the
 //!   outcome is decided.
+//! - [`Flow::pinged`]: a native-CIBA IdP pings that it has an outcome; the
+//!   request's `AskUpstream` task is made due now.
 //! - [`Flow::decide`]: the one place an outcome lands. It records the
 //!   outcome, frees the user's slot and queues the ping for ping clients.
 //! - [`Flow::poll`]: a client's poll, answered from the store alone.
 //!
-//! Background work (notifying the user, pinging the client) is in [`tasks`].
+//! Background work (notifying the user, pinging the client, asking a
+//! native-CIBA IdP for the outcome) is in [`tasks`].
 use std::sync::Arc;
 
 use crate::clients::{Client, ClientRegistry};
 use crate::clock::Clock;
-use crate::crypto::TokenCipher;
+use crate::crypto::{log_tag, TokenCipher};
 use crate::domain::{AuthReqId, BindingMessage, LoginHint, Scope};
 use crate::error::OAuthError;
 use crate::form::FormParams;
+use crate::hints::Hint;
 use crate::jobs::Jobs;
 use crate::limits::Limits;
 use crate::notifier::{Notifier, UserNotification};
 use crate::ping::ClientPinger;
 use crate::store::{Outcome, PollOutcome, RequestRecord, Status, Store, StoreError};
 use crate::telemetry::{record_auth_req, record_client};
-use crate::upstream::{BeginRequest, Grant, Issued, TokenSet, Upstream, UpstreamError};
+use crate::upstream::{
+    Answer, BeginRequest, Grant, Issued, PingCheck, TokenSet, Upstream, UpstreamError,
+};
 
 pub mod tasks;
 
@@ -38,7 +44,9 @@ pub use tasks::Task;
 pub struct NewRequest {
     pub client: Arc<Client>,
     pub scope: Scope,
-    /// The user the request is for (resolved from whichever hint was sent).
+    /// The hint exactly as the client sent it.
+    pub hint: Hint,
+    /// The user it names.
     pub login_hint: LoginHint,
     pub binding_message: Option<BindingMessage>,
     pub acr_values: Option<String>,
@@ -75,18 +83,42 @@ pub struct Flow {
     pub(crate) clients: ClientRegistry,
     pub(crate) cipher: TokenCipher,
     pub(crate) clock: Arc<dyn Clock>,
-    pub(crate) notifier: Arc<dyn Notifier>,
+    /// Optional with a native-CIBA upstream, which reaches the user itself.
+    pub(crate) notifier: Option<Arc<dyn Notifier>>,
     pub(crate) pinger: ClientPinger,
     /// The interval clients are told to poll at, seconds.
     pub(crate) interval: u64,
+    /// Whether the ID token's subject claim must equal the login hint.
+    pub(crate) subject_check: bool,
+}
+
+/// What the IdP's answer means for the request.
+enum Verdict {
+    /// Accepted: the sealed tokens.
+    Approved(String),
+    /// The IdP ended the request; why, for the client.
+    Ended(String),
+    Pending,
+    SlowDown,
 }
 
 /// Why a sign-in that came back from the IdP is not accepted.
 enum Rejection {
     WrongUser,
+    /// The ID token lacks the subject claim (a configuration matter).
+    NoSubject,
     /// The IdP stayed unreachable through every retry.
     Unreachable(UpstreamError),
     Failed(anyhow::Error),
+}
+
+/// Why an IdP's ping is refused.
+#[derive(Debug, PartialEq, Eq)]
+pub enum PingRefused {
+    /// RFC 6750 §3.1 `invalid_token` (401).
+    Token,
+    /// The body names another request (400).
+    Request,
 }
 
 impl Flow {
@@ -95,60 +127,62 @@ impl Flow {
         let id = AuthReqId::generate();
         record_auth_req(&id);
         let now_ms = self.clock.now_ms();
-        let expires_at_ms = now_ms + request.expires_in * 1000;
         let hint = request.login_hint.as_str();
+        // The slot is taken before the IdP is asked: the cap on pending
+        // requests must also hold against the IdP's pushes.
         self.limits
             .reserve_user(
                 self.store.as_ref(),
                 hint,
                 id.as_str(),
-                expires_at_ms,
+                now_ms + request.expires_in * 1000,
                 now_ms,
             )
             .await?;
-        let opened = self.start(&id, &request, expires_at_ms, now_ms).await;
+        let opened = self.start(&id, &request, now_ms).await;
         if opened.is_err() {
             // Not accepted after all: give the user's pending slot back.
             self.limits
                 .release_user(self.store.as_ref(), hint, id.as_str())
                 .await;
         }
-        opened?;
-        tracing::info!(
-            expires_in = request.expires_in,
-            "backchannel request accepted"
-        );
+        let expires_in = opened?;
+        tracing::info!(expires_in, "backchannel request accepted");
         Ok(Acknowledgement {
             auth_req_id: id,
-            expires_in: request.expires_in,
+            expires_in,
             interval: self.interval,
         })
     }
 
-    /// The steps of [`Self::open`] that the caller undoes if one fails.
+    /// The steps of [`Self::open`] that the caller undoes if one fails;
+    /// returns the request's lifetime in seconds.
     async fn start(
         &self,
         id: &AuthReqId,
         request: &NewRequest,
-        expires_at_ms: u64,
         now_ms: u64,
-    ) -> Result<(), OAuthError> {
+    ) -> Result<u64, OAuthError> {
         let begun = self
             .upstream
             .begin(&BeginRequest {
                 id,
                 client: &request.client,
                 scope: &request.scope,
+                hint: &request.hint,
                 login_hint: &request.login_hint,
+                binding_message: request.binding_message.as_ref(),
                 acr_values: request.acr_values.as_deref(),
+                expires_in: request.expires_in,
             })
             .await
-            .map_err(|e| {
-                tracing::warn!(error = %e, "cannot start the sign-in at the identity provider");
-                OAuthError::TemporarilyUnavailable(
-                    "the identity provider is not reachable; retry shortly".into(),
-                )
-            })?;
+            .map_err(refused_at_begin)?;
+        // Never promise the client longer than the IdP keeps the request.
+        let expires_in = begun
+            .expires_in
+            .map_or(request.expires_in, |idp| idp.min(request.expires_in))
+            .max(1);
+        let expires_at_ms = now_ms + expires_in * 1000;
         let record = RequestRecord {
             id: id.clone(),
             client_id: request.client.id.clone(),
@@ -165,25 +199,41 @@ impl Flow {
         self.store
             .create(&record, begun.callback_state.as_deref(), now_ms)
             .await?;
-        if let Some(link) = begun.user_link {
-            let notification = UserNotification {
-                login_hint: record.login_hint.clone(),
-                binding_message: request
-                    .binding_message
-                    .as_ref()
-                    .map(|b| b.as_str().to_owned()),
-                client_id: record.client_id.clone(),
-                scope: record.scope.clone(),
-                authorization_url: link.to_string(),
-                expires_at: expires_at_ms / 1000,
-            };
-            let task = Task::NotifyUser {
+        if let Some(follow_up) = begun.follow_up {
+            let task = Task::AskUpstream {
                 auth_req_id: id.clone(),
-                notification,
+                follow_up,
             };
-            self.jobs.enqueue(task, expires_at_ms).await?;
+            let due = now_ms + follow_up.every_secs * 1000;
+            self.jobs
+                .enqueue_as(&tasks::ask_upstream_job(id), task, due, expires_at_ms)
+                .await?;
         }
-        Ok(())
+        match (begun.user_link, &self.notifier) {
+            (Some(link), Some(_)) => {
+                let notification = UserNotification {
+                    login_hint: record.login_hint.clone(),
+                    binding_message: request
+                        .binding_message
+                        .as_ref()
+                        .map(|b| b.as_str().to_owned()),
+                    client_id: record.client_id.clone(),
+                    scope: record.scope.clone(),
+                    authorization_url: link.to_string(),
+                    expires_at: expires_at_ms / 1000,
+                };
+                let task = Task::NotifyUser {
+                    auth_req_id: id.clone(),
+                    notification,
+                };
+                self.jobs.enqueue(task, expires_at_ms).await?;
+            }
+            (Some(_), None) => tracing::warn!(
+                "the identity provider returned a link for the user, but no [notifier] is configured to deliver it"
+            ),
+            (None, _) => {}
+        }
+        Ok(expires_in)
     }
 
     /// One poll by `client` (CIBA Core §10.1, §11): one store round trip,
@@ -257,7 +307,13 @@ impl Flow {
             issuer: query.get("iss"),
         };
         let (outcome, landing) = match self.redeem(&record, grant).await {
-            Ok(sealed_tokens) => (Outcome::Approved { sealed_tokens }, Landing::Approved),
+            Ok(Verdict::Approved(sealed_tokens)) => {
+                (Outcome::Approved { sealed_tokens }, Landing::Approved)
+            }
+            Ok(Verdict::Ended(reason)) => (Outcome::Denied { reason }, Landing::Failed),
+            Ok(Verdict::Pending | Verdict::SlowDown) => self.rejected(Rejection::Failed(
+                anyhow::anyhow!("the identity provider answered a code exchange as pending"),
+            )),
             Err(rejection) => self.rejected(rejection),
         };
         let landing = self.conclude(&record, outcome, landing).await?;
@@ -280,8 +336,46 @@ impl Flow {
         })
     }
 
-    /// Redeems `grant` upstream and checks who signed in; returns the sealed tokens.
-    async fn redeem(&self, record: &RequestRecord, grant: Grant<'_>) -> Result<String, Rejection> {
+    /// A native-CIBA IdP's ping (CIBA Core §10.2): its bearer token must be
+    /// the one the proxy gave for that request, and its body must name the
+    /// IdP's id for it. A valid ping makes the request's upstream check due
+    /// now; anything else changes nothing.
+    pub async fn pinged(&self, bearer: &str, upstream_id: &str) -> Result<(), PingRefused> {
+        let id = self
+            .upstream
+            .ping_target(bearer)
+            .ok_or(PingRefused::Token)?;
+        record_auth_req(&id);
+        let record = match self.store.get(&id).await {
+            Ok(Some((record, status))) => (record, status),
+            // Gone or unreadable: the fallback poll still settles it.
+            Ok(None) => return Ok(()),
+            Err(e) => {
+                tracing::warn!(error = %e, "upstream ping not handled now; the fallback poll will ask");
+                return Ok(());
+            }
+        };
+        let (record, status) = record;
+        let context = self
+            .cipher
+            .open(&record.sealed_upstream, id.as_str())
+            .map_err(|_| PingRefused::Token)?;
+        match self.upstream.check_ping(&context, bearer, upstream_id) {
+            PingCheck::Valid => {}
+            PingCheck::WrongToken => return Err(PingRefused::Token),
+            PingCheck::WrongRequest => return Err(PingRefused::Request),
+        }
+        if status == Status::Pending {
+            if let Err(e) = self.jobs.expedite(&tasks::ask_upstream_job(&id)).await {
+                tracing::warn!(error = %e, "upstream ping not handled now; the fallback poll will ask");
+            }
+        }
+        Ok(())
+    }
+
+    /// Asks the IdP about the request (with the browser's code, or by
+    /// polling) and checks who signed in.
+    async fn redeem(&self, record: &RequestRecord, grant: Grant<'_>) -> Result<Verdict, Rejection> {
         let failed = |e: anyhow::Error| Rejection::Failed(e);
         let client = self.clients.get(&record.client_id).ok_or_else(|| {
             failed(anyhow::anyhow!(
@@ -294,7 +388,7 @@ impl Flow {
             .open(&record.sealed_upstream, record.id.as_str())
             .map_err(|e| failed(e.into()))?;
         let now = self.clock.now_secs();
-        let Issued { tokens, claims } = self
+        let answer = self
             .upstream
             .redeem(&client, &record.id, &context, grant, now)
             .await
@@ -302,30 +396,66 @@ impl Flow {
                 UpstreamError::Unavailable(_) => Rejection::Unreachable(e),
                 other => failed(other.into()),
             })?;
-        let provider = self.upstream.provider();
-        let subject = provider.subject(&claims).ok_or_else(|| {
-            failed(anyhow::anyhow!(
-                "the ID token has no {:?} claim to compare with the login hint; request a scope that carries it or change upstream.subject_claim",
-                provider.subject_claim
-            ))
-        })?;
-        if subject != record.login_hint {
-            return Err(Rejection::WrongUser);
+        let Issued { tokens, claims } = match answer {
+            Answer::Issued(issued) => issued,
+            Answer::Pending => return Ok(Verdict::Pending),
+            Answer::SlowDown => return Ok(Verdict::SlowDown),
+            Answer::Ended(reason) => return Ok(Verdict::Ended(reason)),
+        };
+        if self.subject_check {
+            if let Err(rejection) = self.check_subject(record, &claims) {
+                self.upstream.discard(&client, &tokens).await;
+                return Err(rejection);
+            }
         }
         let json = serde_json::to_vec(&tokens).map_err(|e| failed(e.into()))?;
-        Ok(self.cipher.seal(&json, record.id.as_str()))
+        Ok(Verdict::Approved(
+            self.cipher.seal(&json, record.id.as_str()),
+        ))
+    }
+
+    /// The ID token's subject claim must be the user the request named. The
+    /// log tells a misconfigured claim (missing) from a different person
+    /// (hashes of both values, never the values).
+    fn check_subject(
+        &self,
+        record: &RequestRecord,
+        claims: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<(), Rejection> {
+        let provider = self.upstream.provider();
+        let claim = provider.subject_claim.as_str();
+        match provider.subject(claims) {
+            None => {
+                tracing::error!(
+                    claim,
+                    "the ID token has no {claim:?} claim to compare with the login hint; tokens discarded. Request a scope that carries it, or change upstream.subject_claim (or upstream.subject_check)"
+                );
+                Err(Rejection::NoSubject)
+            }
+            Some(subject) if subject != record.login_hint => {
+                tracing::warn!(
+                    claim,
+                    id_token_value = %log_tag(&subject),
+                    login_hint = %log_tag(&record.login_hint),
+                    "the ID token's {claim:?} claim differs from the login hint: a different user signed in; tokens discarded"
+                );
+                Err(Rejection::WrongUser)
+            }
+            Some(_) => Ok(()),
+        }
     }
 
     /// The outcome and page for a sign-in that was not accepted.
     fn rejected(&self, rejection: Rejection) -> (Outcome, Landing) {
         let (reason, landing) = match rejection {
-            Rejection::WrongUser => {
-                tracing::warn!("a different user signed in than the one hinted; tokens discarded");
-                (
-                    "a different user authenticated than the one in the login hint",
-                    Landing::WrongUser,
-                )
-            }
+            Rejection::WrongUser => (
+                "a different user authenticated than the one in the login hint",
+                Landing::WrongUser,
+            ),
+            Rejection::NoSubject => (
+                "the identity provider's ID token does not name the user, so the sign-in cannot be matched to the login hint",
+                Landing::Failed,
+            ),
             Rejection::Failed(e) => {
                 tracing::error!(error = %e, "the sign-in could not be completed");
                 (
@@ -334,7 +464,7 @@ impl Flow {
                 )
             }
             Rejection::Unreachable(e) => {
-                tracing::error!(error = %e, "the identity provider was unreachable for the code exchange");
+                tracing::error!(error = %e, "the identity provider stayed unreachable");
                 ("the identity provider could not be reached to complete the sign-in; start a new request", Landing::Failed)
             }
         };
@@ -398,6 +528,61 @@ impl Flow {
             (None, _) => {}
         }
         Ok(decided)
+    }
+}
+
+/// The client's view of an IdP that did not start the sign-in: CIBA Core
+/// §13 errors are relayed with their code and status; an unreachable or
+/// misconfigured IdP is 503 for the client (the log names the key to fix).
+fn refused_at_begin(e: UpstreamError) -> OAuthError {
+    let unavailable = || {
+        OAuthError::TemporarilyUnavailable(
+            "the identity provider is not reachable; retry shortly".into(),
+        )
+    };
+    match e {
+        UpstreamError::Refused { error, description } => {
+            let said = description
+                .as_deref()
+                .map(crate::domain::printable)
+                .filter(|d| !d.is_empty())
+                .map(|d| format!("the identity provider says: {d}"));
+            let text = |fallback: &str| said.clone().unwrap_or_else(|| fallback.to_owned());
+            match error.as_str() {
+                "unknown_user_id" => {
+                    OAuthError::UnknownUserId(text("the identity provider does not know this user"))
+                }
+                "expired_login_hint_token" => OAuthError::ExpiredLoginHintToken,
+                "invalid_binding_message" => OAuthError::InvalidBindingMessage(text(
+                    "the identity provider does not accept this binding_message",
+                )),
+                "access_denied" => {
+                    OAuthError::AccessDenied(text("the identity provider refused the request"))
+                }
+                "invalid_scope" => {
+                    OAuthError::InvalidScope(text("the identity provider refused the scope"))
+                }
+                "server_error" | "temporarily_unavailable" => unavailable(),
+                // invalid_request, missing_user_code, invalid_user_code, ...
+                other => {
+                    tracing::warn!(
+                        error = other,
+                        "the identity provider refused a forwarded request"
+                    );
+                    OAuthError::InvalidRequest(text(&format!(
+                        "the identity provider refused the request with {other}"
+                    )))
+                }
+            }
+        }
+        UpstreamError::Misconfigured { .. } => {
+            tracing::error!(error = %e, "cannot start the sign-in at the identity provider");
+            unavailable()
+        }
+        other => {
+            tracing::warn!(error = %other, "cannot start the sign-in at the identity provider");
+            unavailable()
+        }
     }
 }
 

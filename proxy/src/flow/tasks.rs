@@ -1,16 +1,20 @@
 //! The background side of a request's life, run from the durable job
 //! queue ([`crate::jobs`]) by whichever instance leases the job: telling the
-//! user's device that a request waits, and pinging a ping-mode client once
-//! the outcome is recorded.
+//! user's device that a request waits, asking a native-CIBA IdP for the
+//! outcome, and pinging a ping-mode client once the outcome is recorded.
+use std::time::Duration;
+
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
-use super::Flow;
+use super::{Flow, Rejection, Verdict};
 use crate::crypto::log_tag;
 use crate::domain::AuthReqId;
 use crate::jobs::{Step, TaskHandler};
 use crate::notifier::{NotifyError, UserNotification};
-use crate::store::{Outcome, Status, StoreError};
+use crate::store::{Outcome, Status, StoreError, SLOW_DOWN_STEP_SECS};
+use crate::upstream::{FollowUp, Grant};
 
 /// What a job does. Stored sealed; the wire format only has to survive a
 /// rolling upgrade, so add variants and fields, never rename them.
@@ -24,17 +28,36 @@ pub enum Task {
     },
     /// Tell a ping-mode client that its request has an outcome.
     PingClient { auth_req_id: AuthReqId },
+    /// Ask a native-CIBA IdP whether the request has an outcome; repeats
+    /// every `follow_up.every_secs` until it has one or expires.
+    AskUpstream {
+        auth_req_id: AuthReqId,
+        follow_up: FollowUp,
+    },
+}
+
+/// The job id of a request's `AskUpstream` task: fixed, so an IdP's ping can
+/// make that one job due now.
+pub fn ask_upstream_job(id: &AuthReqId) -> String {
+    format!(
+        "ask-{}",
+        hex::encode(&Sha256::digest(id.as_str().as_bytes())[..16])
+    )
 }
 
 #[async_trait]
 impl TaskHandler<Task> for Flow {
-    async fn run(&self, task: &Task) -> Result<Step, StoreError> {
+    async fn run(&self, task: &Task) -> Result<Step<Task>, StoreError> {
         match task {
             Task::NotifyUser {
                 auth_req_id,
                 notification,
             } => self.notify_user(auth_req_id, notification).await,
             Task::PingClient { auth_req_id } => self.ping_client(auth_req_id).await,
+            Task::AskUpstream {
+                auth_req_id,
+                follow_up,
+            } => self.ask_upstream(auth_req_id, *follow_up).await,
         }
     }
 
@@ -44,6 +67,9 @@ impl TaskHandler<Task> for Flow {
                 ("user notification", log_tag(auth_req_id.as_str()))
             }
             Task::PingClient { auth_req_id } => ("client ping", log_tag(auth_req_id.as_str())),
+            Task::AskUpstream { auth_req_id, .. } => {
+                ("upstream check", log_tag(auth_req_id.as_str()))
+            }
         }
     }
 }
@@ -53,13 +79,16 @@ impl Flow {
         &self,
         id: &AuthReqId,
         notification: &UserNotification,
-    ) -> Result<Step, StoreError> {
+    ) -> Result<Step<Task>, StoreError> {
+        let Some(notifier) = &self.notifier else {
+            return Ok(Step::Done);
+        };
         let Some(record) = self.pending(id).await? else {
             // Already answered, expired or gone: nothing to tell the user.
             return Ok(Step::Done);
         };
         let tag = log_tag(id.as_str());
-        match self.notifier.notify(notification).await {
+        match notifier.notify(notification).await {
             Ok(()) => {
                 tracing::info!(auth_req = %tag, "user notified");
                 Ok(Step::Done)
@@ -76,7 +105,60 @@ impl Flow {
         }
     }
 
-    async fn ping_client(&self, id: &AuthReqId) -> Result<Step, StoreError> {
+    /// One token call to a native-CIBA IdP. A lease in the store makes it
+    /// at most one per upstream interval per request, across instances and
+    /// whatever triggered it (the schedule or the IdP's ping).
+    async fn ask_upstream(
+        &self,
+        id: &AuthReqId,
+        mut follow_up: FollowUp,
+    ) -> Result<Step<Task>, StoreError> {
+        let Some(record) = self.pending(id).await? else {
+            // Decided, expired or gone: polling stops.
+            return Ok(Step::Done);
+        };
+        let again = |follow_up: FollowUp, after_secs: u64| Step::Again {
+            after: Duration::from_secs(after_secs),
+            task: Task::AskUpstream {
+                auth_req_id: id.clone(),
+                follow_up,
+            },
+        };
+        let lease = format!("upstream-call:{}", log_tag(id.as_str()));
+        if !self.store.use_once(&lease, follow_up.interval_secs).await? {
+            return Ok(again(follow_up, follow_up.interval_secs));
+        }
+        let tag = log_tag(id.as_str());
+        tracing::debug!(auth_req = %tag, "asking the identity provider");
+        let (outcome, _) = match self.redeem(&record, Grant::Poll).await {
+            Ok(Verdict::Pending) => return Ok(again(follow_up, follow_up.every_secs)),
+            Ok(Verdict::SlowDown) => {
+                // CIBA Core §11: wait at least 5 s longer from now on.
+                follow_up.interval_secs += SLOW_DOWN_STEP_SECS;
+                follow_up.every_secs = follow_up.every_secs.max(follow_up.interval_secs);
+                tracing::info!(auth_req = %tag, interval = follow_up.interval_secs, "the identity provider asked to slow down");
+                return Ok(again(follow_up, follow_up.every_secs));
+            }
+            Err(Rejection::Unreachable(e)) => {
+                // Keep asking until the request expires.
+                tracing::warn!(auth_req = %tag, error = %e, "the identity provider is unreachable; asking again later");
+                return Ok(again(follow_up, follow_up.interval_secs));
+            }
+            Ok(Verdict::Approved(sealed_tokens)) => {
+                tracing::info!(auth_req = %tag, "login completed");
+                (Outcome::Approved { sealed_tokens }, ())
+            }
+            Ok(Verdict::Ended(reason)) => {
+                tracing::info!(auth_req = %tag, %reason, "the identity provider ended the request");
+                (Outcome::Denied { reason }, ())
+            }
+            Err(rejection) => (self.rejected(rejection).0, ()),
+        };
+        self.decide(&record, &outcome).await?;
+        Ok(Step::Done)
+    }
+
+    async fn ping_client(&self, id: &AuthReqId) -> Result<Step<Task>, StoreError> {
         let tag = log_tag(id.as_str());
         let record = match self.store.get(id).await? {
             None => return Ok(Step::Done),

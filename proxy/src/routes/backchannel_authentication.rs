@@ -57,6 +57,7 @@ pub async fn backchannel_authentication(
     )
     .await?;
     let request = validate(&params, &client, &state.policy)?;
+    let hint = request.hint.clone();
     let login_hint = state
         .hints
         .subject(
@@ -72,6 +73,7 @@ pub async fn backchannel_authentication(
         .open(NewRequest {
             client,
             scope: request.scope,
+            hint,
             login_hint,
             binding_message: request.binding_message,
             acr_values: request.acr_values,

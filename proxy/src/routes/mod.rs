@@ -15,10 +15,13 @@ pub mod callback;
 pub mod discovery;
 pub mod health;
 pub mod token;
+pub mod upstream_ping;
 
 pub const BACKCHANNEL_PATH: &str = "/bc-authorize";
 pub const TOKEN_PATH: &str = "/token";
 pub const CALLBACK_PATH: &str = "/callback";
+/// Where a native-CIBA IdP in ping delivery notifies the proxy.
+pub const UPSTREAM_PING_PATH: &str = "/upstream/ping";
 pub const CIBA_GRANT_TYPE: &str = "urn:openid:params:grant-type:ciba";
 
 /// Reads the form body and authenticates the client that sent it; tags the

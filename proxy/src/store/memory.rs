@@ -249,6 +249,13 @@ impl Store for MemoryStore {
         Ok(())
     }
 
+    async fn expedite(&self, job_id: &str, now_ms: u64) -> Result<(), StoreError> {
+        if let Some(entry) = self.inner.lock().jobs.get_mut(job_id) {
+            entry.0 = now_ms;
+        }
+        Ok(())
+    }
+
     async fn complete(&self, job_id: &str) -> Result<(), StoreError> {
         self.inner.lock().jobs.remove(job_id);
         Ok(())

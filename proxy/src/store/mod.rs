@@ -178,6 +178,10 @@ pub trait Store: Send + Sync + 'static {
     /// (a retry, or handing a lease back). A job that has expired stays gone.
     async fn reschedule(&self, job: &QueuedJob, visible_at_ms: u64) -> Result<(), StoreError>;
 
+    /// Makes a queued job due at `now_ms`, keeping its payload; a job that
+    /// is gone stays gone.
+    async fn expedite(&self, job_id: &str, now_ms: u64) -> Result<(), StoreError>;
+
     /// Removes a job for good.
     async fn complete(&self, job_id: &str) -> Result<(), StoreError>;
 

@@ -405,6 +405,20 @@ impl Store for RedisStore {
         Ok(())
     }
 
+    async fn expedite(&self, job_id: &str, now_ms: u64) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        // XX: only a job still in the queue is moved.
+        redis::cmd("ZADD")
+            .arg(self.queue_key())
+            .arg("XX")
+            .arg(now_ms)
+            .arg(job_id)
+            .query_async::<i64>(&mut conn)
+            .await
+            .map(|_| ())
+            .map_err(unavailable)
+    }
+
     async fn complete(&self, job_id: &str) -> Result<(), StoreError> {
         let mut conn = self.conn.clone();
         redis::pipe()

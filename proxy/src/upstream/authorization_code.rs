@@ -25,7 +25,7 @@ use url::Url;
 
 use super::provider::MAX_RESPONSE_BYTES;
 use super::{
-    BeginRequest, Begun, Grant, Issued, Provider, ProviderMetadata, TokenSet, Upstream,
+    Answer, BeginRequest, Begun, Grant, Issued, Provider, ProviderMetadata, TokenSet, Upstream,
     UpstreamError,
 };
 use crate::clients::Client;
@@ -198,6 +198,8 @@ impl Upstream for AuthorizationCode {
                 .map_err(|e| UpstreamError::Unavailable(e.to_string()))?,
             user_link: Some(url),
             callback_state: Some(state),
+            expires_in: None,
+            follow_up: None,
         })
     }
 
@@ -208,8 +210,12 @@ impl Upstream for AuthorizationCode {
         context: &[u8],
         grant: Grant<'_>,
         now_secs: u64,
-    ) -> Result<Issued, UpstreamError> {
-        let Grant::Code { code, issuer } = grant;
+    ) -> Result<Answer, UpstreamError> {
+        let Grant::Code { code, issuer } = grant else {
+            return Err(UpstreamError::Rejected(
+                "an authorization-code upstream is never polled".into(),
+            ));
+        };
         // RFC 9207: a response naming another issuer is a mix-up; never redeem its code.
         if let Some(iss) = issuer {
             let expected = self.provider.metadata().await?.issuer;
@@ -233,7 +239,7 @@ impl Upstream for AuthorizationCode {
                 "nonce does not match the request".into(),
             ));
         }
-        Ok(Issued { tokens, claims })
+        Ok(Answer::Issued(Issued { tokens, claims }))
     }
 }
 

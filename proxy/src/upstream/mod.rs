@@ -1,8 +1,10 @@
 //! The upstream IdP, behind one trait with one implementation per kind:
 //! [`authorization_code`] drives an ordinary authorization-code flow (the
-//! user's browser comes back to `/callback`). What a kind must remember
-//! about one request is its own serialized context, which the flow seals
-//! onto the record; the store never reads it.
+//! user's browser comes back to `/callback`); [`ciba`] forwards the request
+//! to the IdP's own CIBA endpoint and is polled (or pinged) for the
+//! outcome. What a kind must remember about one request is its own
+//! serialized context, which the flow seals onto the record; the store
+//! never reads it.
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -11,19 +13,31 @@ use serde_json::{Map, Value};
 use url::Url;
 
 use crate::clients::Client;
-use crate::domain::{AuthReqId, LoginHint, Scope};
+use crate::domain::{AuthReqId, BindingMessage, LoginHint, Scope};
+use crate::hints::Hint;
 
 pub mod authorization_code;
+pub mod ciba;
 pub mod provider;
 
 pub use authorization_code::AuthorizationCode;
+pub use ciba::Ciba;
 pub use provider::{http_client, Provider, ProviderMetadata};
 
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
     #[error("the identity provider is unreachable or misbehaving: {0}")]
     Unavailable(String),
-    #[error("the identity provider refused the code exchange: {0}")]
+    /// The operator must fix a setting; `key` names it.
+    #[error("configuration: {key}: {message}")]
+    Misconfigured { key: &'static str, message: String },
+    /// The IdP answered a backchannel request with a CIBA Core §13 error.
+    #[error("the identity provider refused the request: {error}")]
+    Refused {
+        error: String,
+        description: Option<String>,
+    },
+    #[error("the identity provider refused to issue tokens: {0}")]
     Rejected(String),
     #[error("the ID token is invalid: {0}")]
     InvalidIdToken(String),
@@ -50,8 +64,14 @@ pub struct BeginRequest<'a> {
     pub id: &'a AuthReqId,
     pub client: &'a Client,
     pub scope: &'a Scope,
+    /// The hint exactly as the client sent it.
+    pub hint: &'a Hint,
+    /// The user it names.
     pub login_hint: &'a LoginHint,
+    pub binding_message: Option<&'a BindingMessage>,
     pub acr_values: Option<&'a str>,
+    /// The lifetime the proxy gives the request, seconds.
+    pub expires_in: u64,
 }
 
 /// A sign-in started at the IdP.
@@ -62,6 +82,21 @@ pub struct Begun {
     pub user_link: Option<Url>,
     /// The `state` that brings the user's browser back to `/callback`.
     pub callback_state: Option<String>,
+    /// The IdP's own lifetime for the request, when shorter than asked.
+    pub expires_in: Option<u64>,
+    /// When the proxy must ask the IdP for the outcome itself; `None` when
+    /// the user's browser brings it back.
+    pub follow_up: Option<FollowUp>,
+}
+
+/// How often the proxy asks the IdP about one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FollowUp {
+    /// The IdP's minimum interval between token calls, seconds.
+    pub interval_secs: u64,
+    /// How often the proxy asks, seconds: the interval when polling, the
+    /// ping fallback when the IdP pings.
+    pub every_secs: u64,
 }
 
 /// What the upstream is asked to redeem.
@@ -72,6 +107,8 @@ pub enum Grant<'a> {
         /// RFC 9207 `iss`, when the IdP sent one.
         issuer: Option<&'a str>,
     },
+    /// Ask the IdP's token endpoint (native CIBA).
+    Poll,
 }
 
 /// Tokens whose ID token has been verified for this request.
@@ -80,16 +117,43 @@ pub struct Issued {
     pub claims: Map<String, Value>,
 }
 
+/// What the IdP says about a request.
+pub enum Answer {
+    Issued(Issued),
+    /// CIBA Core §11 `authorization_pending`.
+    Pending,
+    /// CIBA Core §11 `slow_down`: ask less often.
+    SlowDown,
+    /// The IdP ended the request; why, in words for the client.
+    Ended(String),
+}
+
+/// Whether a ping from the IdP is for the request it names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PingCheck {
+    Valid,
+    /// The bearer token is not this request's.
+    WrongToken,
+    /// The body names another request.
+    WrongRequest,
+}
 #[async_trait]
 pub trait Upstream: Send + Sync + 'static {
     /// The IdP's metadata, keys and ID-token checks.
     fn provider(&self) -> &Provider;
 
+    /// Whether the IdP can serve this kind now: its metadata is loaded and
+    /// has what the kind needs.
+    async fn ready(&self) -> Result<(), UpstreamError> {
+        self.provider().metadata().await.map(|_| ())
+    }
+
     /// Starts the sign-in for one backchannel request.
     async fn begin(&self, request: &BeginRequest<'_>) -> Result<Begun, UpstreamError>;
 
-    /// Turns `grant` into verified tokens for the request whose context is
-    /// `context`.
+    /// Asks the IdP about the request whose context is `context`, with the
+    /// code the browser brought back or by polling; tokens come back with
+    /// their ID token verified.
     async fn redeem(
         &self,
         client: &Client,
@@ -97,7 +161,24 @@ pub trait Upstream: Send + Sync + 'static {
         context: &[u8],
         grant: Grant<'_>,
         now_secs: u64,
-    ) -> Result<Issued, UpstreamError>;
+    ) -> Result<Answer, UpstreamError>;
+
+    /// The proxy's request an IdP ping's bearer token was made for.
+    fn ping_target(&self, _bearer: &str) -> Option<AuthReqId> {
+        None
+    }
+
+    /// Whether a ping (its bearer token and the IdP's auth_req_id in its
+    /// body) belongs to the request whose context is `context`.
+    fn check_ping(&self, _context: &[u8], _bearer: &str, _upstream_id: &str) -> PingCheck {
+        PingCheck::WrongToken
+    }
+
+    /// Tokens the proxy will not hand out (a different user signed in):
+    /// revoke them at the IdP when it can (RFC 7009).
+    async fn discard(&self, client: &Client, tokens: &TokenSet) {
+        self.provider().revoke(client, tokens).await;
+    }
 }
 
 pub type SharedUpstream = Arc<dyn Upstream>;

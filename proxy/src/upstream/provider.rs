@@ -6,12 +6,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use jsonwebtoken::{decode, decode_header, Validation};
+use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
+use secrecy::ExposeSecret;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use tokio::sync::RwLock;
 use url::Url;
 
-use super::UpstreamError;
+use super::{TokenSet, UpstreamError};
 use crate::clients::{Client, SIGNING_ALGS};
 use crate::configuration::UpstreamSettings;
 use crate::jwks::{read_limited, KeySet};
@@ -28,6 +30,53 @@ pub struct ProviderMetadata {
     pub authorization_endpoint: Url,
     pub token_endpoint: Url,
     pub jwks_uri: Url,
+    /// CIBA Core §4; required by the `ciba` kind.
+    pub backchannel_authentication_endpoint: Option<Url>,
+    /// RFC 7009, used to revoke tokens the proxy discards.
+    pub revocation_endpoint: Option<Url>,
+}
+
+/// RFC 6749 §5.1 as IdPs send it; `id_token` is required here, since the
+/// proxy only ever asks for `openid`.
+#[derive(Debug, Deserialize)]
+pub struct TokenResponse {
+    access_token: String,
+    #[serde(default)]
+    token_type: Option<String>,
+    #[serde(default)]
+    expires_in: Option<u64>,
+    #[serde(default)]
+    refresh_token: Option<String>,
+    #[serde(default)]
+    scope: Option<String>,
+    #[serde(default)]
+    id_token: Option<String>,
+}
+
+impl TokenResponse {
+    /// The tokens to keep, stamped with when they arrived.
+    pub fn into_token_set(self, now_secs: u64) -> Result<TokenSet, UpstreamError> {
+        let id_token = self.id_token.ok_or_else(|| {
+            UpstreamError::InvalidIdToken("the token response has no id_token".into())
+        })?;
+        Ok(TokenSet {
+            access_token: self.access_token,
+            token_type: self.token_type.unwrap_or_else(|| "Bearer".into()),
+            expires_in: self.expires_in,
+            refresh_token: self.refresh_token,
+            scope: self.scope,
+            id_token,
+            received_at: now_secs,
+        })
+    }
+}
+
+/// An OAuth error response (RFC 6749 §5.2, CIBA Core §13).
+#[derive(Debug, Deserialize)]
+pub struct ErrorResponse {
+    pub error: String,
+    #[serde(default)]
+    pub error_description: Option<String>,
 }
 
 #[derive(Debug)]
@@ -41,6 +90,8 @@ struct Loaded {
 pub struct Provider {
     issuer: String,
     discovery_url: Url,
+    /// Whether `upstream.discovery_url` was set (which key a 404 blames).
+    explicit_discovery_url: bool,
     pub subject_claim: String,
     http: reqwest::Client,
     loaded: RwLock<Option<Arc<Loaded>>>,
@@ -62,6 +113,7 @@ impl Provider {
         Self {
             issuer: settings.issuer.as_str().trim_end_matches('/').to_owned(),
             discovery_url,
+            explicit_discovery_url: settings.discovery_url.is_some(),
             subject_claim: settings.subject_claim.clone(),
             http,
             loaded: RwLock::new(None),
@@ -113,6 +165,15 @@ impl Provider {
     }
 
     async fn discover(&self) -> Result<ProviderMetadata, UpstreamError> {
+        let discovered = self.fetch_discovery().await;
+        // A configuration mistake is logged on every attempt, naming the key.
+        if let Err(UpstreamError::Misconfigured { key, message }) = &discovered {
+            tracing::error!(key, "upstream configuration error: {key}: {message}");
+        }
+        discovered
+    }
+
+    async fn fetch_discovery(&self) -> Result<ProviderMetadata, UpstreamError> {
         let fail = |e: String| {
             UpstreamError::Unavailable(format!("discovery at {}: {e}", self.discovery_url))
         };
@@ -122,8 +183,23 @@ impl Provider {
             .send()
             .await
             .map_err(|e| fail(e.to_string()))?;
-        if !response.status().is_success() {
-            return Err(fail(format!("status {}", response.status())));
+        let status = response.status();
+        if status.is_client_error() {
+            // The IdP answers, but not with a discovery document here.
+            return Err(UpstreamError::Misconfigured {
+                key: if self.explicit_discovery_url {
+                    "upstream.discovery_url"
+                } else {
+                    "upstream.issuer"
+                },
+                message: format!(
+                    "no discovery document at {} (status {status}); set upstream.discovery_url when the IdP serves it elsewhere",
+                    self.discovery_url
+                ),
+            });
+        }
+        if !status.is_success() {
+            return Err(fail(format!("status {status}")));
         }
         let body = read_limited(response, MAX_DISCOVERY_BYTES)
             .await
@@ -132,12 +208,80 @@ impl Provider {
             serde_json::from_slice(&body).map_err(|e| fail(format!("malformed document: {e}")))?;
         // OpenID Connect Discovery §4.3: the issuer must be the one we expect.
         if metadata.issuer.trim_end_matches('/') != self.issuer {
-            return Err(fail(format!(
-                "issuer is {:?}, configured upstream.issuer is {:?}",
-                metadata.issuer, self.issuer
-            )));
+            return Err(UpstreamError::Misconfigured {
+                key: "upstream.issuer",
+                message: format!(
+                    "the discovery document at {} names the issuer {:?}, not {:?}",
+                    self.discovery_url, metadata.issuer, self.issuer
+                ),
+            });
         }
         Ok(metadata)
+    }
+
+    /// A form POST to the IdP, authenticated as the client's upstream
+    /// registration: RFC 6749 §2.3.1 `client_secret_basic` (both parts
+    /// form-urlencoded), or just `client_id` for a public client.
+    pub fn post_form(
+        &self,
+        url: Url,
+        client: &Client,
+        mut form: Vec<(&str, String)>,
+    ) -> reqwest::RequestBuilder {
+        let request = self.http.post(url);
+        match &client.upstream_secret {
+            Some(secret) => {
+                let encode = |s: &str| utf8_percent_encode(s, NON_ALPHANUMERIC).to_string();
+                request
+                    .basic_auth(
+                        encode(&client.upstream_id),
+                        Some(encode(secret.expose_secret())),
+                    )
+                    .form(&form)
+            }
+            None => {
+                form.push(("client_id", client.upstream_id.clone()));
+                request.form(&form)
+            }
+        }
+    }
+
+    /// RFC 7009: revokes tokens the proxy will not hand out, when the IdP
+    /// has a revocation endpoint. Best effort: a failure is logged.
+    pub async fn revoke(&self, client: &Client, tokens: &TokenSet) {
+        let Ok(metadata) = self.metadata().await else {
+            return;
+        };
+        let Some(endpoint) = metadata.revocation_endpoint else {
+            tracing::info!("the identity provider has no revocation endpoint; discarded tokens expire on their own");
+            return;
+        };
+        // The refresh token first: revoking it usually ends its access tokens too.
+        let tokens = [
+            ("refresh_token", tokens.refresh_token.as_deref()),
+            ("access_token", Some(tokens.access_token.as_str())),
+        ];
+        for (hint, token) in tokens {
+            let Some(token) = token else { continue };
+            let form = vec![
+                ("token", token.to_owned()),
+                ("token_type_hint", hint.to_owned()),
+            ];
+            match self.post_form(endpoint.clone(), client, form).send().await {
+                Ok(r) if r.status().is_success() => {
+                    tracing::info!(
+                        token_type = hint,
+                        "discarded token revoked at the identity provider"
+                    )
+                }
+                Ok(r) => {
+                    tracing::warn!(token_type = hint, status = %r.status(), "the identity provider refused to revoke a discarded token")
+                }
+                Err(e) => {
+                    tracing::warn!(token_type = hint, error = %e.without_url(), "could not revoke a discarded token")
+                }
+            }
+        }
     }
 
     /// CIBA Core §7.1 `id_token_hint`: an ID token the IdP issued to this
