@@ -40,8 +40,12 @@ test: idp-deps redis ## Unit and end-to-end tests (real Redis, real oidc-provide
 demo: idp-deps ## One narrated CIBA login: test IdP, proxy (in memory), client and phone
 	cargo run --quiet -p ciba-proxy-e2e --bin demo
 
+.PHONY: demo-ciba
+demo-ciba: idp-deps ## One narrated login through the IdP's own CIBA (upstream.kind = "ciba")
+	cargo run --quiet -p ciba-proxy-e2e --bin demo-ciba
+
 .PHONY: bench
-bench: idp-deps redis ## Poll throughput and latency of one instance on Redis (release build)
+bench: idp-deps redis ## Poll throughput and latency on Redis; IdP requests per login with a native-CIBA IdP (release build)
 	CIBA_TEST_REDIS_URL=redis://$(REDIS_HOST):$(REDIS_PORT) cargo run --release --quiet -p ciba-proxy-e2e --bin bench
 
 .PHONY: fmt

@@ -1,10 +1,14 @@
 //! `make bench`: how many polls per second one proxy instance answers from
 //! Redis, with what latency, and how many of them reach the IdP (none
-//! should). Loopback only; bounded in requests and time.
+//! should). Then, in front of an IdP with its own CIBA, how many requests
+//! the IdP serves per completed login when the client polls 1, 10 or 100
+//! times, against a client that polls the IdP directly (the baseline,
+//! measured in the same run). Loopback only; bounded in requests and time.
 use std::time::{Duration, Instant};
 
 use ciba_proxy_e2e::app::{StoreKind, TestApp};
 use ciba_proxy_e2e::device::Action;
+use ciba_proxy_e2e::idp::{TestIdp, CIBA_GRANT_TYPE};
 
 const PENDING_REQUESTS: usize = 50;
 const CONCURRENCY: usize = 32;
@@ -15,8 +19,17 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted.get(index).copied().unwrap_or_default()
 }
 
+/// How long the user takes to approve in the IdP-load runs.
+const APPROVAL: Duration = Duration::from_secs(6);
+const POLL_COUNTS: [usize; 3] = [1, 10, 100];
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    poll_throughput().await?;
+    idp_load().await
+}
+
+async fn poll_throughput() -> anyhow::Result<()> {
     let app = TestApp::builder()
         .store(StoreKind::Redis)
         .manual_clock()
@@ -85,5 +98,105 @@ async fn main() -> anyhow::Result<()> {
     println!("answers: {answers:?}");
     println!("requests that reached the IdP while polling: {idp_during}");
     anyhow::ensure!(idp_during == 0, "polls reached the IdP");
+    Ok(())
+}
+
+/// The IdP's POST /backchannel and POST /token, counted.
+async fn idp_requests(idp: &TestIdp) -> anyhow::Result<u64> {
+    let stats = idp.stats().await?;
+    Ok(stats.count("POST /backchannel") + stats.count("POST /token"))
+}
+
+/// One login through the proxy (native CIBA in `delivery`); the client
+/// polls `polls` times during the approval, then until it has the tokens.
+async fn through_proxy(delivery: &'static str, polls: usize) -> anyhow::Result<u64> {
+    let idp: &'static TestIdp = Box::leak(Box::new(TestIdp::start()?));
+    let mut builder = TestApp::builder().idp(idp).ciba_upstream(delivery);
+    if delivery == "ping" {
+        builder = builder.https();
+    }
+    let app = builder.spawn().await;
+    let id = app.start("shop", "alice").await;
+    let request = idp
+        .wait_ciba_request_of(&app.upstream_clients[0], Duration::from_secs(10))
+        .await?;
+    let gap = APPROVAL / polls as u32;
+    for _ in 0..polls {
+        app.poll("shop", &id).await;
+        tokio::time::sleep(gap).await;
+    }
+    idp.approve(&request.id).await?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let reply = app.poll("shop", &id).await;
+        if reply.status == 200 {
+            break;
+        }
+        anyhow::ensure!(Instant::now() < deadline, "no tokens: {reply:?}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    idp_requests(idp).await
+}
+
+/// The baseline: the same login with the client polling the IdP itself.
+async fn direct(polls: usize) -> anyhow::Result<u64> {
+    let idp: &'static TestIdp = Box::leak(Box::new(TestIdp::start()?));
+    let client = idp.register_ciba_client("poll", None).await?;
+    let http = reqwest::Client::new();
+    let post = |path: &str, form: Vec<(&'static str, String)>| {
+        http.post(format!("{}{path}", idp.issuer))
+            .basic_auth(&client.client_id, Some(&client.client_secret))
+            .form(&form)
+            .send()
+    };
+    let ack: serde_json::Value = post(
+        "/backchannel",
+        vec![("scope", "openid".into()), ("login_hint", "alice".into())],
+    )
+    .await?
+    .json()
+    .await?;
+    let id = ack["auth_req_id"].as_str().unwrap_or_default().to_owned();
+    let token = || {
+        post(
+            "/token",
+            vec![
+                ("grant_type", CIBA_GRANT_TYPE.into()),
+                ("auth_req_id", id.clone()),
+            ],
+        )
+    };
+    let gap = APPROVAL / polls as u32;
+    for _ in 0..polls {
+        token().await?;
+        tokio::time::sleep(gap).await;
+    }
+    idp.approve(&id).await?;
+    anyhow::ensure!(token().await?.status() == 200, "no tokens from the IdP");
+    idp_requests(idp).await
+}
+
+async fn idp_load() -> anyhow::Result<()> {
+    println!(
+        "\nidp load: requests at the IdP (backchannel + token) per completed login, {}s approval",
+        APPROVAL.as_secs()
+    );
+    println!("  client polls | direct to IdP | via proxy, poll | via proxy, ping | ratio poll | ratio ping");
+    for polls in POLL_COUNTS {
+        let (baseline, via_poll, via_ping) = tokio::try_join!(
+            direct(polls),
+            through_proxy("poll", polls),
+            through_proxy("ping", polls)
+        )?;
+        println!(
+            "  {polls:>12} | {baseline:>13} | {via_poll:>15} | {via_ping:>15} | {:>10.2} | {:>10.2}",
+            via_poll as f64 / baseline as f64,
+            via_ping as f64 / baseline as f64
+        );
+        anyhow::ensure!(
+            via_ping == 2,
+            "ping delivery: one backchannel and one token call"
+        );
+    }
     Ok(())
 }

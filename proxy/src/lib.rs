@@ -1,15 +1,17 @@
-//! ciba-proxy: OpenID Connect CIBA in front of an OpenID provider that only
-//! speaks the authorization-code flow, with every poll answered from the store.
+//! ciba-proxy: OpenID Connect CIBA in front of an OpenID provider, driven
+//! with the authorization-code flow or with the IdP's own CIBA, with every
+//! client poll answered from the store.
 //!
 //! Layout:
 //! - [`configuration`] loads and validates the TOML settings (exit 2 on error).
 //! - [`startup`] wires the pieces into an actix-web [`startup::Application`].
 //! - [`routes`] has one module per endpoint: discovery, `/bc-authorize`,
-//!   `/token`, `/callback` and the health probes.
+//!   `/token`, `/callback`, `/upstream/ping` and the health probes.
 //! - [`domain`] holds the protocol types that can only be valid once parsed
 //!   (`AuthReqId`, `LoginHint`, `BindingMessage`, `Scope`, ...).
 //! - [`flow`] owns the life of a request: open, land (the browser's return),
-//!   decide and poll, and the background tasks that notify and ping.
+//!   pinged (a native-CIBA IdP's ping), decide and poll, and the background
+//!   tasks that notify the user, ask the IdP and ping the client.
 //!   `docs/architecture.md` draws it: the states, who moves a request
 //!   between them, and which store key holds it.
 //! - [`clients`] is the registry of consumption-device clients,
@@ -19,9 +21,9 @@
 //!   [`limits`] caps requests per client and pending requests per user;
 //!   [`tls`] terminates TLS and finds RFC 8705 client certificates.
 //! - [`upstream`] is the IdP behind one trait, one file per kind
-//!   (`upstream/authorization_code.rs`); `upstream/provider.rs` holds what
-//!   the kinds share: discovery, keys, ID-token checks. [`jwks`] caches key
-//!   sets.
+//!   (`upstream/authorization_code.rs`, `upstream/ciba.rs`);
+//!   `upstream/provider.rs` holds what the kinds share: discovery, keys,
+//!   ID-token checks, revocation. [`jwks`] caches key sets.
 //! - [`store`] keeps request and token state (in memory or in Redis) behind
 //!   one trait; [`crypto`] seals tokens at rest and makes random identifiers.
 //! - [`notifier`] tells the user's authentication device about a request,
