@@ -15,7 +15,7 @@ use jsonwebtoken::decode_header;
 use crate::clients::{Client, ClientRegistry};
 use crate::configuration::TokenEndpointAuthMethod;
 use crate::error::OAuthError;
-use crate::form::FormParams;
+use crate::form::{decode, FormParams};
 use crate::jwt;
 use crate::store::Store;
 use crate::tls::{subject_parts, Mtls};
@@ -219,9 +219,20 @@ async fn by_certificate(client: &Client, ctx: &AuthContext<'_>) -> Result<(), OA
 
 /// RFC 6749 §2.3.1: `Basic base64(urlencode(id) ":" urlencode(secret))`.
 fn basic_credentials(req: &HttpRequest) -> Result<Option<(String, String)>, OAuthError> {
-    let Some(value) = req.headers().get(AUTHORIZATION) else {
+    let mut values = req.headers().get_all(AUTHORIZATION);
+    let Some(value) = values.next() else {
         return Ok(None);
     };
+    if values.next().is_some() {
+        // RFC 6749 §5.2: a request that "includes multiple credentials" is
+        // invalid_request (400), not invalid_client: nothing was checked
+        // yet, and which credential would a 401 challenge? Reading only
+        // the first header would let a second one pass unseen (§2.3: one
+        // method per request).
+        return Err(OAuthError::InvalidRequest(
+            "send one Authorization header, not several".into(),
+        ));
+    }
     let malformed = || OAuthError::InvalidClient("malformed Basic authorization header".into());
     let value = value.to_str().map_err(|_| malformed())?;
     let Some((scheme, encoded)) = value.split_once(' ') else {
@@ -235,13 +246,9 @@ fn basic_credentials(req: &HttpRequest) -> Result<Option<(String, String)>, OAut
     let decoded = STANDARD.decode(encoded.trim()).map_err(|_| malformed())?;
     let decoded = String::from_utf8(decoded).map_err(|_| malformed())?;
     let (id, secret) = decoded.split_once(':').ok_or_else(malformed)?;
-    let unescape = |s: &str| {
-        url::form_urlencoded::parse(format!("x={s}").as_bytes())
-            .next()
-            .map(|(_, v)| v.into_owned())
-            .unwrap_or_default()
-    };
-    Ok(Some((unescape(id), unescape(secret))))
+    // Strict: an escape that is not UTF-8 is malformed, not a U+FFFD.
+    let unescape = |s: &str| decode(s.as_bytes()).map_err(|_| malformed());
+    Ok(Some((unescape(id)?, unescape(secret)?)))
 }
 
 #[cfg(test)]
@@ -329,6 +336,34 @@ mod tests {
             .insert_header((AUTHORIZATION, basic("shop", "a%3Ab+c")))
             .to_http_request();
         assert!(auth(&reg, &req, &FormParams::default()).await.is_ok());
+    }
+
+    #[actix_web::test]
+    async fn a_second_authorization_header_is_invalid_request() {
+        let reg = registry("").unwrap();
+        for second in [
+            basic("shop", "s3cret"),
+            basic("ghost", "x"),
+            "Bearer t".into(),
+        ] {
+            let req = TestRequest::default()
+                .append_header((AUTHORIZATION, basic("shop", "s3cret")))
+                .append_header((AUTHORIZATION, second))
+                .to_http_request();
+            let e = auth(&reg, &req, &FormParams::default()).await.unwrap_err();
+            assert_eq!(e.code(), "invalid_request");
+            assert!(e.description().contains("Authorization"));
+        }
+    }
+
+    #[actix_web::test]
+    async fn basic_credentials_that_are_not_utf8_once_unescaped_are_malformed() {
+        let reg = registry("").unwrap();
+        let req = TestRequest::default()
+            .insert_header((AUTHORIZATION, basic("shop", "s3cret%FF")))
+            .to_http_request();
+        let e = auth(&reg, &req, &FormParams::default()).await.unwrap_err();
+        assert_eq!(e.description(), "malformed Basic authorization header");
     }
 
     #[actix_web::test]

@@ -13,10 +13,11 @@ use subtle::ConstantTimeEq;
 use url::Url;
 
 use crate::configuration::{
-    ClientSettings, ConfigError, DeliveryMode, Profile, TokenEndpointAuthMethod,
+    CibaSettings, ClientSettings, ConfigError, DeliveryMode, Profile, TokenEndpointAuthMethod,
 };
 use crate::domain::Scope;
 use crate::jwks::{check_key_strength, KeySet};
+use crate::net_policy;
 use crate::tls::normalize_dn;
 
 /// Signing algorithms we accept on request objects, client assertions and ID
@@ -61,11 +62,40 @@ pub struct Client {
     pub upstream_secret: Option<SecretString>,
 }
 
+/// Which notification endpoints a ping client may register.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EndpointPolicy {
+    /// `http://` endpoints (`ciba.allow_http_notification_endpoints`).
+    pub allow_http: bool,
+    /// Non-public addresses (`ciba.allow_private_notification_endpoints`).
+    pub allow_private: bool,
+}
+
+impl EndpointPolicy {
+    pub fn from_settings(ciba: &CibaSettings) -> Self {
+        Self {
+            allow_http: ciba.allow_http_notification_endpoints,
+            allow_private: ciba.private_notification_endpoints_allowed(),
+        }
+    }
+}
+
+/// `true` is the development switch `allow_http_notification_endpoints`,
+/// which implies private endpoints (loopback test setups).
+impl From<bool> for EndpointPolicy {
+    fn from(allow_http: bool) -> Self {
+        Self {
+            allow_http,
+            allow_private: allow_http,
+        }
+    }
+}
+
 impl Client {
     fn from_settings(
         i: usize,
         c: &ClientSettings,
-        allow_http: bool,
+        endpoints: EndpointPolicy,
         http: &reqwest::Client,
     ) -> Result<Self, ConfigError> {
         let key = |field: &str| format!("clients[{i}].{field}");
@@ -177,7 +207,7 @@ impl Client {
         check_notification_endpoint(
             c,
             &key("backchannel_client_notification_endpoint"),
-            allow_http,
+            endpoints,
         )?;
         let scope = Scope::parse(&c.scope).map_err(|e| ConfigError::new(key("scope"), e))?;
         if !scope.contains("openid") {
@@ -277,7 +307,7 @@ fn keys(
 fn check_notification_endpoint(
     c: &ClientSettings,
     key: &str,
-    allow_http: bool,
+    endpoints: EndpointPolicy,
 ) -> Result<(), ConfigError> {
     match (
         c.backchannel_token_delivery_mode,
@@ -286,18 +316,29 @@ fn check_notification_endpoint(
         (DeliveryMode::Ping, None) => Err(ConfigError::new(key, "is required for ping mode")),
         (DeliveryMode::Poll, Some(_)) => Err(ConfigError::new(key, "is only used in ping mode")),
         (DeliveryMode::Poll, None) => Ok(()),
-        (DeliveryMode::Ping, Some(url)) => match url.scheme() {
-            "https" => Ok(()),
-            "http" if allow_http => Ok(()),
-            "http" => Err(ConfigError::new(
-                key,
-                "must be https (set ciba.allow_http_notification_endpoints = true for development)",
-            )),
-            other => Err(ConfigError::new(
-                key,
-                format!("{other}: is not an http(s) URL"),
-            )),
-        },
+        (DeliveryMode::Ping, Some(url)) => {
+            match url.scheme() {
+                "https" => {}
+                "http" if endpoints.allow_http => {}
+                "http" => return Err(ConfigError::new(
+                    key,
+                    "must be https (set ciba.allow_http_notification_endpoints = true for development)",
+                )),
+                other => {
+                    return Err(ConfigError::new(
+                        key,
+                        format!("{other}: is not an http(s) URL"),
+                    ))
+                }
+            }
+            // No POSTs to the proxy's own loopback, the cloud metadata
+            // service or the private network; a host name is checked again
+            // when the ping resolves it (net_policy.rs).
+            if !endpoints.allow_private {
+                net_policy::check_url(url).map_err(|e| ConfigError::new(key, e.to_string()))?;
+            }
+            Ok(())
+        }
     }
 }
 
@@ -305,15 +346,17 @@ fn check_notification_endpoint(
 pub struct ClientRegistry(Arc<HashMap<String, Arc<Client>>>);
 
 impl ClientRegistry {
-    /// `allow_http`: accept `http://` notification endpoints (development).
+    /// `endpoints`: which notification endpoints are accepted; a `bool` is
+    /// the development switch `allow_http_notification_endpoints`.
     pub fn from_settings(
         clients: &[ClientSettings],
-        allow_http: bool,
+        endpoints: impl Into<EndpointPolicy>,
         http: &reqwest::Client,
     ) -> Result<Self, ConfigError> {
+        let endpoints = endpoints.into();
         let mut map = HashMap::new();
         for (i, c) in clients.iter().enumerate() {
-            let client = Client::from_settings(i, c, allow_http, http)?;
+            let client = Client::from_settings(i, c, endpoints, http)?;
             if map.insert(client.id.clone(), Arc::new(client)).is_some() {
                 return Err(ConfigError::new(
                     format!("clients[{i}].client_id"),
@@ -376,6 +419,56 @@ pub(crate) mod tests {
         );
         let https = "backchannel_token_delivery_mode = \"ping\"\nbackchannel_client_notification_endpoint = \"https://client.example/cb\"";
         assert!(registry(https).is_ok());
+    }
+
+    #[test]
+    fn private_notification_endpoints_are_refused_unless_allowed() {
+        let ping = |endpoint: &str| {
+            settings(&format!("backchannel_token_delivery_mode = \"ping\"\nbackchannel_client_notification_endpoint = \"{endpoint}\""))
+        };
+        let strict = EndpointPolicy {
+            allow_http: true,
+            allow_private: false,
+        };
+        for endpoint in [
+            "https://127.0.0.1/cb",
+            "https://169.254.169.254/latest/meta-data",
+            "https://10.0.0.7/cb",
+            "https://[fd00::1]/cb",
+            "https://[::ffff:192.168.0.1]/cb",
+            "https://localhost:8443/cb",
+            "http://2130706433/cb",
+            "http://0x7f.0.0.1/cb",
+            "http://0177.0.0.1/cb",
+        ] {
+            let e =
+                ClientRegistry::from_settings(&[ping(endpoint)], strict, &reqwest::Client::new())
+                    .unwrap_err();
+            assert_eq!(e.key, "clients[0].backchannel_client_notification_endpoint");
+            assert!(
+                e.message.contains("allow_private_notification_endpoints"),
+                "{endpoint}: {e}"
+            );
+        }
+        let public = ping("https://client.example.com/cb");
+        assert!(ClientRegistry::from_settings(&[public], strict, &reqwest::Client::new()).is_ok());
+        let private = EndpointPolicy {
+            allow_http: false,
+            allow_private: true,
+        };
+        assert!(ClientRegistry::from_settings(
+            &[ping("https://10.0.0.7/cb")],
+            private,
+            &reqwest::Client::new()
+        )
+        .is_ok());
+        // The development switch implies private endpoints.
+        assert!(ClientRegistry::from_settings(
+            &[ping("http://127.0.0.1:9/cb")],
+            true,
+            &reqwest::Client::new()
+        )
+        .is_ok());
     }
 
     #[test]

@@ -51,6 +51,75 @@ pub struct Settings {
     pub limits: LimitSettings,
     #[serde(default)]
     pub mtls: MtlsSettings,
+    #[serde(default)]
+    pub input: InputSettings,
+}
+
+/// `[input]`: how much a client may send. Every cap is checked before the
+/// value is used; a request over one is refused with 400 `invalid_request`
+/// naming the parameter and the cap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct InputSettings {
+    /// Largest form body at `/bc-authorize` and `/token`, bytes.
+    pub max_form_bytes: usize,
+    /// Most parameters in one form (or claims in one request object).
+    pub max_form_params: usize,
+    /// Longest `login_hint`, bytes (OIDC Core §2: a `sub` is at most 255 ASCII characters).
+    pub max_login_hint_bytes: usize,
+    /// Longest `acr_values`, bytes; it is carried into the IdP's URL.
+    pub max_acr_values_bytes: usize,
+    /// Most space-separated tokens in `scope`.
+    pub max_scope_tokens: usize,
+    /// Longest signed request object (`request`), bytes.
+    pub max_request_object_bytes: usize,
+}
+
+impl Default for InputSettings {
+    fn default() -> Self {
+        Self {
+            max_form_bytes: 64 * 1024,
+            max_form_params: 64,
+            max_login_hint_bytes: 256,
+            max_acr_values_bytes: 512,
+            max_scope_tokens: 64,
+            max_request_object_bytes: 16 * 1024,
+        }
+    }
+}
+
+impl InputSettings {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let caps = [
+            ("input.max_form_bytes", self.max_form_bytes),
+            ("input.max_form_params", self.max_form_params),
+            ("input.max_login_hint_bytes", self.max_login_hint_bytes),
+            ("input.max_acr_values_bytes", self.max_acr_values_bytes),
+            ("input.max_scope_tokens", self.max_scope_tokens),
+            (
+                "input.max_request_object_bytes",
+                self.max_request_object_bytes,
+            ),
+        ];
+        if let Some((key, _)) = caps.iter().find(|(_, cap)| *cap == 0) {
+            return Err(ConfigError::new(*key, "must be at least 1"));
+        }
+        let ceiling = crate::domain::LoginHint::MAX_BYTES;
+        if self.max_login_hint_bytes > ceiling {
+            return Err(ConfigError::new(
+                "input.max_login_hint_bytes",
+                format!("must be at most {ceiling}"),
+            ));
+        }
+        // The request object travels inside the form: a larger cap could never apply.
+        if self.max_request_object_bytes > self.max_form_bytes {
+            return Err(ConfigError::new(
+                "input.max_request_object_bytes",
+                "must not exceed input.max_form_bytes",
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Abuse resistance at `/bc-authorize`, counted in the store so the limits
@@ -64,6 +133,10 @@ pub struct LimitSettings {
     /// Requests one user (login hint) may have pending at once.
     #[serde(default = "default_pending_per_user")]
     pub pending_per_user: u64,
+    /// Backchannel requests (each one a push to the user's device) one user
+    /// may get per minute, whichever clients send them.
+    #[serde(default = "default_notifications_per_user_per_minute")]
+    pub notifications_per_user_per_minute: u64,
 }
 
 impl Default for LimitSettings {
@@ -71,6 +144,7 @@ impl Default for LimitSettings {
         Self {
             requests_per_client_per_minute: default_requests_per_client_per_minute(),
             pending_per_user: default_pending_per_user(),
+            notifications_per_user_per_minute: default_notifications_per_user_per_minute(),
         }
     }
 }
@@ -79,6 +153,10 @@ fn default_requests_per_client_per_minute() -> u64 {
     600
 }
 fn default_pending_per_user() -> u64 {
+    5
+}
+/// Auth0 allows at most 5 push notifications a minute per user too.
+fn default_notifications_per_user_per_minute() -> u64 {
     5
 }
 
@@ -162,6 +240,33 @@ pub struct ServerSettings {
     pub issuer: Url,
     /// Terminate TLS here (else plain HTTP, e.g. behind a TLS-terminating balancer).
     pub tls: Option<TlsSettings>,
+    /// A client must send a request's headers within this long, milliseconds.
+    #[serde(default = "default_request_header_timeout_ms")]
+    pub request_header_timeout_ms: u64,
+    /// ... and then its whole body within this long, milliseconds.
+    #[serde(default = "default_request_body_timeout_ms")]
+    pub request_body_timeout_ms: u64,
+    /// An idle connection is closed after this long, seconds; 0 (the
+    /// default) closes every connection after one request. actix-web times
+    /// only a connection's first request head, so on a kept-alive connection
+    /// a client could trickle the next head forever: keep-alive is for
+    /// deployments behind a balancer that buffers requests.
+    #[serde(default)]
+    pub keep_alive_secs: u64,
+    /// Connections one instance holds open at once; beyond it new ones wait
+    /// in the listen backlog. Shared evenly by the worker threads (rounded up).
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+}
+
+fn default_request_header_timeout_ms() -> u64 {
+    5000
+}
+fn default_request_body_timeout_ms() -> u64 {
+    10_000
+}
+fn default_max_connections() -> usize {
+    4096
 }
 
 /// `[server.tls]`: TLS 1.2/1.3 with rustls. Client certificates are
@@ -247,8 +352,14 @@ pub struct CibaSettings {
     /// Base64 of 32 random bytes: the AES-256-GCM key for tokens at rest.
     pub token_encryption_key: SecretString,
     /// Allow `http://` client notification endpoints (development only).
+    /// Implies `allow_private_notification_endpoints`.
     #[serde(default)]
     pub allow_http_notification_endpoints: bool,
+    /// Allow notification endpoints on loopback, private, link-local and
+    /// other non-public addresses, by IP literal or by what their host name
+    /// resolves to when the ping is sent (`net_policy.rs`).
+    #[serde(default)]
+    pub allow_private_notification_endpoints: bool,
     /// Timeout for one ping to a client's notification endpoint, milliseconds.
     #[serde(default = "default_ping_timeout_ms")]
     pub ping_timeout_ms: u64,
@@ -256,6 +367,15 @@ pub struct CibaSettings {
 
 fn default_ping_timeout_ms() -> u64 {
     5000
+}
+
+impl CibaSettings {
+    /// Whether pings may go to non-public addresses: asked for, or implied
+    /// by the development switch `allow_http_notification_endpoints`, so
+    /// loopback test setups keep working.
+    pub fn private_notification_endpoints_allowed(&self) -> bool {
+        self.allow_private_notification_endpoints || self.allow_http_notification_endpoints
+    }
 }
 
 /// The longest a backchannel request may live (a day): the user is being
@@ -370,6 +490,15 @@ pub struct UpstreamSettings {
     /// `ciba`: rewrites a forwarded `login_hint` into the IdP's own shape,
     /// e.g. `{"username":"{login_hint}"}`; the value is JSON-escaped.
     pub login_hint_template: Option<String>,
+    /// `authorization_code`: how long the IdP's authorization codes live,
+    /// seconds: how long an unreachable IdP is retried in the background
+    /// after the browser brought a code back.
+    #[serde(default = "default_code_lifetime_secs")]
+    pub code_lifetime_secs: u64,
+}
+
+fn default_code_lifetime_secs() -> u64 {
+    60
 }
 
 /// The placeholder in `upstream.login_hint_template`.
@@ -607,6 +736,22 @@ impl Settings {
             ));
         }
         check_http_url("server.issuer", &self.server.issuer)?;
+        for (key, value) in [
+            (
+                "server.request_header_timeout_ms",
+                self.server.request_header_timeout_ms,
+            ),
+            (
+                "server.request_body_timeout_ms",
+                self.server.request_body_timeout_ms,
+            ),
+            ("server.max_connections", self.server.max_connections as u64),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::new(key, "must be at least 1"));
+            }
+        }
+        self.input.validate()?;
         check_http_url("upstream.issuer", &self.upstream.issuer)?;
         if let Some(url) = &self.upstream.discovery_url {
             check_http_url("upstream.discovery_url", url)?;
@@ -683,6 +828,12 @@ impl UpstreamSettings {
                     "applies only with upstream.kind = \"ciba\"",
                 ));
             }
+        }
+        if self.code_lifetime_secs == 0 {
+            return Err(ConfigError::new(
+                "upstream.code_lifetime_secs",
+                "must be at least 1",
+            ));
         }
         if self.ping_fallback_secs == 0 {
             return Err(ConfigError::new(
@@ -856,6 +1007,88 @@ mod tests {
             Settings::from_toml(&toml).unwrap_err().key,
             "upstream.login_hint_template"
         );
+    }
+
+    #[test]
+    fn input_and_server_caps_have_defaults() {
+        let s = Settings::from_toml(VALID).unwrap();
+        assert_eq!(s.input, InputSettings::default());
+        assert_eq!(s.input.max_login_hint_bytes, 256);
+        assert_eq!(s.server.request_header_timeout_ms, 5000);
+        assert_eq!(s.server.request_body_timeout_ms, 10_000);
+        assert_eq!(s.server.max_connections, 4096);
+        assert_eq!(s.server.keep_alive_secs, 0);
+        let s = Settings::from_toml(&format!("{VALID}\n[input]\nmax_scope_tokens = 8")).unwrap();
+        assert_eq!(s.input.max_scope_tokens, 8);
+        assert_eq!(s.input.max_form_params, 64);
+    }
+
+    #[test]
+    fn a_zero_cap_is_named() {
+        for key in [
+            "max_form_bytes",
+            "max_form_params",
+            "max_login_hint_bytes",
+            "max_acr_values_bytes",
+            "max_scope_tokens",
+            "max_request_object_bytes",
+        ] {
+            let toml = format!("{VALID}\n[input]\n{key} = 0");
+            assert_eq!(
+                Settings::from_toml(&toml).unwrap_err().key,
+                format!("input.{key}")
+            );
+        }
+        for key in [
+            "request_header_timeout_ms",
+            "request_body_timeout_ms",
+            "max_connections",
+        ] {
+            let toml = VALID.replace("[server]", &format!("[server]\n{key} = 0"));
+            assert_eq!(
+                Settings::from_toml(&toml).unwrap_err().key,
+                format!("server.{key}")
+            );
+        }
+    }
+
+    #[test]
+    fn input_caps_must_fit_together() {
+        let toml = format!("{VALID}\n[input]\nmax_login_hint_bytes = 100000");
+        assert_eq!(
+            Settings::from_toml(&toml).unwrap_err().key,
+            "input.max_login_hint_bytes"
+        );
+        let toml =
+            format!("{VALID}\n[input]\nmax_form_bytes = 1000\nmax_request_object_bytes = 2000");
+        assert_eq!(
+            Settings::from_toml(&toml).unwrap_err().key,
+            "input.max_request_object_bytes"
+        );
+        let toml = format!("{VALID}\n[input]\nmax_scope_tokenz = 3");
+        assert!(Settings::from_toml(&toml)
+            .unwrap_err()
+            .to_string()
+            .contains("max_scope_tokenz"));
+    }
+
+    #[test]
+    fn private_notification_endpoints_are_refused_unless_allowed_or_implied() {
+        let s = Settings::from_toml(VALID).unwrap();
+        assert!(!s.ciba.allow_private_notification_endpoints);
+        assert!(!s.ciba.private_notification_endpoints_allowed());
+        let allowed = VALID.replace(
+            "[ciba]",
+            "[ciba]\nallow_private_notification_endpoints = true",
+        );
+        assert!(Settings::from_toml(&allowed)
+            .unwrap()
+            .ciba
+            .private_notification_endpoints_allowed());
+        let http = VALID.replace("[ciba]", "[ciba]\nallow_http_notification_endpoints = true");
+        let s = Settings::from_toml(&http).unwrap();
+        assert!(!s.ciba.allow_private_notification_endpoints);
+        assert!(s.ciba.private_notification_endpoints_allowed());
     }
 
     #[test]

@@ -55,7 +55,15 @@ pub trait TaskHandler<T>: Send + Sync + 'static {
     async fn run(&self, task: &T) -> Result<Step<T>, StoreError>;
     /// What the task is, for log lines (never a secret).
     fn describe(&self, task: &T) -> (&'static str, String);
+
+    /// The task failed until its deadline: whatever must follow, follows.
+    async fn gave_up(&self, _task: &T) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
+
+/// How close to its deadline a failing job is tried one last time.
+const LAST_TRY_MARGIN_MS: u64 = 500;
 
 /// Backoff between attempts: 0.5 s doubling up to 30 s.
 fn backoff(attempt: u32) -> Duration {
@@ -263,12 +271,21 @@ where
                 }
             }
             Ok(Step::RetryLater(reason)) => {
-                let wait = backoff(envelope.attempt);
                 let now = self.clock.now_ms();
-                if now + wait.as_millis() as u64 >= envelope.deadline_ms {
+                let left = envelope.deadline_ms.saturating_sub(now);
+                // The last try comes just before the deadline, not a whole
+                // backoff step early.
+                let wait = backoff(envelope.attempt).min(Duration::from_millis(
+                    left.saturating_sub(LAST_TRY_MARGIN_MS),
+                ));
+                if left <= LAST_TRY_MARGIN_MS {
                     tracing::error!(auth_req = %tag, %reason, attempts = envelope.attempt + 1,
-                        "{what} never delivered before the request expired");
-                    self.store.complete(&job.id).await
+                        "{what} never succeeded before its deadline");
+                    match handler.gave_up(&envelope.task).await {
+                        // The job returns when its lease ends, to give up again.
+                        Err(e) => Err(e),
+                        Ok(()) => self.store.complete(&job.id).await,
+                    }
                 } else {
                     tracing::warn!(auth_req = %tag, %reason, attempt = envelope.attempt, "{what} failed; retrying");
                     envelope.attempt += 1;

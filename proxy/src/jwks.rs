@@ -1,7 +1,9 @@
 //! Key sets used to verify JWS signatures: a client's registered keys (inline
 //! or at its `jwks_uri`) and the IdP's signing keys. A remote set is fetched
 //! lazily and refetched when a token names a `kid` it does not hold, so key
-//! rotation at the IdP needs no restart.
+//! rotation at the IdP needs no restart. The IdP's set reports each fetch to
+//! the IdP's reachability tracker.
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
@@ -10,6 +12,8 @@ use jsonwebtoken::jwk::{AlgorithmParameters, Jwk, JwkSet, PublicKeyUse};
 use jsonwebtoken::{DecodingKey, Header};
 use tokio::sync::RwLock;
 use url::Url;
+
+use crate::upstream::health::IdpHealth;
 
 /// Unknown `kid`s trigger at most one refetch per this period, so a stream
 /// of tokens naming unknown keys cannot make us hammer the key server. The
@@ -31,7 +35,12 @@ pub enum JwksError {
 #[derive(Debug)]
 enum Source {
     Fixed,
-    Remote { uri: Url, http: reqwest::Client },
+    Remote {
+        uri: Url,
+        http: reqwest::Client,
+        /// Told whether each fetch got an answer (the IdP's own key set).
+        health: Option<Arc<IdpHealth>>,
+    },
 }
 
 #[derive(Debug, Default)]
@@ -60,9 +69,21 @@ impl KeySet {
 
     pub fn remote(uri: Url, http: reqwest::Client) -> Self {
         Self {
-            source: Source::Remote { uri, http },
+            source: Source::Remote {
+                uri,
+                http,
+                health: None,
+            },
             cache: RwLock::new(Cached::default()),
         }
+    }
+
+    /// A remote set whose fetches count towards the IdP's reachability.
+    pub fn observed_by(mut self, tracker: Arc<IdpHealth>) -> Self {
+        if let Source::Remote { health, .. } = &mut self.source {
+            *health = Some(tracker);
+        }
+        self
     }
 
     /// Parses a JWKS JSON document.
@@ -105,7 +126,7 @@ impl KeySet {
         if let Some(found) = self.cache.read().await.set.as_ref().and_then(&pick) {
             return Ok(Some(found));
         }
-        let Source::Remote { uri, http } = &self.source else {
+        let Source::Remote { uri, http, health } = &self.source else {
             return Ok(None);
         };
         let mut cache = self.cache.write().await;
@@ -118,7 +139,7 @@ impl KeySet {
             .refetched_at
             .is_some_and(|at| at.elapsed() < MIN_REFETCH_INTERVAL);
         if first_load || !recently {
-            cache.set = Some(fetch(uri, http).await?);
+            cache.set = Some(fetch(uri, http, health.as_ref()).await?);
             if !first_load {
                 cache.refetched_at = Some(Instant::now());
             }
@@ -176,13 +197,17 @@ pub fn check_key_strength(jwk: &Jwk) -> Result<(), JwksError> {
     Ok(())
 }
 
-async fn fetch(uri: &Url, http: &reqwest::Client) -> Result<JwkSet, JwksError> {
+async fn fetch(
+    uri: &Url,
+    http: &reqwest::Client,
+    health: Option<&Arc<IdpHealth>>,
+) -> Result<JwkSet, JwksError> {
     let fail = |e: String| JwksError::Fetch(uri.to_string(), e);
-    let response = http
-        .get(uri.clone())
-        .send()
-        .await
-        .map_err(|e| fail(e.to_string()))?;
+    let result = http.get(uri.clone()).send().await;
+    if let Some(health) = health {
+        health.observe(&result);
+    }
+    let response = result.map_err(|e| fail(e.to_string()))?;
     if !response.status().is_success() {
         return Err(fail(format!("status {}", response.status())));
     }

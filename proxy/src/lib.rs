@@ -23,12 +23,15 @@
 //! - [`upstream`] is the IdP behind one trait, one file per kind
 //!   (`upstream/authorization_code.rs`, `upstream/ciba.rs`);
 //!   `upstream/provider.rs` holds what the kinds share: discovery, keys,
-//!   ID-token checks, revocation. [`jwks`] caches key sets.
+//!   ID-token checks, revocation; `upstream/health.rs` judges from recent
+//!   calls whether the IdP can be reached. [`jwks`] caches key sets.
 //! - [`store`] keeps request and token state (in memory or in Redis) behind
 //!   one trait; [`crypto`] seals tokens at rest and makes random identifiers.
 //! - [`notifier`] tells the user's authentication device about a request,
 //!   [`ping`] tells a ping-mode client its result is ready, and [`jobs`] is
 //!   the durable queue and worker that runs such tasks, from any instance.
+//!   [`net_policy`] keeps pings off loopback, private and link-local
+//!   addresses, at startup and when a host name is resolved.
 //! - [`error`] is the single OAuth error type rendered at the HTTP edge.
 //! - [`consumption_device`] is `ciba-proxy client`, a console CIBA client.
 #![forbid(unsafe_code)]
@@ -52,6 +55,7 @@ pub mod jobs;
 pub mod jwks;
 pub mod jwt;
 pub mod limits;
+pub mod net_policy;
 pub mod notifier;
 pub mod ping;
 pub mod request_object;

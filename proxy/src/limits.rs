@@ -1,8 +1,11 @@
 //! Abuse resistance at `/bc-authorize`: an endpoint that can push a login
 //! prompt to anyone's phone must not be usable to flood a client's quota or
-//! a user's phone. Both limits are counted in the store, so they hold
-//! across instances.
+//! a user's phone (push bombing, OWASP ASVS V2.7.8). The limits are counted
+//! in the store, so they hold across instances, and a user's limits are
+//! keyed by a normalised hint, so other spellings of one name share them.
 use sha2::{Digest, Sha256};
+use unicode_normalization::UnicodeNormalization;
+use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
 
 use crate::configuration::LimitSettings;
 use crate::error::OAuthError;
@@ -13,14 +16,28 @@ const WINDOW_SECS: u64 = 60;
 pub struct Limits {
     per_client_per_minute: u64,
     pending_per_user: u64,
+    notifications_per_user_per_minute: u64,
 }
 
-/// The store key of a user's pending requests; the hint itself (personal
+/// The user a hint names, for counting: NFKC, format characters (zero
+/// width, bidi controls, BOM) removed, trimmed and case-folded, so
+/// `Alice`, ` alice` and `alice\u{200B}` are one user. The hint itself is
+/// sent on as it came.
+fn normalised(login_hint: &str) -> String {
+    login_hint
+        .nfkc()
+        .filter(|c| c.general_category() != GeneralCategory::Format)
+        .collect::<String>()
+        .trim()
+        .to_lowercase()
+}
+
+/// A store key for one of the user's limits; the hint itself (personal
 /// data) never becomes a key.
-fn user_key(login_hint: &str) -> String {
+fn user_key(kind: &str, login_hint: &str) -> String {
     format!(
-        "pending:{}",
-        hex::encode(&Sha256::digest(login_hint.as_bytes())[..16])
+        "{kind}:{}",
+        hex::encode(&Sha256::digest(normalised(login_hint).as_bytes())[..16])
     )
 }
 
@@ -29,6 +46,7 @@ impl Limits {
         Self {
             per_client_per_minute: settings.requests_per_client_per_minute,
             pending_per_user: settings.pending_per_user,
+            notifications_per_user_per_minute: settings.notifications_per_user_per_minute,
         }
     }
 
@@ -39,25 +57,69 @@ impl Limits {
         client_id: &str,
         now_ms: u64,
     ) -> Result<(), OAuthError> {
-        if self.per_client_per_minute == 0 {
-            return Ok(());
-        }
-        let window = now_ms / 1000 / WINDOW_SECS;
-        let count = store
-            .count(&format!("rate:{client_id}:{window}"), WINDOW_SECS)
+        let counted = self
+            .count_per_minute(
+                store,
+                &format!("rate:{client_id}"),
+                self.per_client_per_minute,
+                now_ms,
+            )
             .await?;
-        if count > self.per_client_per_minute {
-            let retry_after = WINDOW_SECS - (now_ms / 1000) % WINDOW_SECS;
+        counted.map_err(|retry_after| {
             tracing::warn!(client_id, "backchannel request rate limit reached");
-            return Err(OAuthError::RateLimited {
+            OAuthError::RateLimited {
                 retry_after,
                 description: format!(
                     "at most {} backchannel requests per minute for this client; retry in {retry_after} s",
                     self.per_client_per_minute
                 ),
-            });
+            }
+        })
+    }
+
+    /// Counts one push to the user the hint names, whichever client asks
+    /// (429 past the limit): freed pending slots must not let one client
+    /// push a user again and again.
+    pub async fn admit_notification(
+        &self,
+        store: &dyn Store,
+        login_hint: &str,
+        now_ms: u64,
+    ) -> Result<(), OAuthError> {
+        let key = user_key("pushes", login_hint);
+        let counted = self
+            .count_per_minute(store, &key, self.notifications_per_user_per_minute, now_ms)
+            .await?;
+        counted.map_err(|retry_after| {
+            tracing::warn!("notifications per user limit reached");
+            OAuthError::RateLimited {
+                retry_after,
+                description: format!(
+                    "this user has been sent {} requests in the last minute; retry in {retry_after} s",
+                    self.notifications_per_user_per_minute
+                ),
+            }
+        })
+    }
+
+    /// One event in this calendar minute's window of `key`; past `limit`,
+    /// the seconds until the window ends. A limit of 0 is off.
+    async fn count_per_minute(
+        &self,
+        store: &dyn Store,
+        key: &str,
+        limit: u64,
+        now_ms: u64,
+    ) -> Result<Result<(), u64>, OAuthError> {
+        if limit == 0 {
+            return Ok(Ok(()));
         }
-        Ok(())
+        let window = now_ms / 1000 / WINDOW_SECS;
+        let count = store.count(&format!("{key}:{window}"), WINDOW_SECS).await?;
+        if count > limit {
+            return Ok(Err(WINDOW_SECS - (now_ms / 1000) % WINDOW_SECS));
+        }
+        Ok(Ok(()))
     }
 
     /// Holds one of the user's pending slots for request `id` until it
@@ -73,7 +135,7 @@ impl Limits {
         if self.pending_per_user == 0 {
             return Ok(());
         }
-        let key = user_key(login_hint);
+        let key = user_key("pending", login_hint);
         if !store
             .take_slot(&key, id, expires_at_ms, now_ms, self.pending_per_user)
             .await?
@@ -92,8 +154,31 @@ impl Limits {
         if self.pending_per_user == 0 {
             return;
         }
-        if let Err(e) = store.free_slot(&user_key(login_hint), id).await {
+        if let Err(e) = store.free_slot(&user_key("pending", login_hint), id).await {
             tracing::warn!(error = %e, "could not free a pending slot; it frees itself at expiry");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spellings_of_one_name_share_a_key() {
+        let key = user_key("pending", "alice");
+        for spelling in [
+            "Alice",
+            " alice ",
+            "ALICE",
+            "alice\u{200B}",
+            "\u{FEFF}alice",
+            "al\u{202E}ice",
+            "\u{FF41}lice", // fullwidth a
+        ] {
+            assert_eq!(user_key("pending", spelling), key, "{spelling:?}");
+        }
+        assert_ne!(user_key("pending", "bob"), key);
+        assert_ne!(user_key("pushes", "alice"), key);
     }
 }

@@ -9,6 +9,7 @@ use serde_json::{Map, Value};
 
 use crate::client_auth::AUTH_PARAMS;
 use crate::clients::{Client, FAPI_MAX_REQUEST_OBJECT_LIFETIME_SECS};
+use crate::configuration::InputSettings;
 use crate::error::OAuthError;
 use crate::form::FormParams;
 use crate::jwt;
@@ -21,9 +22,7 @@ fn invalid(m: &str) -> OAuthError {
     OAuthError::InvalidRequest(format!("request object: {m}"))
 }
 
-/// The request parameters: from the verified request object when the
-/// client signs its requests, else from the form. `audiences` are the
-/// accepted `aud` values: the issuer and the backchannel endpoint.
+/// [`request_parameters_within`] the default `[input]` caps.
 pub async fn request_parameters(
     client: &Client,
     form: &FormParams,
@@ -31,6 +30,31 @@ pub async fn request_parameters(
     store: &dyn Store,
     now_secs: u64,
 ) -> Result<FormParams, OAuthError> {
+    let input = InputSettings::default();
+    request_parameters_within(client, form, audiences, store, now_secs, &input).await
+}
+
+/// The request parameters: from the verified request object when the
+/// client signs its requests, else from the form. `audiences` are the
+/// accepted `aud` values: the issuer and the backchannel endpoint. The
+/// object is at most `input.max_request_object_bytes` (checked before any
+/// decoding) and carries at most `input.max_form_params` parameters.
+pub async fn request_parameters_within(
+    client: &Client,
+    form: &FormParams,
+    audiences: &[&str],
+    store: &dyn Store,
+    now_secs: u64,
+    input: &InputSettings,
+) -> Result<FormParams, OAuthError> {
+    if let Some(jwt) = form.get("request") {
+        let max = input.max_request_object_bytes;
+        if jwt.len() > max {
+            return Err(OAuthError::InvalidRequest(format!(
+                "request (the request object) must be at most {max} bytes"
+            )));
+        }
+    }
     let Some(alg) = client.signing_alg else {
         if form.get("request").is_some() {
             return Err(OAuthError::InvalidRequest(
@@ -86,7 +110,7 @@ pub async fn request_parameters(
     {
         return Err(invalid("jti has been used before"));
     }
-    parameters_from_claims(&claims)
+    parameters_from_claims(&claims, input.max_form_params)
 }
 
 /// FAPI-CIBA §5.2.2: `exp - nbf` at most 60 minutes, and `nbf` no more than
@@ -108,7 +132,19 @@ fn check_fapi_lifetime(claims: &Map<String, Value>, now: u64) -> Result<(), OAut
 
 /// Request parameters from the claims: strings as they are, numbers (e.g.
 /// `requested_expiry`) as their decimal text; anything else is malformed.
-fn parameters_from_claims(claims: &Map<String, Value>) -> Result<FormParams, OAuthError> {
+fn parameters_from_claims(
+    claims: &Map<String, Value>,
+    max_params: usize,
+) -> Result<FormParams, OAuthError> {
+    let carried = claims
+        .keys()
+        .filter(|name| !JWT_CLAIMS.contains(&name.as_str()))
+        .count();
+    if carried > max_params {
+        return Err(invalid(&format!(
+            "it carries more than {max_params} parameters"
+        )));
+    }
     let mut params = HashMap::new();
     for (name, value) in claims {
         if JWT_CLAIMS.contains(&name.as_str()) {
@@ -138,17 +174,37 @@ mod tests {
     #[test]
     fn numbers_become_text_and_jwt_claims_are_dropped() {
         let claims = json!({"iss": "c", "requested_expiry": 120, "login_hint": "alice"});
-        let params = parameters_from_claims(claims.as_object().unwrap()).unwrap();
+        let params = parameters_from_claims(claims.as_object().unwrap(), 64).unwrap();
         assert_eq!(params.get("requested_expiry"), Some("120"));
         assert_eq!(params.get("login_hint"), Some("alice"));
         assert_eq!(params.get("iss"), None);
     }
 
     #[test]
+    fn too_many_parameters_are_refused_but_jwt_claims_do_not_count() {
+        let claims = json!({"iss": "c", "aud": "x", "exp": 1, "jti": "j", "a": "1", "b": "2"});
+        assert!(parameters_from_claims(claims.as_object().unwrap(), 2).is_ok());
+        let e = parameters_from_claims(claims.as_object().unwrap(), 1).unwrap_err();
+        assert_eq!(e.code(), "invalid_request");
+        assert!(
+            e.description().contains("request object"),
+            "{}",
+            e.description()
+        );
+    }
+
+    #[test]
+    fn a_lone_surrogate_cannot_reach_a_parameter() {
+        // JSON escapes can spell a surrogate; serde_json refuses an unpaired one.
+        assert!(serde_json::from_str::<Value>(r#"{"binding_message":"a\ud800b"}"#).is_err());
+        assert!(serde_json::from_str::<Value>(r#"{"binding_message":"a\udc00b"}"#).is_err());
+    }
+
+    #[test]
     fn structured_parameter_values_are_rejected() {
         let claims = json!({"login_hint": {"sub": "alice"}});
         assert_eq!(
-            parameters_from_claims(claims.as_object().unwrap())
+            parameters_from_claims(claims.as_object().unwrap(), 64)
                 .unwrap_err()
                 .code(),
             "invalid_request"

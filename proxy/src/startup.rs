@@ -4,8 +4,10 @@ use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix_web::dev::Server;
-use actix_web::{web, App, HttpServer};
+use actix_web::dev::{Server, Service as _};
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::{KeepAlive, StatusCode};
+use actix_web::{web, App, HttpMessage as _, HttpRequest, HttpServer, ResponseError as _};
 use secrecy::ExposeSecret;
 use tokio::sync::watch;
 use tracing_actix_web::TracingLogger;
@@ -17,7 +19,9 @@ use crate::configuration::{
     ConfigError, NotifierKind, Settings, TokenEndpointAuthMethod, UpstreamKind,
 };
 use crate::crypto::TokenCipher;
+use crate::error::OAuthError;
 use crate::flow::Flow;
+use crate::form;
 use crate::hints::Hints;
 use crate::jobs::Jobs;
 use crate::limits::Limits;
@@ -55,7 +59,7 @@ impl Application {
     pub async fn build(settings: Settings) -> Result<Self, StartupError> {
         let (state, tls) = build_state(&settings, Arc::new(SystemClock)).await?;
         let listener = TcpListener::bind(&settings.server.bind)?;
-        Self::serve(state, tls, listener)
+        Self::serve(state, tls, listener, &settings)
     }
 
     /// Builds on a listener the caller bound, with the caller's clock (tests).
@@ -65,13 +69,14 @@ impl Application {
         clock: Arc<dyn Clock>,
     ) -> Result<Self, StartupError> {
         let (state, tls) = build_state(&settings, clock).await?;
-        Self::serve(state, tls, listener)
+        Self::serve(state, tls, listener, &settings)
     }
 
     fn serve(
         state: AppState,
         tls: Option<ServerConfig>,
         listener: TcpListener,
+        settings: &Settings,
     ) -> Result<Self, StartupError> {
         let port = listener.local_addr()?.port();
         let upstream = state.upstream.clone();
@@ -85,26 +90,70 @@ impl Application {
         let flow = state.flow.clone();
         let worker = tokio::spawn(flow.jobs.clone().run(flow, stopped));
         let data = web::Data::new(state);
+        let input = web::Data::new(settings.input);
+        let server_settings = &settings.server;
+        let body_timeout = Duration::from_millis(server_settings.request_body_timeout_ms);
+        // Set explicitly (actix's own default) so the per-instance cap can be shared out.
+        let workers = std::thread::available_parallelism()
+            .map_or(2, std::num::NonZeroUsize::get)
+            .clamp(1, 512);
         let server = HttpServer::new(move || {
             App::new()
+                .wrap_fn(move |mut req, srv| {
+                    let body = req.take_payload();
+                    req.set_payload(form::with_deadline(body, body_timeout));
+                    srv.call(req)
+                })
                 .wrap(TracingLogger::<RequestSpan>::new())
                 .app_data(data.clone())
-                .route(
-                    "/.well-known/openid-configuration",
-                    web::get().to(routes::discovery::openid_configuration),
+                .app_data(input.clone())
+                .service(
+                    web::resource("/.well-known/openid-configuration")
+                        .route(web::get().to(routes::discovery::openid_configuration))
+                        .default_service(method_not_allowed("GET")),
                 )
-                .route(
-                    BACKCHANNEL_PATH,
-                    web::post().to(routes::backchannel_authentication::backchannel_authentication),
+                .service(
+                    web::resource(BACKCHANNEL_PATH)
+                        .route(
+                            web::post()
+                                .to(routes::backchannel_authentication::backchannel_authentication),
+                        )
+                        .default_service(method_not_allowed("POST")),
                 )
-                .route(TOKEN_PATH, web::post().to(routes::token::token))
-                .route(CALLBACK_PATH, web::get().to(routes::callback::callback))
-                .route(
-                    UPSTREAM_PING_PATH,
-                    web::post().to(routes::upstream_ping::upstream_ping),
+                .service(
+                    web::resource(TOKEN_PATH)
+                        .route(web::post().to(routes::token::token))
+                        .default_service(method_not_allowed("POST")),
                 )
-                .route("/healthz", web::get().to(routes::health::healthz))
-                .route("/readyz", web::get().to(routes::health::readyz))
+                .service(
+                    web::resource(CALLBACK_PATH)
+                        .route(web::get().to(routes::callback::callback))
+                        .default_service(method_not_allowed("GET")),
+                )
+                .service(
+                    web::resource(UPSTREAM_PING_PATH)
+                        .route(web::post().to(routes::upstream_ping::upstream_ping))
+                        .default_service(method_not_allowed("POST")),
+                )
+                .service(
+                    web::resource("/healthz")
+                        .route(web::get().to(routes::health::healthz))
+                        .default_service(method_not_allowed("GET")),
+                )
+                .service(
+                    web::resource("/readyz")
+                        .route(web::get().to(routes::health::readyz))
+                        .default_service(method_not_allowed("GET")),
+                )
+        })
+        .workers(workers)
+        .max_connections(server_settings.max_connections.div_ceil(workers))
+        .client_request_timeout(Duration::from_millis(
+            server_settings.request_header_timeout_ms,
+        ))
+        .keep_alive(match server_settings.keep_alive_secs {
+            0 => KeepAlive::Disabled,
+            secs => KeepAlive::Timeout(Duration::from_secs(secs)),
         })
         .on_connect(remember_peer_certificate);
         let server = match tls {
@@ -132,6 +181,31 @@ impl Application {
         let _ = self.worker.await;
         served
     }
+}
+
+/// RFC 9110 §15.5.6: another method at a known path is 405 with `Allow`,
+/// and the body is the usual OAuth error, as at every other refusal.
+fn method_not_allowed(allow: &'static str) -> actix_web::Route {
+    web::to(move |req: HttpRequest| async move {
+        let refusal = OAuthError::InvalidRequest(format!(
+            "{} is not allowed at {}; use {allow}",
+            req.method(),
+            req.path()
+        ));
+        let mut response = refusal.error_response();
+        *response.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
+        response
+            .headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static(allow));
+        response
+    })
+}
+
+/// Long enough for one code exchange with all its tries: a timeout per
+/// try, the waits between them (at most 4 s each), and a margin.
+fn exchange_lease_secs(upstream: &crate::configuration::UpstreamSettings) -> u64 {
+    let tries = u64::from(upstream.exchange_attempts);
+    (upstream.timeout_ms * tries).div_ceil(1000) + 4 * tries + 2
 }
 
 /// An IdP that answers but cannot serve the configured kind (no CIBA
@@ -175,7 +249,7 @@ async fn build_state(
     let upstream_http = http_client(Duration::from_millis(settings.upstream.timeout_ms))?;
     let clients = ClientRegistry::from_settings(
         &settings.clients,
-        settings.ciba.allow_http_notification_endpoints,
+        crate::clients::EndpointPolicy::from_settings(&settings.ciba),
         &upstream_http,
     )?;
     if !mtls.has_ca() {
@@ -233,9 +307,10 @@ async fn build_state(
             .await?,
         )
     };
-    let pinger = ClientPinger::new(http_client(Duration::from_millis(
-        settings.ciba.ping_timeout_ms,
-    ))?);
+    let pinger = ClientPinger::new(
+        Duration::from_millis(settings.ciba.ping_timeout_ms),
+        settings.ciba.private_notification_endpoints_allowed(),
+    )?;
     let limits = Arc::new(Limits::new(&settings.limits));
     let jobs = Arc::new(Jobs::new(
         store.clone(),
@@ -255,6 +330,8 @@ async fn build_state(
         pinger,
         interval: settings.ciba.interval,
         subject_check: settings.upstream.subject_check(),
+        code_lifetime_ms: settings.upstream.code_lifetime_secs * 1000,
+        exchange_lease_secs: exchange_lease_secs(&settings.upstream),
     });
     let state = AppState {
         issuer,

@@ -127,3 +127,57 @@ fn environment_overrides_are_applied_and_checked() {
         "store.url",
     );
 }
+
+/// VALID with the client in ping mode, notified at `endpoint`.
+fn ping_client_at(endpoint: &str) -> String {
+    VALID.replace(
+        "scope = \"openid profile\"",
+        &format!("scope = \"openid profile\"\nbackchannel_token_delivery_mode = \"ping\"\nbackchannel_client_notification_endpoint = \"{endpoint}\""),
+    )
+}
+
+#[test]
+fn ping_endpoints_on_private_addresses_are_refused() {
+    for endpoint in [
+        "https://169.254.169.254/latest/meta-data/",
+        "https://10.1.2.3/cb",
+        "https://[fd00::1]/cb",
+        "https://[::ffff:127.0.0.1]/cb",
+        "https://localhost:8443/cb",
+        // Other spellings of 127.0.0.1.
+        "https://2130706433/cb",
+        "https://0x7f.0.0.1/cb",
+        "https://0177.0.0.1/cb",
+    ] {
+        let (code, stderr) = run(&ping_client_at(endpoint), &[]);
+        assert_eq!(code, Some(2), "{endpoint}: {stderr}");
+        assert!(
+            stderr.contains("clients[0].backchannel_client_notification_endpoint")
+                && stderr.contains("allow_private_notification_endpoints"),
+            "{endpoint}: {stderr:?}"
+        );
+    }
+}
+
+#[test]
+fn allowing_private_ping_endpoints_lets_the_registration_through() {
+    // A second client with an empty id fails instead, which shows the first
+    // one's endpoint was accepted; a good configuration would start serving.
+    let broken = "\n[[clients]]\nclient_id = \"\"\nclient_secret = \"s\"\ntoken_endpoint_auth_method = \"client_secret_basic\"\nscope = \"openid\"\n";
+    let toml = format!("{}{broken}", ping_client_at("https://10.1.2.3/cb"));
+    assert_rejected(
+        &toml,
+        &[],
+        "clients[0].backchannel_client_notification_endpoint",
+    );
+    let allowed = toml.replace(
+        "[ciba]",
+        "[ciba]\nallow_private_notification_endpoints = true",
+    );
+    assert_rejected(&allowed, &[], "clients[1].client_id");
+    // The development switch implies it (loopback test setups).
+    let http = toml
+        .replace("https://10.1.2.3/cb", "http://127.0.0.1:9000/cb")
+        .replace("[ciba]", "[ciba]\nallow_http_notification_endpoints = true");
+    assert_rejected(&http, &[], "clients[1].client_id");
+}

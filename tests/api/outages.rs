@@ -6,6 +6,18 @@ use ciba_proxy_e2e::device::{sign_in, sign_in_until, Action};
 use ciba_proxy_e2e::idp::TestIdp;
 use ciba_proxy_e2e::redis_server::RedisServer;
 
+/// Polls (at the client interval) until the answer is not pending.
+async fn poll_until_decided(app: &TestApp, id: &str) -> Reply {
+    for _ in 0..30 {
+        let reply = app.poll("shop", id).await;
+        if !matches!(reply.error(), "authorization_pending" | "slow_down") {
+            return reply;
+        }
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+    }
+    panic!("the login was never decided");
+}
+
 /// Polls until the answer is no longer a 503 (the proxy reconnected).
 async fn poll_until_available(app: &TestApp, id: &str) -> Reply {
     for _ in 0..100 {
@@ -67,9 +79,13 @@ async fn a_redis_restart_gives_503s_meanwhile_and_loses_nothing() {
 }
 
 #[tokio::test]
-async fn an_idp_that_dies_during_a_login_ends_it_as_documented() {
+async fn an_idp_that_dies_during_a_login_ends_it_once_the_code_expires() {
     let idp: &'static TestIdp = Box::leak(Box::new(TestIdp::start().unwrap()));
-    let app = TestApp::builder().idp(idp).spawn().await;
+    let app = TestApp::builder()
+        .idp(idp)
+        .upstream_toml("code_lifetime_secs = 3")
+        .spawn()
+        .await;
     app.device.on("alice", Action::Ignore);
     let id = app.start("shop", "alice").await;
     let notification = app.device.wait_for_notification("alice").await;
@@ -89,10 +105,17 @@ async fn an_idp_that_dies_during_a_login_ends_it_as_documented() {
     );
     idp.stop();
 
+    // The user is told the sign-in is being completed, and may check again.
     let page = reqwest::get(&redirect.url).await.unwrap();
-    assert_eq!(page.status(), 502);
-    assert!(page.text().await.unwrap().contains("start again"));
-    let reply = app.poll("shop", &id).await;
+    assert_eq!(page.status(), 202);
+    let body = page.text().await.unwrap();
+    assert!(body.contains("Completing your sign-in"), "{body}");
+    assert!(body.contains("Check again"), "{body}");
+    // The client learns the outcome once it is final: when the code expired.
+    app.poll("shop", &id)
+        .await
+        .assert_error(400, "authorization_pending");
+    let reply = poll_until_decided(&app, &id).await;
     reply.assert_error(400, "access_denied");
     assert!(
         reply.body["error_description"]

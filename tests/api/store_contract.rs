@@ -6,7 +6,8 @@ use std::time::Duration;
 use ciba_proxy::clock::{Clock, ManualClock};
 use ciba_proxy::domain::AuthReqId;
 use ciba_proxy::store::{
-    MemoryStore, Outcome, PollOutcome, QueuedJob, RedisStore, RequestRecord, Status, Store,
+    Binding, Confirmation, Denial, MemoryStore, Outcome, PollOutcome, QueuedJob, RedisStore,
+    RequestRecord, Status, Store,
 };
 use ciba_proxy_e2e::app::redis_url;
 
@@ -39,19 +40,45 @@ fn record(clock: &ManualClock, client: &str) -> RequestRecord {
 }
 
 #[tokio::test]
-async fn state_is_single_use_and_leads_to_the_request() {
+async fn state_leads_to_the_request_and_binds_one_response() {
     for (name, store, clock) in backends().await {
         let r = record(&clock, "c");
+        let state = format!("state-{}", rand::random::<u64>());
         store
-            .create(&r, Some("state-1"), clock.now_ms())
+            .create(&r, Some(&state), clock.now_ms())
             .await
             .unwrap();
+        // Not consumed: a retried callback finds it again.
+        for _ in 0..2 {
+            assert_eq!(
+                store.state_owner(&state).await.unwrap(),
+                Some(r.id.clone()),
+                "{name}"
+            );
+        }
+        assert_eq!(store.state_owner("other").await.unwrap(), None, "{name}");
+        // The first response binds; the same again is a retry; another is refused.
         assert_eq!(
-            store.take_state("state-1").await.unwrap(),
-            Some(r.id.clone()),
+            store.bind_callback(&r.id, "fp-1").await.unwrap(),
+            Binding::Bound,
             "{name}"
         );
-        assert_eq!(store.take_state("state-1").await.unwrap(), None, "{name}");
+        assert_eq!(
+            store.bind_callback(&r.id, "fp-1").await.unwrap(),
+            Binding::Bound,
+            "{name}"
+        );
+        assert_eq!(
+            store.bind_callback(&r.id, "fp-2").await.unwrap(),
+            Binding::Other,
+            "{name}"
+        );
+        let gone = AuthReqId::generate();
+        assert_eq!(
+            store.bind_callback(&gone, "fp-1").await.unwrap(),
+            Binding::Gone,
+            "{name}"
+        );
         let (stored, status) = store.get(&r.id).await.unwrap().unwrap();
         assert_eq!((stored, status), (r, Status::Pending), "{name}");
     }
@@ -66,12 +93,15 @@ async fn poll_walks_pending_slow_down_tokens_redeemed() {
             .await
             .unwrap();
         assert_eq!(
-            store.poll(&r.id, "c", clock.now_ms()).await.unwrap(),
+            store.poll(&r.id, "c", "a1", clock.now_ms()).await.unwrap(),
             PollOutcome::Pending,
             "{name}"
         );
         assert_eq!(
-            store.poll(&r.id, "c", clock.now_ms() + 1000).await.unwrap(),
+            store
+                .poll(&r.id, "c", "a1", clock.now_ms() + 1000)
+                .await
+                .unwrap(),
             PollOutcome::SlowDown { interval_secs: 10 },
             "{name}"
         );
@@ -88,18 +118,24 @@ async fn poll_walks_pending_slow_down_tokens_redeemed() {
         // A second outcome cannot overwrite the first.
         let denied = Outcome::Denied {
             reason: "late".into(),
+            kind: Denial::Failed,
         };
         assert!(
             !store.finish(&r.id, &denied, clock.now_ms()).await.unwrap(),
             "{name}"
         );
         assert_eq!(
-            store.poll(&r.id, "c", clock.now_ms()).await.unwrap(),
+            store.poll(&r.id, "c", "a1", clock.now_ms()).await.unwrap(),
             PollOutcome::Tokens("t".into()),
             "{name}"
         );
         assert_eq!(
-            store.poll(&r.id, "c", clock.now_ms()).await.unwrap(),
+            store.confirm_tokens(&r.id, "a1").await.unwrap(),
+            Confirmation::Confirmed,
+            "{name}"
+        );
+        assert_eq!(
+            store.poll(&r.id, "c", "a2", clock.now_ms()).await.unwrap(),
             PollOutcome::Redeemed,
             "{name}"
         );
@@ -115,13 +151,19 @@ async fn other_clients_and_unknown_ids_look_alike() {
             .await
             .unwrap();
         assert_eq!(
-            store.poll(&r.id, "intruder", clock.now_ms()).await.unwrap(),
+            store
+                .poll(&r.id, "intruder", "a1", clock.now_ms())
+                .await
+                .unwrap(),
             PollOutcome::Unknown,
             "{name}"
         );
         let unknown = AuthReqId::generate();
         assert_eq!(
-            store.poll(&unknown, "c", clock.now_ms()).await.unwrap(),
+            store
+                .poll(&unknown, "c", "a1", clock.now_ms())
+                .await
+                .unwrap(),
             PollOutcome::Unknown,
             "{name}"
         );
@@ -138,13 +180,17 @@ async fn denial_and_expiry_are_reported() {
             .unwrap();
         let outcome = Outcome::Denied {
             reason: "the user declined".into(),
+            kind: Denial::Declined,
         };
         assert!(store
             .finish(&denied.id, &outcome, clock.now_ms())
             .await
             .unwrap());
         assert_eq!(
-            store.poll(&denied.id, "c", clock.now_ms()).await.unwrap(),
+            store
+                .poll(&denied.id, "c", "a1", clock.now_ms())
+                .await
+                .unwrap(),
             PollOutcome::Denied("the user declined".into()),
             "{name}"
         );
@@ -163,7 +209,7 @@ async fn denial_and_expiry_are_reported() {
             "{name}: finished after expiry"
         );
         assert_eq!(
-            store.poll(&late.id, "c", after).await.unwrap(),
+            store.poll(&late.id, "c", "a1", after).await.unwrap(),
             PollOutcome::Expired,
             "{name}"
         );
@@ -185,18 +231,117 @@ async fn concurrent_polls_take_the_tokens_once() {
             .finish(&r.id, &approved, clock.now_ms())
             .await
             .unwrap();
-        let polls = (0..32).map(|_| {
+        let polls = (0..32).map(|i| {
             let store = store.clone();
             let id = r.id.clone();
             let now = clock.now_ms();
-            tokio::spawn(async move { store.poll(&id, "c", now).await.unwrap() })
+            tokio::spawn(async move {
+                let attempt = format!("a{i}");
+                match store.poll(&id, "c", &attempt, now).await.unwrap() {
+                    PollOutcome::Tokens(_) => {
+                        store.confirm_tokens(&id, &attempt).await.unwrap()
+                            == Confirmation::Confirmed
+                    }
+                    _ => false,
+                }
+            })
         });
         let outcomes = futures::future::join_all(polls).await;
-        let tokens = outcomes
-            .iter()
-            .filter(|o| matches!(o, Ok(PollOutcome::Tokens(_))))
-            .count();
-        assert_eq!(tokens, 1, "{name}: {outcomes:?}");
+        let handed_out = outcomes.iter().filter(|o| matches!(o, Ok(true))).count();
+        assert_eq!(handed_out, 1, "{name}: {outcomes:?}");
+    }
+}
+
+/// A request of client "c" whose login completed with the tokens "t".
+async fn approved_request(store: &dyn Store, clock: &ManualClock) -> RequestRecord {
+    let r = record(clock, "c");
+    store.create(&r, None, clock.now_ms()).await.unwrap();
+    let approved = Outcome::Approved {
+        sealed_tokens: "t".into(),
+    };
+    assert!(store
+        .finish(&r.id, &approved, clock.now_ms())
+        .await
+        .unwrap());
+    r
+}
+
+#[tokio::test]
+async fn tokens_whose_answer_was_never_confirmed_go_to_the_retry() {
+    for (name, store, clock) in backends().await {
+        let r = approved_request(store.as_ref(), &clock).await;
+        // The first attempt's handler gave up (503) and never confirmed.
+        assert_eq!(
+            store
+                .poll(&r.id, "c", "lost", clock.now_ms())
+                .await
+                .unwrap(),
+            PollOutcome::Tokens("t".into()),
+            "{name}"
+        );
+        // The retry takes them over; the lost attempt can no longer confirm.
+        assert_eq!(
+            store
+                .poll(&r.id, "c", "retry", clock.now_ms())
+                .await
+                .unwrap(),
+            PollOutcome::Tokens("t".into()),
+            "{name}"
+        );
+        let confirm = |attempt: &'static str| store.confirm_tokens(&r.id, attempt);
+        assert_eq!(
+            confirm("lost").await.unwrap(),
+            Confirmation::Unconfirmed,
+            "{name}"
+        );
+        assert_eq!(
+            confirm("retry").await.unwrap(),
+            Confirmation::Confirmed,
+            "{name}"
+        );
+        assert_eq!(
+            confirm("lost").await.unwrap(),
+            Confirmation::IssuedElsewhere,
+            "{name}"
+        );
+        assert_eq!(
+            store
+                .poll(&r.id, "c", "third", clock.now_ms())
+                .await
+                .unwrap(),
+            PollOutcome::Redeemed,
+            "{name}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_confirmation_that_comes_too_late_leaves_the_tokens() {
+    for (name, store, clock) in backends().await {
+        let r = approved_request(store.as_ref(), &clock).await;
+        store
+            .poll(&r.id, "c", "slow", clock.now_ms())
+            .await
+            .unwrap();
+        // The store stalled between the poll and its confirmation.
+        if name == "memory" {
+            clock.advance_secs(2);
+        } else {
+            tokio::time::sleep(Duration::from_millis(1100)).await;
+        }
+        assert_eq!(
+            store.confirm_tokens(&r.id, "slow").await.unwrap(),
+            Confirmation::Unconfirmed,
+            "{name}"
+        );
+        assert_eq!(
+            store
+                .poll(&r.id, "c", "retry", clock.now_ms())
+                .await
+                .unwrap(),
+            PollOutcome::Tokens("t".into()),
+            "{name}"
+        );
     }
 }
 

@@ -262,6 +262,9 @@ let issuer;
 let kid;
 // Outage: until this time (ms since the epoch) every non-/_test/ request loses its socket.
 let outageUntil = 0;
+// A hanging outage reads each request, counts it, and never answers: the
+// connection is cut when the outage ends.
+let outageHangs = false;
 let dropped = {};
 
 function json(res, status, body) {
@@ -429,9 +432,22 @@ async function testHook(req, res, path) {
     return json(res, 200, await tokenStatus(token));
   }
   if (route === 'POST /_test/outage') {
-    const { ms } = await readJson(req);
+    const { ms, refuse, hang } = await readJson(req);
     if (!Number.isFinite(ms) || ms < 0) return json(res, 400, { error: 'ms must be a number >= 0' });
+    if (refuse && ms > 0) {
+      // A stopped IdP: nothing listens, so connections are refused (and open
+      // ones are cut), until the port is opened again. The hooks are
+      // unreachable meanwhile too.
+      json(res, 200, { until_ms: Date.now() + ms });
+      res.on('finish', () => {
+        server.close();
+        for (const socket of sockets) socket.destroy();
+        setTimeout(() => server.listen(Number(new URL(issuer).port), '127.0.0.1'), ms);
+      });
+      return undefined;
+    }
     outageUntil = ms > 0 ? Date.now() + ms : 0;
+    outageHangs = Boolean(hang);
     if (ms > 0) dropped = {};
     return json(res, 200, { until_ms: outageUntil });
   }
@@ -454,6 +470,14 @@ const server = http.createServer((req, res) => {
     });
     return undefined;
   }
+  if (Date.now() < outageUntil && outageHangs) {
+    const key = `${req.method} ${path}`;
+    counts[key] = (counts[key] || 0) + 1;
+    total += 1;
+    req.resume();
+    setTimeout(() => req.socket.destroy(), outageUntil - Date.now());
+    return undefined;
+  }
   if (Date.now() < outageUntil) {
     // An unreachable IdP: no status line, the connection just goes away. Not counted in stats.
     const key = `${req.method} ${path}`;
@@ -465,6 +489,13 @@ const server = http.createServer((req, res) => {
   counts[key] = (counts[key] || 0) + 1;
   total += 1;
   return handler(req, res);
+});
+
+// Every open connection, so a refusing outage can cut them.
+const sockets = new Set();
+server.on('connection', (socket) => {
+  sockets.add(socket);
+  socket.on('close', () => sockets.delete(socket));
 });
 
 server.listen(Number(args.port), '127.0.0.1', () => {

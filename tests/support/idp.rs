@@ -281,6 +281,31 @@ impl TestIdp {
         Ok(())
     }
 
+    /// For `duration`, nothing listens on the IdP's port: connections are
+    /// refused, as with a stopped IdP, and open ones are cut. Then it serves
+    /// again with all its state. The hooks are unreachable meanwhile too.
+    pub async fn refuse_connections(&self, duration: Duration) -> anyhow::Result<()> {
+        let ms = u64::try_from(duration.as_millis()).context("outage too long")?;
+        self.post_hook("/_test/outage", json!({ "ms": ms, "refuse": true }))
+            .await?;
+        Ok(())
+    }
+
+    /// For `duration`, every request except the hooks is read and counted
+    /// but never answered (a hanging IdP); its connection is cut at the end.
+    pub async fn hang(&self, duration: Duration) -> anyhow::Result<()> {
+        let ms = u64::try_from(duration.as_millis()).context("outage too long")?;
+        self.post_hook("/_test/outage", json!({ "ms": ms, "hang": true }))
+            .await?;
+        Ok(())
+    }
+
+    /// Zeroes the request counters of [`TestIdp::stats`].
+    pub async fn reset_stats(&self) -> anyhow::Result<()> {
+        self.post_hook("/_test/reset", json!({})).await?;
+        Ok(())
+    }
+
     /// Ends an [`TestIdp::outage`] early.
     pub async fn end_outage(&self) -> anyhow::Result<()> {
         self.post_hook("/_test/outage", json!({ "ms": 0 })).await?;

@@ -64,6 +64,31 @@ impl RedisServer {
         self.port
     }
 
+    /// SIGSTOP: the server stops answering but keeps every connection and
+    /// queues what it is sent, as a stalled Redis does.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// SIGCONT: the server runs what it queued, then answers again.
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let pid = self
+            .child
+            .as_ref()
+            .map(|c| c.id())
+            .expect("redis-server is running");
+        let status = std::process::Command::new("kill")
+            .arg(signal)
+            .arg(pid.to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill {signal} {pid}");
+    }
+
     /// Whether the child process is running (it may still be loading its data).
     pub fn is_running(&mut self) -> bool {
         self.child

@@ -23,18 +23,20 @@ use crate::clock::Clock;
 use crate::crypto::{log_tag, TokenCipher};
 use crate::domain::{AuthReqId, BindingMessage, LoginHint, Scope};
 use crate::error::OAuthError;
-use crate::form::FormParams;
 use crate::hints::Hint;
 use crate::jobs::Jobs;
 use crate::limits::Limits;
 use crate::notifier::{Notifier, UserNotification};
 use crate::ping::ClientPinger;
-use crate::store::{Outcome, PollOutcome, RequestRecord, Status, Store, StoreError};
-use crate::telemetry::{record_auth_req, record_client};
+use crate::store::{
+    Confirmation, Denial, Outcome, PollOutcome, RequestRecord, Status, Store, StoreError,
+};
+use crate::telemetry::record_auth_req;
 use crate::upstream::{
     Answer, BeginRequest, Grant, Issued, PingCheck, TokenSet, Upstream, UpstreamError,
 };
 
+mod landing;
 pub mod tasks;
 
 pub use tasks::Task;
@@ -72,6 +74,28 @@ pub enum Landing {
     NoLongerValid,
     Failed,
     BadLink,
+    /// The IdP could not be reached yet; the proxy keeps trying in the
+    /// background while the code can live.
+    InProgress,
+}
+
+impl Landing {
+    /// The page a decided request shows again, for a retried callback.
+    fn of(status: &Status) -> Option<Self> {
+        match status {
+            Status::Pending => None,
+            Status::Approved | Status::Issued => Some(Self::Approved),
+            Status::Denied { kind, .. } => Some(Self::denied(*kind)),
+        }
+    }
+
+    fn denied(kind: Denial) -> Self {
+        match kind {
+            Denial::Declined => Self::Declined,
+            Denial::WrongUser => Self::WrongUser,
+            Denial::Failed => Self::Failed,
+        }
+    }
 }
 
 /// Everything a request's life touches.
@@ -90,6 +114,12 @@ pub struct Flow {
     pub(crate) interval: u64,
     /// Whether the ID token's subject claim must equal the login hint.
     pub(crate) subject_check: bool,
+    /// How long an authorization code can live at the IdP: how long an
+    /// unreachable IdP is retried after the browser brought one back.
+    pub(crate) code_lifetime_ms: u64,
+    /// How long one code exchange may take, all tries included: the lease
+    /// that keeps a second exchange of the same code from starting.
+    pub(crate) exchange_lease_secs: u64,
 }
 
 /// What the IdP's answer means for the request.
@@ -109,6 +139,8 @@ enum Rejection {
     NoSubject,
     /// The IdP stayed unreachable through every retry.
     Unreachable(UpstreamError),
+    /// The request may have reached the IdP, but no answer came back.
+    NoAnswer(UpstreamError),
     Failed(anyhow::Error),
 }
 
@@ -124,12 +156,22 @@ pub enum PingRefused {
 impl Flow {
     /// Makes a checked request pending and has the user notified.
     pub async fn open(&self, request: NewRequest) -> Result<Acknowledgement, OAuthError> {
+        // No push the user cannot complete: while recent calls find the IdP
+        // unreachable, refuse before anything is taken (upstream/health.rs).
+        if self.upstream.reachable().is_err() {
+            return Err(OAuthError::TemporarilyUnavailable(
+                "the identity provider is not reachable; retry shortly".into(),
+            ));
+        }
         let id = AuthReqId::generate();
         record_auth_req(&id);
         let now_ms = self.clock.now_ms();
         let hint = request.login_hint.as_str();
-        // The slot is taken before the IdP is asked: the cap on pending
-        // requests must also hold against the IdP's pushes.
+        // The limits are taken before the IdP is asked: they must also hold
+        // against the IdP's own pushes.
+        self.limits
+            .admit_notification(self.store.as_ref(), hint, now_ms)
+            .await?;
         self.limits
             .reserve_user(
                 self.store.as_ref(),
@@ -237,9 +279,21 @@ impl Flow {
     }
 
     /// One poll by `client` (CIBA Core §10.1, §11): one store round trip,
-    /// never a call to the IdP.
+    /// never a call to the IdP; a second one only when it gets the tokens.
+    ///
+    /// The tokens are handed out in at most one 200, and never lost to a
+    /// store that answers late: the poll reserves them for this attempt,
+    /// and they are deleted only when this attempt confirms, within
+    /// [`crate::store::CONFIRM_WINDOW_MS`], that it is answering with them.
+    /// An attempt that cannot confirm answers 503, and the client's retry
+    /// takes the tokens over.
     pub async fn poll(&self, client: &Client, id: &AuthReqId) -> Result<TokenSet, OAuthError> {
-        match self.store.poll(id, &client.id, self.clock.now_ms()).await? {
+        let attempt = crate::crypto::random_token(16);
+        match self
+            .store
+            .poll(id, &client.id, &attempt, self.clock.now_ms())
+            .await?
+        {
             PollOutcome::Unknown => Err(unknown_auth_req_id()),
             PollOutcome::Pending => Err(OAuthError::AuthorizationPending),
             PollOutcome::SlowDown { interval_secs } => Err(OAuthError::SlowDown {
@@ -247,80 +301,28 @@ impl Flow {
             }),
             PollOutcome::Expired => Err(OAuthError::ExpiredToken),
             PollOutcome::Denied(reason) => Err(OAuthError::Denied(reason)),
-            PollOutcome::Redeemed => Err(OAuthError::InvalidGrant(
-                "the tokens for this auth_req_id were already issued".into(),
-            )),
+            PollOutcome::Redeemed => Err(already_issued()),
             PollOutcome::Tokens(sealed) => {
                 let plain = self
                     .cipher
                     .open(&sealed, id.as_str())
                     .map_err(OAuthError::internal)?;
                 let tokens = serde_json::from_slice(&plain).map_err(OAuthError::internal)?;
-                tracing::info!("tokens issued");
-                Ok(tokens)
+                match self.store.confirm_tokens(id, &attempt).await? {
+                    Confirmation::Confirmed => {
+                        tracing::info!("tokens issued");
+                        Ok(tokens)
+                    }
+                    Confirmation::IssuedElsewhere => Err(already_issued()),
+                    Confirmation::Unconfirmed => {
+                        tracing::warn!("tokens not confirmed in time; kept for the client's retry");
+                        Err(OAuthError::TemporarilyUnavailable(
+                            "the service is temporarily unavailable; retry shortly".into(),
+                        ))
+                    }
+                }
             }
         }
-    }
-
-    /// The user's browser is back from the IdP with `code` and `state` (or
-    /// `error`): redeem the code and decide the request.
-    pub async fn land(&self, query: &FormParams) -> Result<Landing, OAuthError> {
-        let Some(upstream_state) = query.get("state") else {
-            return Ok(Landing::BadLink);
-        };
-        // The state is single-use: a replayed callback finds nothing.
-        let Some(id) = self.store.take_state(upstream_state).await? else {
-            return Ok(Landing::NoLongerValid);
-        };
-        record_auth_req(&id);
-        let Some(record) = self.pending(&id).await? else {
-            return Ok(Landing::NoLongerValid);
-        };
-        record_client(&record.client_id);
-
-        if let Some(error) = query.get("error") {
-            let (landing, reason) = if error == "access_denied" {
-                (
-                    Landing::Declined,
-                    "the user declined the request".to_owned(),
-                )
-            } else {
-                tracing::warn!(%error, "the identity provider returned an error");
-                (
-                    Landing::Failed,
-                    format!("the identity provider ended the sign-in with {error}"),
-                )
-            };
-            return self
-                .conclude(&record, Outcome::Denied { reason }, landing)
-                .await;
-        }
-        let Some(code) = query.get("code") else {
-            // The state is spent, so this request cannot be completed any more.
-            let reason = "the identity provider returned neither a code nor an error".into();
-            return self
-                .conclude(&record, Outcome::Denied { reason }, Landing::Failed)
-                .await;
-        };
-        let grant = Grant::Code {
-            code,
-            issuer: query.get("iss"),
-        };
-        let (outcome, landing) = match self.redeem(&record, grant).await {
-            Ok(Verdict::Approved(sealed_tokens)) => {
-                (Outcome::Approved { sealed_tokens }, Landing::Approved)
-            }
-            Ok(Verdict::Ended(reason)) => (Outcome::Denied { reason }, Landing::Failed),
-            Ok(Verdict::Pending | Verdict::SlowDown) => self.rejected(Rejection::Failed(
-                anyhow::anyhow!("the identity provider answered a code exchange as pending"),
-            )),
-            Err(rejection) => self.rejected(rejection),
-        };
-        let landing = self.conclude(&record, outcome, landing).await?;
-        if landing == Landing::Approved {
-            tracing::info!("login completed");
-        }
-        Ok(landing)
     }
 
     /// The request, if it still waits for the user.
@@ -394,6 +396,7 @@ impl Flow {
             .await
             .map_err(|e| match e {
                 UpstreamError::Unavailable(_) => Rejection::Unreachable(e),
+                UpstreamError::NoAnswer(_) => Rejection::NoAnswer(e),
                 other => failed(other.into()),
             })?;
         let Issued { tokens, claims } = match answer {
@@ -445,50 +448,43 @@ impl Flow {
         }
     }
 
-    /// The outcome and page for a sign-in that was not accepted.
-    fn rejected(&self, rejection: Rejection) -> (Outcome, Landing) {
-        let (reason, landing) = match rejection {
+    /// Why a sign-in that came back from the IdP is not accepted.
+    fn rejected(&self, rejection: Rejection) -> Outcome {
+        let (reason, kind) = match rejection {
             Rejection::WrongUser => (
                 "a different user authenticated than the one in the login hint",
-                Landing::WrongUser,
+                Denial::WrongUser,
             ),
             Rejection::NoSubject => (
                 "the identity provider's ID token does not name the user, so the sign-in cannot be matched to the login hint",
-                Landing::Failed,
+                Denial::Failed,
             ),
+            Rejection::NoAnswer(e) => {
+                tracing::error!(error = %e, "the identity provider did not answer the code exchange; the code may be spent, so it is not sent again");
+                (
+                    "the identity provider did not answer in time to complete the sign-in; start a new request",
+                    Denial::Failed,
+                )
+            }
             Rejection::Failed(e) => {
                 tracing::error!(error = %e, "the sign-in could not be completed");
                 (
                     "the sign-in could not be completed at the identity provider",
-                    Landing::Failed,
+                    Denial::Failed,
                 )
             }
             Rejection::Unreachable(e) => {
                 tracing::error!(error = %e, "the identity provider stayed unreachable");
-                ("the identity provider could not be reached to complete the sign-in; start a new request", Landing::Failed)
+                (
+                    "the identity provider could not be reached to complete the sign-in; start a new request",
+                    Denial::Failed,
+                )
             }
         };
-        (
-            Outcome::Denied {
-                reason: reason.into(),
-            },
-            landing,
-        )
-    }
-
-    /// Decides the request; `landing` is shown unless it had ended meanwhile.
-    async fn conclude(
-        &self,
-        record: &RequestRecord,
-        outcome: Outcome,
-        landing: Landing,
-    ) -> Result<Landing, OAuthError> {
-        let decided = self.decide(record, &outcome).await?;
-        Ok(if decided {
-            landing
-        } else {
-            Landing::NoLongerValid
-        })
+        Outcome::Denied {
+            reason: reason.into(),
+            kind,
+        }
     }
 
     /// Records how a request ended, frees the user's pending slot and, for
@@ -584,6 +580,10 @@ fn refused_at_begin(e: UpstreamError) -> OAuthError {
             unavailable()
         }
     }
+}
+
+fn already_issued() -> OAuthError {
+    OAuthError::InvalidGrant("the tokens for this auth_req_id were already issued".into())
 }
 
 /// Unknown, long gone, or another client's: indistinguishable on purpose.

@@ -13,7 +13,7 @@ use crate::crypto::log_tag;
 use crate::domain::AuthReqId;
 use crate::jobs::{Step, TaskHandler};
 use crate::notifier::{NotifyError, UserNotification};
-use crate::store::{Outcome, Status, StoreError, SLOW_DOWN_STEP_SECS};
+use crate::store::{Denial, Outcome, Status, StoreError, SLOW_DOWN_STEP_SECS};
 use crate::upstream::{FollowUp, Grant};
 
 /// What a job does. Stored sealed; the wire format only has to survive a
@@ -34,6 +34,22 @@ pub enum Task {
         auth_req_id: AuthReqId,
         follow_up: FollowUp,
     },
+    /// Exchange the code the browser brought back, which an unreachable IdP
+    /// could not take yet; retried with backoff while the code can live.
+    RedeemCode {
+        auth_req_id: AuthReqId,
+        /// The code (and RFC 9207 `iss`), sealed.
+        sealed_response: String,
+    },
+}
+
+/// The job id of a request's `RedeemCode` task: fixed, so a browser retry
+/// that fails too replaces the job instead of adding one.
+pub fn redeem_code_job(id: &AuthReqId) -> String {
+    format!(
+        "code-{}",
+        hex::encode(&Sha256::digest(id.as_str().as_bytes())[..16])
+    )
 }
 
 /// The job id of a request's `AskUpstream` task: fixed, so an IdP's ping can
@@ -58,6 +74,23 @@ impl TaskHandler<Task> for Flow {
                 auth_req_id,
                 follow_up,
             } => self.ask_upstream(auth_req_id, *follow_up).await,
+            Task::RedeemCode {
+                auth_req_id,
+                sealed_response,
+            } => Ok(
+                match self.redeem_code_again(auth_req_id, sealed_response).await? {
+                    Some(()) => Step::Done,
+                    None => Step::RetryLater("the identity provider is still unreachable".into()),
+                },
+            ),
+        }
+    }
+
+    async fn gave_up(&self, task: &Task) -> Result<(), StoreError> {
+        match task {
+            // The code has expired at the IdP: the login cannot complete.
+            Task::RedeemCode { auth_req_id, .. } => self.code_expired(auth_req_id).await,
+            _ => Ok(()),
         }
     }
 
@@ -69,6 +102,9 @@ impl TaskHandler<Task> for Flow {
             Task::PingClient { auth_req_id } => ("client ping", log_tag(auth_req_id.as_str())),
             Task::AskUpstream { auth_req_id, .. } => {
                 ("upstream check", log_tag(auth_req_id.as_str()))
+            }
+            Task::RedeemCode { auth_req_id, .. } => {
+                ("code exchange", log_tag(auth_req_id.as_str()))
             }
         }
     }
@@ -98,6 +134,7 @@ impl Flow {
                 tracing::error!(auth_req = %tag, %reason, "user notification refused; ending the request");
                 let outcome = Outcome::Denied {
                     reason: "the user's authentication device could not be notified".into(),
+                    kind: Denial::Failed,
                 };
                 self.decide(&record, &outcome).await?;
                 Ok(Step::Done)
@@ -150,9 +187,15 @@ impl Flow {
             }
             Ok(Verdict::Ended(reason)) => {
                 tracing::info!(auth_req = %tag, %reason, "the identity provider ended the request");
-                (Outcome::Denied { reason }, ())
+                (
+                    Outcome::Denied {
+                        reason,
+                        kind: Denial::Failed,
+                    },
+                    (),
+                )
             }
-            Err(rejection) => (self.rejected(rejection).0, ()),
+            Err(rejection) => (self.rejected(rejection), ()),
         };
         self.decide(&record, &outcome).await?;
         Ok(Step::Done)

@@ -7,13 +7,13 @@ use serde::Serialize;
 
 use super::{authenticated_form, BACKCHANNEL_PATH};
 use crate::clients::Client;
-use crate::configuration::DeliveryMode;
-use crate::domain::{BindingMessage, RequestedExpiry, Scope};
+use crate::configuration::{DeliveryMode, InputSettings};
+use crate::domain::{AcrValues, BindingMessage, LoginHint, RequestedExpiry, Scope, ScopeError};
 use crate::error::OAuthError;
 use crate::flow::NewRequest;
-use crate::form::FormParams;
+use crate::form::{input_settings, FormParams};
 use crate::hints::Hint;
-use crate::request_object::request_parameters;
+use crate::request_object::request_parameters_within;
 use crate::state::{AppState, CibaPolicy};
 
 #[derive(Debug, Serialize)]
@@ -48,15 +48,17 @@ pub async fn backchannel_authentication(
         .limits
         .admit_client(state.store.as_ref(), &client.id, now_ms)
         .await?;
-    let params = request_parameters(
+    let input = input_settings(&req);
+    let params = request_parameters_within(
         &client,
         &form,
         &[&state.issuer, &endpoint],
         state.store.as_ref(),
         now_ms / 1000,
+        &input,
     )
     .await?;
-    let request = validate(&params, &client, &state.policy)?;
+    let request = validate(&params, &client, &state.policy, &input)?;
     let hint = request.hint.clone();
     let login_hint = state
         .hints
@@ -91,16 +93,21 @@ pub async fn backchannel_authentication(
         }))
 }
 
-/// CIBA Core §7.1: scope, exactly one hint, binding_message, requested_expiry.
+/// CIBA Core §7.1: scope, exactly one hint, binding_message, requested_expiry,
+/// each within its `[input]` cap.
 fn validate(
     params: &FormParams,
     client: &Client,
     policy: &CibaPolicy,
+    input: &InputSettings,
 ) -> Result<ValidRequest, OAuthError> {
     let scope = params
         .get("scope")
         .ok_or_else(|| OAuthError::InvalidRequest("scope is required".into()))?;
-    let scope = Scope::parse(scope).map_err(OAuthError::InvalidScope)?;
+    let scope = Scope::parse_at_most(scope, input.max_scope_tokens).map_err(|e| match e {
+        ScopeError::TooManyTokens { .. } => OAuthError::InvalidRequest(e.to_string()),
+        ScopeError::Malformed(m) => OAuthError::InvalidScope(m),
+    })?;
     if !scope.contains("openid") {
         return Err(OAuthError::InvalidScope("scope must include openid".into()));
     }
@@ -112,6 +119,11 @@ fn validate(
         )));
     }
 
+    // The configured cap; Hint::from_params holds the hint to the type's ceiling.
+    if let Some(hint) = params.get("login_hint") {
+        LoginHint::parse_at_most(hint, input.max_login_hint_bytes)
+            .map_err(OAuthError::InvalidRequest)?;
+    }
     let hint = Hint::from_params(|name| params.get(name).map(str::to_owned))?;
 
     let binding_message = params
@@ -125,6 +137,11 @@ fn validate(
             .capped(policy.max_expires_in),
         None => policy.expires_in,
     };
+    let acr_values = params
+        .get("acr_values")
+        .map(|v| AcrValues::parse_at_most(v, input.max_acr_values_bytes))
+        .transpose()
+        .map_err(OAuthError::InvalidRequest)?;
     let client_notification_token = match client.delivery_mode {
         DeliveryMode::Ping => Some(notification_token(params.get("client_notification_token"))?),
         DeliveryMode::Poll => None,
@@ -135,7 +152,7 @@ fn validate(
         hint,
         binding_message,
         expires_in,
-        acr_values: params.get("acr_values").map(str::to_owned),
+        acr_values: acr_values.map(AcrValues::into_string),
     })
 }
 

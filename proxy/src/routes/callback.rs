@@ -34,14 +34,27 @@ impl Page {
                 "The sign-in could not be completed with your identity provider, so the request was cancelled. Please start again."),
             Page::Landed(Landing::BadLink) => (StatusCode::BAD_REQUEST, "This link is incomplete",
                 "The address is missing information. Open the link from your notification again."),
+            Page::Landed(Landing::InProgress) => (StatusCode::ACCEPTED, "Completing your sign-in",
+                "Your identity provider did not answer yet, so we keep trying for a minute. You can close this page: the service that asked will learn the result. Or check again in a moment."),
             Page::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "Please try again",
                 "The service is briefly unavailable. Please try again in a moment."),
         };
+        // Both pages ask for another look: they offer it as a link (the same
+        // address; a retry is safe) and reload themselves.
+        let retry = matches!(self, Page::Unavailable | Page::Landed(Landing::InProgress));
+        let (refresh, link) = if retry {
+            (
+                "<meta http-equiv=\"refresh\" content=\"5\">",
+                "<p><a href=\"\">Check again</a></p>",
+            )
+        } else {
+            ("", "")
+        };
         let html = format!(
             "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
-             <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+             <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">{refresh}\
              <title>{title}</title></head><body style=\"font-family:sans-serif;max-width:32em;margin:3em auto;padding:0 1em\">\
-             <h1>{title}</h1><p>{text}</p></body></html>"
+             <h1>{title}</h1><p>{text}</p>{link}</body></html>"
         );
         HttpResponse::build(status)
             .content_type("text/html; charset=utf-8")

@@ -6,8 +6,8 @@ use async_trait::async_trait;
 use parking_lot::Mutex;
 
 use super::{
-    Outcome, PollOutcome, QueuedJob, RequestRecord, Status, Store, StoreError,
-    EXPIRED_RETENTION_MS, SLOW_DOWN_STEP_SECS,
+    Binding, Confirmation, Outcome, PollOutcome, QueuedJob, RequestRecord, Status, Store,
+    StoreError, CONFIRM_WINDOW_MS, EXPIRED_RETENTION_MS, SLOW_DOWN_STEP_SECS,
 };
 use crate::clock::Clock;
 use crate::domain::AuthReqId;
@@ -21,6 +21,10 @@ struct Entry {
     status: Status,
     last_poll_ms: Option<u64>,
     sealed_tokens: Option<String>,
+    /// The poll attempt the tokens are reserved for, and when it took them.
+    taken_by: Option<(String, u64)>,
+    /// The fingerprint of the callback response bound to the request.
+    callback: Option<String>,
 }
 
 #[derive(Debug, Default)]
@@ -93,15 +97,38 @@ impl Store for MemoryStore {
                 status: Status::Pending,
                 last_poll_ms: None,
                 sealed_tokens: None,
+                taken_by: None,
+                callback: None,
             },
         );
         Ok(())
     }
 
-    async fn take_state(&self, state: &str) -> Result<Option<AuthReqId>, StoreError> {
+    async fn state_owner(&self, state: &str) -> Result<Option<AuthReqId>, StoreError> {
         let now = self.clock.now_ms();
-        let taken = self.inner.lock().states.remove(state);
-        Ok(taken.filter(|(_, until)| now < *until).map(|(id, _)| id))
+        let inner = self.inner.lock();
+        Ok(inner
+            .states
+            .get(state)
+            .filter(|(_, until)| now < *until)
+            .map(|(id, _)| id.clone()))
+    }
+
+    async fn bind_callback(
+        &self,
+        id: &AuthReqId,
+        fingerprint: &str,
+    ) -> Result<Binding, StoreError> {
+        let mut inner = self.inner.lock();
+        let Some(entry) = inner.requests.get_mut(id) else {
+            return Ok(Binding::Gone);
+        };
+        let bound = entry.callback.get_or_insert_with(|| fingerprint.to_owned());
+        Ok(if bound == fingerprint {
+            Binding::Bound
+        } else {
+            Binding::Other
+        })
     }
 
     async fn get(&self, id: &AuthReqId) -> Result<Option<(RequestRecord, Status)>, StoreError> {
@@ -132,7 +159,12 @@ impl Store for MemoryStore {
                 entry.status = Status::Approved;
                 entry.sealed_tokens = Some(sealed_tokens.clone());
             }
-            Outcome::Denied { reason } => entry.status = Status::Denied(reason.clone()),
+            Outcome::Denied { reason, kind } => {
+                entry.status = Status::Denied {
+                    reason: reason.clone(),
+                    kind: *kind,
+                }
+            }
         }
         Ok(true)
     }
@@ -141,6 +173,7 @@ impl Store for MemoryStore {
         &self,
         id: &AuthReqId,
         client_id: &str,
+        attempt: &str,
         now_ms: u64,
     ) -> Result<PollOutcome, StoreError> {
         let mut inner = self.inner.lock();
@@ -168,16 +201,47 @@ impl Store for MemoryStore {
                     PollOutcome::Pending
                 }
             }
-            Status::Approved => {
-                entry.status = Status::Issued;
-                match entry.sealed_tokens.take() {
-                    Some(tokens) => PollOutcome::Tokens(tokens),
-                    None => PollOutcome::Expired,
+            // The tokens stay until this attempt confirms it answered with them.
+            Status::Approved | Status::Issued => match entry.sealed_tokens.clone() {
+                Some(tokens) => {
+                    entry.status = Status::Issued;
+                    entry.taken_by = Some((attempt.to_owned(), now_ms));
+                    PollOutcome::Tokens(tokens)
+                }
+                None if entry.status == Status::Approved => PollOutcome::Expired,
+                None => PollOutcome::Redeemed,
+            },
+            Status::Denied { reason, .. } => PollOutcome::Denied(reason.clone()),
+        })
+    }
+
+    async fn confirm_tokens(
+        &self,
+        id: &AuthReqId,
+        attempt: &str,
+    ) -> Result<Confirmation, StoreError> {
+        let now = self.clock.now_ms();
+        let mut inner = self.inner.lock();
+        let Some(entry) = inner.requests.get_mut(id) else {
+            return Ok(Confirmation::Unconfirmed);
+        };
+        Ok(match &entry.taken_by {
+            Some((by, at)) if by == attempt => {
+                if now <= at + CONFIRM_WINDOW_MS {
+                    entry.sealed_tokens = None;
+                    Confirmation::Confirmed
+                } else {
+                    Confirmation::Unconfirmed
                 }
             }
-            Status::Denied(reason) => PollOutcome::Denied(reason.clone()),
-            Status::Issued => PollOutcome::Redeemed,
+            _ if entry.sealed_tokens.is_none() => Confirmation::IssuedElsewhere,
+            _ => Confirmation::Unconfirmed,
         })
+    }
+
+    async fn forget_once(&self, key: &str) -> Result<(), StoreError> {
+        self.inner.lock().once.remove(key);
+        Ok(())
     }
 
     async fn use_once(&self, key: &str, ttl_secs: u64) -> Result<bool, StoreError> {

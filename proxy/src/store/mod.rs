@@ -23,6 +23,12 @@ pub const EXPIRED_RETENTION_MS: u64 = 300_000;
 /// CIBA Core §11: each `slow_down` raises the interval by 5 seconds.
 pub const SLOW_DOWN_STEP_SECS: u64 = 5;
 
+/// How long after a poll took the tokens its handler may still confirm that
+/// it answered with them. A confirmation that arrives later (the store
+/// stalled and ran it late, after the handler had answered 503) changes
+/// nothing, so the client's retry still gets the tokens.
+pub const CONFIRM_WINDOW_MS: u64 = 1000;
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("the store is unavailable: {0}")]
@@ -74,7 +80,7 @@ pub struct QueuedJob {
 pub enum Status {
     Pending,
     Approved,
-    Denied(String),
+    Denied { reason: String, kind: Denial },
     Issued,
 }
 
@@ -83,19 +89,73 @@ impl Status {
         match self {
             Self::Pending => "pending",
             Self::Approved => "approved",
-            Self::Denied(_) => "denied",
+            Self::Denied { .. } => "denied",
             Self::Issued => "issued",
         }
     }
 }
 
-/// How a login ended, as recorded by the callback.
+/// Why a request was denied, in a word: what the user's page said, so a
+/// retried callback shows the same page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Denial {
+    /// The user said no.
+    Declined,
+    /// Someone else signed in.
+    WrongUser,
+    /// Anything else: an IdP error, a failed exchange, an unreachable device.
+    Failed,
+}
+
+impl Denial {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Declined => "declined",
+            Self::WrongUser => "wrong_user",
+            Self::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Self {
+        match s {
+            "declined" => Self::Declined,
+            "wrong_user" => Self::WrongUser,
+            _ => Self::Failed,
+        }
+    }
+}
+
+/// How a login ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     /// The tokens, sealed with the token cipher.
     Approved { sealed_tokens: String },
     /// Why the request was refused, in words for the client.
-    Denied { reason: String },
+    Denied { reason: String, kind: Denial },
+}
+
+/// What became of a poll's claim on the tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Confirmation {
+    /// This attempt answers with the tokens; nobody else ever will.
+    Confirmed,
+    /// Another attempt confirmed first: the tokens are issued.
+    IssuedElsewhere,
+    /// Not confirmed (another attempt holds the tokens now, or this came
+    /// too late); the tokens stay for a retry.
+    Unconfirmed,
+}
+
+/// Whether a callback's response (its code or error, fingerprinted) is the
+/// one bound to the request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Binding {
+    /// The first response for this request, or the same one again (a retry).
+    Bound,
+    /// A different response for a state already answered: forged or replayed.
+    Other,
+    /// The request is gone.
+    Gone,
 }
 
 /// The answer to one poll at the token endpoint.
@@ -111,7 +171,9 @@ pub enum PollOutcome {
     Denied(String),
     /// The tokens were handed out already.
     Redeemed,
-    /// The sealed tokens; no later poll will see them.
+    /// The sealed tokens, reserved for this poll's attempt. They are gone
+    /// for good once [`Store::confirm_tokens`] succeeds; until then a later
+    /// poll (a retry) takes them over.
     Tokens(String),
 }
 
@@ -126,8 +188,15 @@ pub trait Store: Send + Sync + 'static {
         now_ms: u64,
     ) -> Result<(), StoreError>;
 
-    /// The request a callback `state` belongs to; the state is consumed.
-    async fn take_state(&self, state: &str) -> Result<Option<AuthReqId>, StoreError>;
+    /// The request a callback `state` belongs to. The state is not consumed:
+    /// a retried callback must find it again; [`Store::bind_callback`] keeps
+    /// any other response out.
+    async fn state_owner(&self, state: &str) -> Result<Option<AuthReqId>, StoreError>;
+
+    /// Binds the callback response with this fingerprint to the request,
+    /// unless another one is bound already.
+    async fn bind_callback(&self, id: &AuthReqId, fingerprint: &str)
+        -> Result<Binding, StoreError>;
 
     /// The request and its status, if it is still kept.
     async fn get(&self, id: &AuthReqId) -> Result<Option<(RequestRecord, Status)>, StoreError>;
@@ -141,13 +210,28 @@ pub trait Store: Send + Sync + 'static {
         now_ms: u64,
     ) -> Result<bool, StoreError>;
 
-    /// One poll by `client_id`, atomically.
+    /// One poll by `client_id`, atomically. Tokens are reserved for
+    /// `attempt` (and taken from any earlier attempt that never confirmed).
     async fn poll(
         &self,
         id: &AuthReqId,
         client_id: &str,
+        attempt: &str,
         now_ms: u64,
     ) -> Result<PollOutcome, StoreError>;
+
+    /// The poll `attempt` answers with the tokens: delete them for good.
+    /// Not confirmed when another attempt took them over, or when this
+    /// comes more than [`CONFIRM_WINDOW_MS`] after the poll (the store
+    /// stalled): the tokens then stay for the client's retry.
+    async fn confirm_tokens(
+        &self,
+        id: &AuthReqId,
+        attempt: &str,
+    ) -> Result<Confirmation, StoreError>;
+
+    /// Forgets a one-time value (a lease given back early).
+    async fn forget_once(&self, key: &str) -> Result<(), StoreError>;
 
     /// Marks a one-time value (a request object's `jti`) as used for
     /// `ttl_secs`. Returns false when it was used before.

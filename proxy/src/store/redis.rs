@@ -12,13 +12,14 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script};
 
 use super::{
-    Outcome, PollOutcome, QueuedJob, RequestRecord, Status, Store, StoreError,
-    EXPIRED_RETENTION_MS, SLOW_DOWN_STEP_SECS,
+    Binding, Confirmation, Denial, Outcome, PollOutcome, QueuedJob, RequestRecord, Status, Store,
+    StoreError, CONFIRM_WINDOW_MS, EXPIRED_RETENTION_MS, SLOW_DOWN_STEP_SECS,
 };
 use crate::domain::AuthReqId;
 
 const POLL: &str = r"
--- KEYS[1] request hash, KEYS[2] sealed tokens; ARGV: client_id, now_ms, slow_down step
+-- KEYS[1] request hash, KEYS[2] sealed tokens
+-- ARGV: client_id, now_ms, slow_down step, attempt
 local r = redis.call('HMGET', KEYS[1], 'client_id', 'status', 'expires_at', 'interval', 'last_poll', 'reason')
 if not r[1] or r[1] ~= ARGV[1] then return {'unknown'} end
 local now = tonumber(ARGV[2])
@@ -37,11 +38,18 @@ if status == 'pending' then
     return {'slow_down', tostring(interval)}
   end
   return {'pending'}
-elseif status == 'approved' then
+elseif status == 'approved' or status == 'issued' then
+  -- The tokens stay until this attempt confirms it answered with them; an
+  -- attempt whose answer never left (a timeout, a crash) leaves them to the
+  -- client's retry, which takes them over.
   local tokens = redis.call('GET', KEYS[2])
-  redis.call('HSET', KEYS[1], 'status', 'issued')
-  redis.call('DEL', KEYS[2])
-  if not tokens then return {'expired'} end
+  if not tokens then
+    if status == 'approved' then return {'expired'} end
+    return {'redeemed'}
+  end
+  local t = redis.call('TIME')
+  local taken_at = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  redis.call('HSET', KEYS[1], 'status', 'issued', 'attempt', ARGV[4], 'taken_at', taken_at)
   return {'tokens', tokens}
 elseif status == 'denied' then
   return {'denied', r[6] or ''}
@@ -49,8 +57,36 @@ end
 return {'redeemed'}
 ";
 
+const CONFIRM: &str = r"
+-- KEYS[1] request hash, KEYS[2] sealed tokens; ARGV: attempt, window_ms
+local r = redis.call('HMGET', KEYS[1], 'attempt', 'taken_at')
+if r[1] ~= ARGV[1] then
+  if redis.call('EXISTS', KEYS[2]) == 0 then return 2 end
+  return 0
+end
+-- Redis's own clock: a confirmation that ran late, after its handler gave up
+-- and answered 503, must not delete what the retry needs.
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+if now > tonumber(r[2]) + tonumber(ARGV[2]) then return 0 end
+redis.call('DEL', KEYS[2])
+return 1
+";
+
+const BIND_CALLBACK: &str = r"
+-- KEYS[1] request hash; ARGV: the callback response's fingerprint
+if redis.call('EXISTS', KEYS[1]) == 0 then return 'gone' end
+local bound = redis.call('HGET', KEYS[1], 'callback')
+if not bound then
+  redis.call('HSET', KEYS[1], 'callback', ARGV[1])
+  return 'bound'
+end
+if bound == ARGV[1] then return 'bound' end
+return 'other'
+";
+
 const FINISH: &str = r"
--- KEYS[1] request hash, KEYS[2] sealed tokens; ARGV: outcome, payload, now_ms
+-- KEYS[1] request hash, KEYS[2] sealed tokens; ARGV: outcome, payload, now_ms, denial kind
 local r = redis.call('HMGET', KEYS[1], 'status', 'expires_at')
 if not r[1] or r[1] ~= 'pending' then return 0 end
 local left = tonumber(r[2]) - tonumber(ARGV[3])
@@ -59,7 +95,7 @@ if ARGV[1] == 'approved' then
   redis.call('SET', KEYS[2], ARGV[2], 'PX', left)
   redis.call('HSET', KEYS[1], 'status', 'approved')
 else
-  redis.call('HSET', KEYS[1], 'status', 'denied', 'reason', ARGV[2])
+  redis.call('HSET', KEYS[1], 'status', 'denied', 'reason', ARGV[2], 'denial', ARGV[4])
 end
 return 1
 ";
@@ -99,6 +135,8 @@ pub struct RedisStore {
     conn: ConnectionManager,
     prefix: String,
     poll: Script,
+    confirm: Script,
+    bind_callback: Script,
     finish: Script,
     lease: Script,
     take_slot: Script,
@@ -129,6 +167,8 @@ impl RedisStore {
             conn,
             prefix: prefix.to_owned(),
             poll: Script::new(POLL),
+            confirm: Script::new(CONFIRM),
+            bind_callback: Script::new(BIND_CALLBACK),
             finish: Script::new(FINISH),
             lease: Script::new(LEASE),
             take_slot: Script::new(TAKE_SLOT),
@@ -211,13 +251,30 @@ impl Store for RedisStore {
         pipe.query_async::<()>(&mut conn).await.map_err(unavailable)
     }
 
-    async fn take_state(&self, state: &str) -> Result<Option<AuthReqId>, StoreError> {
+    async fn state_owner(&self, state: &str) -> Result<Option<AuthReqId>, StoreError> {
         let mut conn = self.conn.clone();
-        let id: Option<String> = conn
-            .get_del(self.state_key(state))
+        let id: Option<String> = conn.get(self.state_key(state)).await.map_err(unavailable)?;
+        Ok(id.and_then(|id| AuthReqId::parse(&id).ok()))
+    }
+
+    async fn bind_callback(
+        &self,
+        id: &AuthReqId,
+        fingerprint: &str,
+    ) -> Result<Binding, StoreError> {
+        let mut conn = self.conn.clone();
+        let bound: String = self
+            .bind_callback
+            .key(self.request_key(id))
+            .arg(fingerprint)
+            .invoke_async(&mut conn)
             .await
             .map_err(unavailable)?;
-        Ok(id.and_then(|id| AuthReqId::parse(&id).ok()))
+        Ok(match bound.as_str() {
+            "bound" => Binding::Bound,
+            "other" => Binding::Other,
+            _ => Binding::Gone,
+        })
     }
 
     async fn get(&self, id: &AuthReqId) -> Result<Option<(RequestRecord, Status)>, StoreError> {
@@ -233,7 +290,10 @@ impl Store for RedisStore {
             "pending" => Status::Pending,
             "approved" => Status::Approved,
             "issued" => Status::Issued,
-            "denied" => Status::Denied(map.get("reason").cloned().unwrap_or_default()),
+            "denied" => Status::Denied {
+                reason: map.get("reason").cloned().unwrap_or_default(),
+                kind: Denial::parse(map.get("denial").map_or("", String::as_str)),
+            },
             other => return Err(StoreError::Corrupt(format!("unknown status {other}"))),
         };
         let record = RequestRecord {
@@ -255,9 +315,9 @@ impl Store for RedisStore {
         outcome: &Outcome,
         now_ms: u64,
     ) -> Result<bool, StoreError> {
-        let (kind, payload) = match outcome {
-            Outcome::Approved { sealed_tokens } => ("approved", sealed_tokens),
-            Outcome::Denied { reason } => ("denied", reason),
+        let (kind, payload, denial) = match outcome {
+            Outcome::Approved { sealed_tokens } => ("approved", sealed_tokens, ""),
+            Outcome::Denied { reason, kind } => ("denied", reason, kind.as_str()),
         };
         let mut conn = self.conn.clone();
         let changed: i64 = self
@@ -267,6 +327,7 @@ impl Store for RedisStore {
             .arg(kind)
             .arg(payload)
             .arg(now_ms)
+            .arg(denial)
             .invoke_async(&mut conn)
             .await
             .map_err(unavailable)?;
@@ -277,6 +338,7 @@ impl Store for RedisStore {
         &self,
         id: &AuthReqId,
         client_id: &str,
+        attempt: &str,
         now_ms: u64,
     ) -> Result<PollOutcome, StoreError> {
         let mut conn = self.conn.clone();
@@ -287,6 +349,7 @@ impl Store for RedisStore {
             .arg(client_id)
             .arg(now_ms)
             .arg(SLOW_DOWN_STEP_SECS)
+            .arg(attempt)
             .invoke_async(&mut conn)
             .await
             .map_err(unavailable)?;
@@ -309,6 +372,36 @@ impl Store for RedisStore {
                 )))
             }
         })
+    }
+
+    async fn confirm_tokens(
+        &self,
+        id: &AuthReqId,
+        attempt: &str,
+    ) -> Result<Confirmation, StoreError> {
+        let mut conn = self.conn.clone();
+        let confirmed: i64 = self
+            .confirm
+            .key(self.request_key(id))
+            .key(self.tokens_key(id))
+            .arg(attempt)
+            .arg(CONFIRM_WINDOW_MS)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        Ok(match confirmed {
+            1 => Confirmation::Confirmed,
+            2 => Confirmation::IssuedElsewhere,
+            _ => Confirmation::Unconfirmed,
+        })
+    }
+
+    async fn forget_once(&self, key: &str) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        conn.del::<_, i64>(format!("{}:once:{}", self.prefix, key))
+            .await
+            .map(|_| ())
+            .map_err(unavailable)
     }
 
     async fn use_once(&self, key: &str, ttl_secs: u64) -> Result<bool, StoreError> {

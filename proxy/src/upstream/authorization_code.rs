@@ -102,7 +102,7 @@ impl AuthorizationCode {
             let result = oauth
                 .exchange_code(Code::new(code.to_owned()))
                 .set_pkce_verifier(PkceCodeVerifier::new(verifier.to_owned()))
-                .request_async(&LimitedHttp(self.provider.http()))
+                .request_async(&LimitedHttp(&self.provider))
                 .await
                 .map_err(exchange_error);
             match result {
@@ -132,8 +132,9 @@ impl AuthorizationCode {
 }
 
 /// The oauth2 crate's HTTP client, with the response body capped like
-/// every other outbound call (the crate's own reqwest client reads it whole).
-struct LimitedHttp<'a>(&'a reqwest::Client);
+/// every other outbound call (the crate's own reqwest client reads it whole),
+/// sent through the provider so the IdP's reachability is tracked.
+struct LimitedHttp<'a>(&'a Provider);
 
 impl<'c> oauth2::AsyncHttpClient<'c> for LimitedHttp<'_> {
     type Error = HttpClientError<reqwest::Error>;
@@ -261,6 +262,10 @@ fn exchange_error(
                 "server_error" | "temporarily_unavailable" => UpstreamError::Unavailable(message),
                 _ => UpstreamError::Rejected(message),
             }
+        }
+        // Only a request that surely never reached the IdP is safe to resend.
+        RequestTokenError::Request(HttpClientError::Reqwest(e)) if !e.is_connect() => {
+            UpstreamError::NoAnswer(e.without_url().to_string())
         }
         RequestTokenError::Request(e) => UpstreamError::Unavailable(e.to_string()),
         RequestTokenError::Parse(e, _) => {

@@ -183,8 +183,9 @@ impl Ciba {
         &self,
         request: reqwest::RequestBuilder,
     ) -> Result<(reqwest::StatusCode, Vec<u8>), UpstreamError> {
-        let response = request
-            .send()
+        let response = self
+            .provider
+            .send(request)
             .await
             .map_err(|e| UpstreamError::Unavailable(e.without_url().to_string()))?;
         let status = response.status();

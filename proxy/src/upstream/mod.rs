@@ -18,6 +18,7 @@ use crate::hints::Hint;
 
 pub mod authorization_code;
 pub mod ciba;
+pub mod health;
 pub mod provider;
 
 pub use authorization_code::AuthorizationCode;
@@ -26,8 +27,15 @@ pub use provider::{http_client, Provider, ProviderMetadata};
 
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
+    /// The request did not reach the IdP, or the IdP said to try later:
+    /// sending it again is safe.
     #[error("the identity provider is unreachable or misbehaving: {0}")]
     Unavailable(String),
+    /// The request may have reached the IdP, but no answer came back (a
+    /// timeout): sending a single-use code again could fail where the first
+    /// one succeeded.
+    #[error("the identity provider did not answer: {0}")]
+    NoAnswer(String),
     /// The operator must fix a setting; `key` names it.
     #[error("configuration: {key}: {message}")]
     Misconfigured { key: &'static str, message: String },
@@ -146,6 +154,12 @@ pub trait Upstream: Send + Sync + 'static {
     /// has what the kind needs.
     async fn ready(&self) -> Result<(), UpstreamError> {
         self.provider().metadata().await.map(|_| ())
+    }
+
+    /// `Err` while recent calls say the IdP cannot be reached (see
+    /// [`health`]); answers at once, without asking the IdP.
+    fn reachable(&self) -> Result<(), UpstreamError> {
+        self.provider().reachable()
     }
 
     /// Starts the sign-in for one backchannel request.

@@ -1,6 +1,8 @@
 //! What every kind of upstream shares about the IdP: its discovery document
 //! and keys, ID-token verification, the subject claim, and the capped,
-//! redirect-free HTTP client every outbound call uses.
+//! redirect-free HTTP client every outbound call uses. Every call to the
+//! IdP goes through [`Provider::send`] or [`Provider::execute`], which tell
+//! [`super::health`] whether the IdP answered.
 use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,6 +15,7 @@ use serde_json::{Map, Value};
 use tokio::sync::RwLock;
 use url::Url;
 
+use super::health::IdpHealth;
 use super::{TokenSet, UpstreamError};
 use crate::clients::{Client, SIGNING_ALGS};
 use crate::configuration::UpstreamSettings;
@@ -96,20 +99,32 @@ pub struct Provider {
     http: reqwest::Client,
     loaded: RwLock<Option<Arc<Loaded>>>,
     metadata_ttl: Duration,
+    /// Whether the IdP answers, from the calls made through this provider.
+    health: Arc<IdpHealth>,
 }
 
 /// A client for outbound calls: no redirects (a redirect from an IdP
 /// endpoint is a misconfiguration, not something to follow) and a timeout.
 pub fn http_client(timeout: Duration) -> reqwest::Result<reqwest::Client> {
+    http_client_builder(timeout).build()
+}
+
+/// [`http_client`]'s settings, for a caller that adds its own (the ping
+/// sender's address policy).
+pub fn http_client_builder(timeout: Duration) -> reqwest::ClientBuilder {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .timeout(timeout)
         .connect_timeout(timeout)
-        .build()
 }
 
 impl Provider {
     pub fn new(settings: &UpstreamSettings, discovery_url: Url, http: reqwest::Client) -> Self {
+        let health = IdpHealth::new(
+            http.clone(),
+            discovery_url.clone(),
+            Duration::from_millis(settings.timeout_ms),
+        );
         Self {
             issuer: settings.issuer.as_str().trim_end_matches('/').to_owned(),
             discovery_url,
@@ -118,11 +133,39 @@ impl Provider {
             http,
             loaded: RwLock::new(None),
             metadata_ttl: Duration::from_secs(settings.metadata_ttl_secs),
+            health,
         }
     }
 
+    /// The bare client. Calls made with it directly are not counted
+    /// towards reachability: prefer [`Self::send`] and [`Self::execute`].
     pub fn http(&self) -> &reqwest::Client {
         &self.http
+    }
+
+    /// Sends a request to the IdP and records whether it answered.
+    pub async fn send(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> reqwest::Result<reqwest::Response> {
+        let result = request.send().await;
+        self.health.observe(&result);
+        result
+    }
+
+    /// [`Self::send`] for a request built elsewhere (the oauth2 crate's).
+    pub async fn execute(&self, request: reqwest::Request) -> reqwest::Result<reqwest::Response> {
+        let result = self.http.execute(request).await;
+        self.health.observe(&result);
+        result
+    }
+
+    /// `Err` while recent calls say the IdP is unreachable (see
+    /// [`super::health`]); never waits for the network.
+    pub fn reachable(&self) -> Result<(), UpstreamError> {
+        self.health
+            .check()
+            .map_err(|e| UpstreamError::Unavailable(format!("not reachable: {e}")))
     }
 
     /// The IdP's metadata, fetched on first use and kept.
@@ -152,7 +195,10 @@ impl Provider {
         // Keep the cached keys unless the key set moved.
         let keys = match slot.as_ref() {
             Some(old) if old.metadata.jwks_uri == metadata.jwks_uri => old.keys.clone(),
-            _ => Arc::new(KeySet::remote(metadata.jwks_uri.clone(), self.http.clone())),
+            _ => Arc::new(
+                KeySet::remote(metadata.jwks_uri.clone(), self.http.clone())
+                    .observed_by(self.health.clone()),
+            ),
         };
         let loaded = Arc::new(Loaded {
             metadata,
@@ -178,9 +224,7 @@ impl Provider {
             UpstreamError::Unavailable(format!("discovery at {}: {e}", self.discovery_url))
         };
         let response = self
-            .http
-            .get(self.discovery_url.clone())
-            .send()
+            .send(self.http.get(self.discovery_url.clone()))
             .await
             .map_err(|e| fail(e.to_string()))?;
         let status = response.status();
@@ -267,7 +311,10 @@ impl Provider {
                 ("token", token.to_owned()),
                 ("token_type_hint", hint.to_owned()),
             ];
-            match self.post_form(endpoint.clone(), client, form).send().await {
+            match self
+                .send(self.post_form(endpoint.clone(), client, form))
+                .await
+            {
                 Ok(r) if r.status().is_success() => {
                     tracing::info!(
                         token_type = hint,
