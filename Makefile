@@ -8,7 +8,7 @@ IDP_STAMP := tests/idp/node_modules/.installed
 
 .PHONY: help
 help: ## List the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
 
 $(IDP_STAMP): tests/idp/package.json tests/idp/package-lock.json
 	cd tests/idp && npm ci --no-audit --no-fund
@@ -31,8 +31,14 @@ redis: ## Start redis-server on $(REDIS_HOST):$(REDIS_PORT) unless one answers t
 build: ## Build everything
 	cargo build --workspace --all-targets
 
+.PHONY: browser-deps
+browser-deps: ## Check that Chromium and ChromeDriver (the browser tests) are installed
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+		echo "make test needs Chromium and ChromeDriver for the browser tests: apt-get install chromium chromium-driver" >&2; \
+		exit 1; }
+
 .PHONY: test
-test: idp-deps redis ## Unit and end-to-end tests (real Redis, real oidc-provider)
+test: browser-deps idp-deps redis ## Unit and end-to-end tests (real Redis, real oidc-provider, headless Chromium)
 	cargo build --workspace --bins
 	CIBA_TEST_REDIS_URL=redis://$(REDIS_HOST):$(REDIS_PORT) cargo test --workspace
 

@@ -6,6 +6,7 @@ use std::time::Duration;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use ciba_proxy_e2e::app::TestApp;
+use ciba_proxy_e2e::device::{approve_and_sign_in, Action};
 use serde_json::Value;
 
 fn short(token: &str) -> String {
@@ -21,6 +22,8 @@ fn step(n: u32, text: &str) {
 async fn main() -> anyhow::Result<()> {
     println!("ciba-proxy demo: a client asks for alice's consent; alice approves on her phone.");
     let app = TestApp::spawn().await;
+    // alice's phone shows the approval page; she approves there (below).
+    app.device.on("alice", Action::Ignore);
     step(
         1,
         &format!("Test IdP (oidc-provider) running at {}", app.idp.issuer),
@@ -66,8 +69,29 @@ async fn main() -> anyhow::Result<()> {
         ack.body["expires_in"]
     );
 
+    let notification = app.device.wait_for_notification("alice").await;
     step(
         5,
+        "alice's phone receives the proxy's webhook (HMAC-signed):",
+    );
+    println!("    signature valid: {}", notification.signature_valid);
+    println!(
+        "    binding_message: {}",
+        notification.body["binding_message"]
+    );
+    println!("    approval_url: {}", notification.approval_url());
+    step(
+        6,
+        "alice opens the approval page, checks the code W4SCT, presses \"Approve and sign in\",",
+    );
+    println!("    and signs in and consents at the IdP; meanwhile the client polls.");
+    let approval = notification.approval_url().to_owned();
+    let phone = tokio::spawn(async move {
+        approve_and_sign_in(&approval, &Action::SignInAs("alice".into())).await
+    });
+
+    step(
+        7,
         "The client polls POST /token every `interval` seconds; the proxy answers from its store:",
     );
     let mut polls = 0;
@@ -88,31 +112,17 @@ async fn main() -> anyhow::Result<()> {
         }
         tokio::time::sleep(Duration::from_secs(interval)).await;
     };
-
-    let notification = app.device.wait_for_notification("alice").await;
-    let page = app.device.wait_for_page("alice").await;
-    step(6, "Meanwhile alice's phone received the proxy's webhook:");
-    println!("    signature valid: {}", notification.signature_valid);
-    println!(
-        "    binding_message: {}",
-        notification.body["binding_message"]
-    );
-    println!(
-        "    authorization_url: {}",
-        short(notification.authorization_url())
-    );
-    step(
-        7,
-        "alice signed in at the IdP and consented; the IdP redirected to the proxy's /callback,",
-    );
-    println!("    which exchanged the code once, checked the ID token and showed her:");
+    let page = phone.await??;
     let title = page
         .body
         .split("<h1>")
         .nth(1)
         .and_then(|s| s.split("</h1>").next())
         .unwrap_or("?");
-    println!("    \"{title}\" (HTTP {})", page.status);
+    println!(
+        "    alice's phone, back from the IdP at the proxy's /callback, shows \"{title}\" (HTTP {})",
+        page.status
+    );
 
     step(
         8,

@@ -13,7 +13,8 @@ use subtle::ConstantTimeEq;
 use url::Url;
 
 use crate::configuration::{
-    CibaSettings, ClientSettings, ConfigError, DeliveryMode, Profile, TokenEndpointAuthMethod,
+    BindingMessageCheck, CibaSettings, ClientSettings, ConfigError, DeliveryMode, Profile,
+    TokenEndpointAuthMethod,
 };
 use crate::domain::Scope;
 use crate::jwks::{check_key_strength, KeySet};
@@ -60,6 +61,9 @@ pub struct Client {
     pub subject_dn: Option<Vec<String>>,
     pub upstream_id: String,
     pub upstream_secret: Option<SecretString>,
+    /// What the user reads on the approval page.
+    pub name: String,
+    pub binding_message_check: BindingMessageCheck,
 }
 
 /// Which notification endpoints a ping client may register.
@@ -220,6 +224,12 @@ impl Client {
                 .clone()
                 .unwrap_or_else(|| c.client_id.clone()),
             upstream_secret,
+            name: c
+                .client_name
+                .clone()
+                .filter(|n| !n.trim().is_empty())
+                .unwrap_or_else(|| c.client_id.clone()),
+            binding_message_check: c.binding_message_check,
             secret,
             auth_method: method,
             delivery_mode: c.backchannel_token_delivery_mode,

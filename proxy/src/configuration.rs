@@ -53,6 +53,34 @@ pub struct Settings {
     pub mtls: MtlsSettings,
     #[serde(default)]
     pub input: InputSettings,
+    #[serde(default)]
+    pub pages: PageSettings,
+}
+
+/// `[pages]`: the pages a person sees (the approval page, the callback).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PageSettings {
+    /// Shown at the top of every page.
+    pub title: String,
+    /// An optional logo beside it (https).
+    pub logo_url: Option<Url>,
+    /// A folder whose `base.html`, `approve.html`, `message.html` and
+    /// `ciba.css` replace the built-in ones (each one that exists).
+    pub templates_dir: Option<std::path::PathBuf>,
+    /// A sentence per scope, over the built-in ones for the OpenID scopes.
+    pub scope_descriptions: BTreeMap<String, String>,
+}
+
+impl Default for PageSettings {
+    fn default() -> Self {
+        Self {
+            title: "Sign-in request".into(),
+            logo_url: None,
+            templates_dir: None,
+            scope_descriptions: BTreeMap::new(),
+        }
+    }
 }
 
 /// `[input]`: how much a client may send. Every cap is checked before the
@@ -557,10 +585,18 @@ pub struct NotifierSettings {
     /// Timeout for one delivery attempt, milliseconds.
     #[serde(default = "default_notifier_timeout_ms")]
     pub timeout_ms: u64,
+    /// Whether the payload carries the IdP's `authorization_url` beside the
+    /// `approval_url`; `false` makes the phone only ever see the approval page.
+    #[serde(default = "default_true")]
+    pub send_authorization_url: bool,
 }
 
 fn default_notifier_timeout_ms() -> u64 {
     5000
+}
+
+fn default_true() -> bool {
+    true
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -635,6 +671,24 @@ pub struct ClientSettings {
     pub profile: Option<Profile>,
     /// tls_client_auth: the subject DN the client's certificate must carry.
     pub tls_client_auth_subject_dn: Option<String>,
+    /// The name the user sees on the approval page; default the client_id.
+    pub client_name: Option<String>,
+    /// `"show"` (default): the approval page shows the binding message.
+    /// `"match"`: the user must pick it among three codes.
+    #[serde(default)]
+    pub binding_message_check: BindingMessageCheck,
+}
+
+/// How the approval page uses the binding message.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BindingMessageCheck {
+    /// Shown large, for the user to compare.
+    #[default]
+    Show,
+    /// Number matching: the user picks it among decoys of the same shape; a
+    /// wrong pick denies the request.
+    Match,
 }
 
 fn default_delivery_mode() -> DeliveryMode {
@@ -755,6 +809,14 @@ impl Settings {
         check_http_url("upstream.issuer", &self.upstream.issuer)?;
         if let Some(url) = &self.upstream.discovery_url {
             check_http_url("upstream.discovery_url", url)?;
+        }
+        if let Some(logo) = &self.pages.logo_url {
+            if logo.scheme() != "https" {
+                return Err(ConfigError::new(
+                    "pages.logo_url",
+                    "must be an https URL (the pages allow images from https only)",
+                ));
+            }
         }
         match &self.notifier {
             Some(notifier) => {
@@ -1089,6 +1151,18 @@ mod tests {
         let s = Settings::from_toml(&http).unwrap();
         assert!(!s.ciba.allow_private_notification_endpoints);
         assert!(s.ciba.private_notification_endpoints_allowed());
+    }
+
+    #[test]
+    fn pages_default_and_refuse_a_plain_http_logo() {
+        let s = Settings::from_toml(VALID).unwrap();
+        assert_eq!(s.pages.title, "Sign-in request");
+        assert!(s.notifier.unwrap().send_authorization_url);
+        let toml = format!("{VALID}\n[pages]\nlogo_url = \"http://x.example/logo.png\"");
+        assert_eq!(
+            Settings::from_toml(&toml).unwrap_err().key,
+            "pages.logo_url"
+        );
     }
 
     #[test]

@@ -6,7 +6,8 @@
 //! - [`configuration`] loads and validates the TOML settings (exit 2 on error).
 //! - [`startup`] wires the pieces into an actix-web [`startup::Application`].
 //! - [`routes`] has one module per endpoint: discovery, `/bc-authorize`,
-//!   `/token`, `/callback`, `/upstream/ping` and the health probes.
+//!   `/token`, `/callback`, `/approve/{handle}`, `/upstream/ping` and the
+//!   health probes; [`pages`] renders what a person sees, from templates.
 //! - [`domain`] holds the protocol types that can only be valid once parsed
 //!   (`AuthReqId`, `LoginHint`, `BindingMessage`, `Scope`, ...).
 //! - [`flow`] owns the life of a request: open, land (the browser's return),
@@ -57,6 +58,7 @@ pub mod jwt;
 pub mod limits;
 pub mod net_policy;
 pub mod notifier;
+pub mod pages;
 pub mod ping;
 pub mod request_object;
 pub mod routes;

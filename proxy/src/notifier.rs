@@ -19,7 +19,12 @@ pub struct UserNotification {
     pub binding_message: Option<String>,
     pub client_id: String,
     pub scope: String,
-    pub authorization_url: String,
+    /// The IdP's sign-in link; left out with `notifier.send_authorization_url = false`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub authorization_url: Option<String>,
+    /// The proxy's approval page for this request: who asks, for what, the
+    /// binding message, approve or deny.
+    pub approval_url: String,
     /// Unix seconds.
     pub expires_at: u64,
 }

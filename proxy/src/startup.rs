@@ -26,8 +26,12 @@ use crate::hints::Hints;
 use crate::jobs::Jobs;
 use crate::limits::Limits;
 use crate::notifier::{Notifier, WebhookNotifier};
+use crate::pages::Pages;
 use crate::ping::ClientPinger;
-use crate::routes::{self, BACKCHANNEL_PATH, CALLBACK_PATH, TOKEN_PATH, UPSTREAM_PING_PATH};
+use crate::routes::{
+    self, APPROVE_APPROVE_PATH, APPROVE_DENY_PATH, APPROVE_PATH, BACKCHANNEL_PATH, CALLBACK_PATH,
+    STYLESHEET_PATH, TOKEN_PATH, UPSTREAM_PING_PATH,
+};
 use crate::state::{AppState, CibaPolicy};
 use crate::store::{MemoryStore, RedisStore, Store, StoreError};
 use crate::telemetry::RequestSpan;
@@ -128,6 +132,26 @@ impl Application {
                 .service(
                     web::resource(CALLBACK_PATH)
                         .route(web::get().to(routes::callback::callback))
+                        .default_service(method_not_allowed("GET")),
+                )
+                .service(
+                    web::resource(APPROVE_PATH)
+                        .route(web::get().to(routes::approve::page))
+                        .default_service(method_not_allowed("GET")),
+                )
+                .service(
+                    web::resource(APPROVE_APPROVE_PATH)
+                        .route(web::post().to(routes::approve::approve))
+                        .default_service(method_not_allowed("POST")),
+                )
+                .service(
+                    web::resource(APPROVE_DENY_PATH)
+                        .route(web::post().to(routes::approve::deny))
+                        .default_service(method_not_allowed("POST")),
+                )
+                .service(
+                    web::resource(STYLESHEET_PATH)
+                        .route(web::get().to(routes::approve::stylesheet))
                         .default_service(method_not_allowed("GET")),
                 )
                 .service(
@@ -329,6 +353,11 @@ async fn build_state(
         notifier,
         pinger,
         interval: settings.ciba.interval,
+        approval_base: format!("{issuer}/approve/"),
+        send_authorization_url: settings
+            .notifier
+            .as_ref()
+            .is_none_or(|n| n.send_authorization_url),
         subject_check: settings.upstream.subject_check(),
         code_lifetime_ms: settings.upstream.code_lifetime_secs * 1000,
         exchange_lease_secs: exchange_lease_secs(&settings.upstream),
@@ -347,6 +376,7 @@ async fn build_state(
         store,
         upstream,
         flow,
+        pages: Arc::new(Pages::from_settings(&settings.pages)?),
         clock,
     };
     Ok((state, tls))

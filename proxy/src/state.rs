@@ -6,6 +6,7 @@ use crate::clock::Clock;
 use crate::flow::Flow;
 use crate::hints::Hints;
 use crate::limits::Limits;
+use crate::pages::Pages;
 use crate::store::Store;
 use crate::tls::Mtls;
 use crate::upstream::Upstream;
@@ -31,6 +32,8 @@ pub struct AppState {
     pub upstream: Arc<dyn Upstream>,
     /// Owns every request's life from here on.
     pub flow: Arc<Flow>,
+    /// The pages a person sees.
+    pub pages: Arc<Pages>,
     pub clock: Arc<dyn Clock>,
 }
 

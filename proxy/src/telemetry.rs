@@ -31,10 +31,15 @@ pub struct RequestSpan;
 
 impl RootSpanBuilder for RequestSpan {
     fn on_request_start(request: &ServiceRequest) -> Span {
+        // The route's pattern, not the path: `/approve/{handle}` carries a
+        // bearer secret in its path.
+        let path = request
+            .match_pattern()
+            .unwrap_or_else(|| request.path().to_owned());
         tracing::info_span!(
             "request",
             method = %request.method(),
-            path = %request.path(),
+            path = %path,
             status = tracing::field::Empty,
         )
     }

@@ -163,3 +163,29 @@ async fn a_missing_subject_claim_is_logged_as_a_configuration_matter() {
     );
     assert!(!logs.contains("differs from the login hint"), "{logs}");
 }
+
+#[tokio::test]
+async fn the_approval_link_never_reaches_the_log() {
+    let (app, proxy) = TestApp::builder()
+        .spawn_process(&[("RUST_LOG", "trace")])
+        .await;
+    app.device
+        .on("alice", ciba_proxy_e2e::device::Action::Ignore);
+    let id = app.start("shop", "alice").await;
+    let link = app
+        .device
+        .wait_for_notification("alice")
+        .await
+        .approval_url()
+        .to_owned();
+    let page = reqwest::get(&link).await.unwrap();
+    assert_eq!(page.status(), 200);
+    let handle = link.rsplit('/').next().unwrap();
+    let logs = proxy.logs();
+    assert!(
+        logs.contains("/approve/{handle}"),
+        "the route is logged: {logs}"
+    );
+    assert!(!logs.contains(handle), "the handle reached the log");
+    assert!(!logs.contains(&id), "the auth_req_id reached the log");
+}

@@ -1,7 +1,10 @@
 //! The end-to-end suite: the real proxy against a real oidc-provider and a
 //! real Redis, driven as a client and a user's device would drive it.
+mod approval_browser;
+mod approval_page;
 mod backchannel_authentication;
 mod bad_input;
+mod browser_harness;
 mod client_authentication;
 mod configuration;
 mod consumption_device;

@@ -36,6 +36,8 @@ fn record(clock: &ManualClock, client: &str) -> RequestRecord {
         expires_at_ms: clock.now_ms() + 60_000,
         interval_secs: 5,
         sealed_ping_token: None,
+        binding_message: Some("W4SCT".into()),
+        sealed_link: Some("sealed-link".into()),
     }
 }
 

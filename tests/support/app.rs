@@ -147,6 +147,8 @@ pub struct TestAppBuilder {
     https: bool,
     /// Native CIBA at the IdP: `Some("poll")` or `Some("ping")`.
     ciba_upstream: Option<&'static str>,
+    notifier_toml: String,
+    client_toml: String,
 }
 
 impl Default for TestAppBuilder {
@@ -163,6 +165,8 @@ impl Default for TestAppBuilder {
             sections: String::new(),
             https: false,
             ciba_upstream: None,
+            notifier_toml: String::new(),
+            client_toml: String::new(),
         }
     }
 }
@@ -223,6 +227,16 @@ impl TestAppBuilder {
         self.extra_toml = toml.to_owned();
         self
     }
+    /// Appended to the generated notifier section.
+    pub fn notifier_toml(mut self, toml: &str) -> Self {
+        self.notifier_toml = toml.to_owned();
+        self
+    }
+    /// Appended to the generated `[[clients]]` entry of each client.
+    pub fn client_toml(mut self, toml: &str) -> Self {
+        self.client_toml = toml.to_owned();
+        self
+    }
 
     /// Everything a proxy needs: device, upstream registrations, settings.
     /// `issuer`: the public URL when it is not this proxy's own port (a balancer).
@@ -263,6 +277,7 @@ impl TestAppBuilder {
             kind = "webhook"
             url = "{device_url}"
             secret = "{device_secret}"
+            {notifier_extra}
             [worker]
             lease_ms = {lease_ms}
             poll_ms = 50
@@ -276,6 +291,7 @@ impl TestAppBuilder {
             extra = self.extra_toml,
             device_url = device.url,
             device_secret = device.secret,
+            notifier_extra = self.notifier_toml,
         );
         if self.https {
             let pki = TestPki::shared();
@@ -310,6 +326,8 @@ impl TestAppBuilder {
             if c.uses_secret() {
                 toml.push_str(&format!("client_secret = \"{}\"\n", c.client_secret));
             }
+            toml.push_str(&self.client_toml);
+            toml.push('\n');
             if let Some(dn) = &c.subject_dn {
                 toml.push_str(&format!("tls_client_auth_subject_dn = \"{dn}\"\n"));
             }

@@ -44,6 +44,11 @@ impl Notification {
         self.body["authorization_url"].as_str().unwrap_or_default()
     }
 
+    /// The proxy's approval page for the request.
+    pub fn approval_url(&self) -> &str {
+        self.body["approval_url"].as_str().unwrap_or_default()
+    }
+
     /// One query parameter of the authorization URL (`state`, `nonce`, ...).
     pub fn authorization_param(&self, name: &str) -> Option<String> {
         let url = url::Url::parse(self.authorization_url()).ok()?;
@@ -233,6 +238,41 @@ pub async fn sign_in_until(
     action: &Action,
     stop_at: Option<&str>,
 ) -> anyhow::Result<Page> {
+    let http = phone(stop_at)?;
+    let login = http.get(authorization_url).send().await?;
+    at_the_idp(&http, login, action).await
+}
+
+/// What a phone does with the proxy's approval page: opens it, presses
+/// "Approve and sign in" (a form POST that leads to the IdP), then signs in
+/// like [`sign_in`]. No browser: the page's form is read from its HTML.
+pub async fn approve_and_sign_in(approval_url: &str, action: &Action) -> anyhow::Result<Page> {
+    let http = phone(None)?;
+    let page = http.get(approval_url).send().await?;
+    anyhow::ensure!(
+        page.status() == 200,
+        "the approval page answered {}",
+        page.status()
+    );
+    let html = page.text().await?;
+    let field = |name: &str| -> anyhow::Result<String> {
+        let marker = format!("name=\"{name}\" value=\"");
+        let start = html.find(&marker).context(format!("no {name} field"))? + marker.len();
+        let end = html[start..].find('"').context("unterminated value")? + start;
+        Ok(html[start..end].to_owned())
+    };
+    let csrf = field("csrf")?;
+    let login = http
+        .post(format!("{approval_url}/approve"))
+        .form(&[("csrf", csrf.as_str())])
+        .send()
+        .await?;
+    at_the_idp(&http, login, action).await
+}
+
+/// A phone nobody used before: a fresh cookie jar, redirects followed
+/// (until `stop_at`).
+fn phone(stop_at: Option<&str>) -> anyhow::Result<reqwest::Client> {
     let stop_at = stop_at.map(str::to_owned);
     let policy = reqwest::redirect::Policy::custom(move |attempt| {
         if stop_at
@@ -246,14 +286,20 @@ pub async fn sign_in_until(
             attempt.follow()
         }
     });
-    // A fresh cookie jar per sign-in: a phone nobody used before.
-    let http = reqwest::Client::builder()
+    Ok(reqwest::Client::builder()
         .cookie_store(true)
         .redirect(policy)
         // The proxy's callback may be served over TLS with the test CA.
         .add_root_certificate(crate::pki::TestPki::shared().ca_certificate())
-        .build()?;
-    let login = http.get(authorization_url).send().await?;
+        .build()?)
+}
+
+/// Signs in on the IdP's login page `login` (and consents).
+async fn at_the_idp(
+    http: &reqwest::Client,
+    login: reqwest::Response,
+    action: &Action,
+) -> anyhow::Result<Page> {
     let login_url = login.url().clone();
     anyhow::ensure!(
         login_url.path().starts_with("/interaction/"),

@@ -1,8 +1,11 @@
 //! The end-to-end harness: a real oidc-provider ([`idp`]), a simulated
 //! authentication device that receives the proxy's webhook and signs in
 //! ([`device`]), and a proxy started in-process on port 0 ([`app`]).
+//! [`browser`] drives headless Chromium over WebDriver for the pages a
+//! person sees.
 pub mod app;
 pub mod balancer;
+pub mod browser;
 pub mod device;
 pub mod idp;
 pub mod keys;

@@ -36,8 +36,11 @@ use crate::upstream::{
     Answer, BeginRequest, Grant, Issued, PingCheck, TokenSet, Upstream, UpstreamError,
 };
 
+mod approval;
 mod landing;
 pub mod tasks;
+
+pub use approval::{Approval, ApprovalRefused, Approved};
 
 pub use tasks::Task;
 
@@ -120,6 +123,10 @@ pub struct Flow {
     /// How long one code exchange may take, all tries included: the lease
     /// that keeps a second exchange of the same code from starting.
     pub(crate) exchange_lease_secs: u64,
+    /// `{server.issuer}/approve/`: where approval links point.
+    pub(crate) approval_base: String,
+    /// Whether the user's notification carries the IdP's link itself.
+    pub(crate) send_authorization_url: bool,
 }
 
 /// What the IdP's answer means for the request.
@@ -237,6 +244,14 @@ impl Flow {
                 .client_notification_token
                 .as_deref()
                 .map(|token| self.cipher.seal(token.as_bytes(), id.as_str())),
+            binding_message: request
+                .binding_message
+                .as_ref()
+                .map(|b| b.as_str().to_owned()),
+            sealed_link: begun
+                .user_link
+                .as_ref()
+                .map(|link| self.cipher.seal(link.as_str().as_bytes(), id.as_str())),
         };
         self.store
             .create(&record, begun.callback_state.as_deref(), now_ms)
@@ -255,13 +270,11 @@ impl Flow {
             (Some(link), Some(_)) => {
                 let notification = UserNotification {
                     login_hint: record.login_hint.clone(),
-                    binding_message: request
-                        .binding_message
-                        .as_ref()
-                        .map(|b| b.as_str().to_owned()),
+                    binding_message: record.binding_message.clone(),
                     client_id: record.client_id.clone(),
                     scope: record.scope.clone(),
-                    authorization_url: link.to_string(),
+                    authorization_url: self.send_authorization_url.then(|| link.to_string()),
+                    approval_url: self.approval_url(id),
                     expires_at: expires_at_ms / 1000,
                 };
                 let task = Task::NotifyUser {

@@ -10,6 +10,7 @@ use crate::form::FormParams;
 use crate::state::AppState;
 use crate::telemetry::record_client;
 
+pub mod approve;
 pub mod backchannel_authentication;
 pub mod callback;
 pub mod discovery;
@@ -20,6 +21,12 @@ pub mod upstream_ping;
 pub const BACKCHANNEL_PATH: &str = "/bc-authorize";
 pub const TOKEN_PATH: &str = "/token";
 pub const CALLBACK_PATH: &str = "/callback";
+/// The approval page, `/approve/{handle}`, and its two answers.
+pub const APPROVE_PATH: &str = "/approve/{handle}";
+pub const APPROVE_APPROVE_PATH: &str = "/approve/{handle}/approve";
+pub const APPROVE_DENY_PATH: &str = "/approve/{handle}/deny";
+/// The pages' stylesheet.
+pub const STYLESHEET_PATH: &str = "/assets/ciba.css";
 /// Where a native-CIBA IdP in ping delivery notifies the proxy.
 pub const UPSTREAM_PING_PATH: &str = "/upstream/ping";
 pub const CIBA_GRANT_TYPE: &str = "urn:openid:params:grant-type:ciba";

@@ -66,6 +66,11 @@ pub struct RequestRecord {
     pub interval_secs: u64,
     /// Ping mode: the client's `client_notification_token`, sealed.
     pub sealed_ping_token: Option<String>,
+    /// What the user is asked to compare with the consumption device.
+    pub binding_message: Option<String>,
+    /// The link the approval page's "Approve" leads to (the authorization
+    /// URL, or the IdP's own link for the user), sealed.
+    pub sealed_link: Option<String>,
 }
 
 /// A unit of background work (a notification to deliver), opaque to the

@@ -232,6 +232,11 @@ impl Store for RedisStore {
                 "ping_token",
                 record.sealed_ping_token.clone().unwrap_or_default(),
             ),
+            (
+                "binding_message",
+                record.binding_message.clone().unwrap_or_default(),
+            ),
+            ("link", record.sealed_link.clone().unwrap_or_default()),
         ];
         let mut conn = self.conn.clone();
         let mut pipe = redis::pipe();
@@ -305,6 +310,11 @@ impl Store for RedisStore {
             expires_at_ms: number(&map, "expires_at")?,
             interval_secs: number(&map, "interval")?,
             sealed_ping_token: map.get("ping_token").filter(|t| !t.is_empty()).cloned(),
+            binding_message: map
+                .get("binding_message")
+                .filter(|t| !t.is_empty())
+                .cloned(),
+            sealed_link: map.get("link").filter(|t| !t.is_empty()).cloned(),
         };
         Ok(Some((record, status)))
     }
