@@ -5,10 +5,12 @@ SHELL := /bin/bash
 REDIS_HOST ?= 127.0.0.1
 REDIS_PORT ?= 6379
 IDP_STAMP := tests/idp/node_modules/.installed
+SCHEMATHESIS_VENV := target/schemathesis-venv
+SCHEMATHESIS_STAMP := $(SCHEMATHESIS_VENV)/.installed
 
 .PHONY: help
 help: ## List the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
 
 $(IDP_STAMP): tests/idp/package.json tests/idp/package-lock.json
 	cd tests/idp && npm ci --no-audit --no-fund
@@ -16,6 +18,21 @@ $(IDP_STAMP): tests/idp/package.json tests/idp/package-lock.json
 
 .PHONY: idp-deps
 idp-deps: $(IDP_STAMP) ## Install the test IdP's npm packages (from its lockfile)
+
+$(SCHEMATHESIS_STAMP): tests/schemathesis/requirements.txt
+	rm -rf $(SCHEMATHESIS_VENV)
+	python3 -m venv $(SCHEMATHESIS_VENV)
+	$(SCHEMATHESIS_VENV)/bin/pip install --quiet --disable-pip-version-check --no-deps -r tests/schemathesis/requirements.txt
+	$(SCHEMATHESIS_VENV)/bin/pip check --disable-pip-version-check
+	touch $@
+
+.PHONY: schemathesis-deps
+schemathesis-deps: $(SCHEMATHESIS_STAMP) ## Install schemathesis (pinned in tests/schemathesis/requirements.txt) into target/schemathesis-venv
+
+.PHONY: schemathesis
+schemathesis: schemathesis-deps idp-deps redis ## Fuzz every endpoint against proxy/openapi.json (make test's last step)
+	cargo build --workspace --bins
+	CIBA_TEST_REDIS_URL=redis://$(REDIS_HOST):$(REDIS_PORT) SCHEMATHESIS_VENV=$(SCHEMATHESIS_VENV) bash tests/schemathesis/run.sh
 
 .PHONY: redis
 redis: ## Start redis-server on $(REDIS_HOST):$(REDIS_PORT) unless one answers there
@@ -38,9 +55,10 @@ browser-deps: ## Check that Chromium and ChromeDriver (the browser tests) are in
 		exit 1; }
 
 .PHONY: test
-test: browser-deps idp-deps redis ## Unit and end-to-end tests (real Redis, real oidc-provider, headless Chromium)
+test: browser-deps idp-deps schemathesis-deps redis ## Unit and end-to-end tests (real Redis, real oidc-provider, headless Chromium), then schemathesis
 	cargo build --workspace --bins
 	CIBA_TEST_REDIS_URL=redis://$(REDIS_HOST):$(REDIS_PORT) cargo test --workspace
+	CIBA_TEST_REDIS_URL=redis://$(REDIS_HOST):$(REDIS_PORT) SCHEMATHESIS_VENV=$(SCHEMATHESIS_VENV) bash tests/schemathesis/run.sh
 
 .PHONY: demo
 demo: idp-deps ## One narrated CIBA login: test IdP, proxy (in memory), client and phone

@@ -26,7 +26,8 @@ const POLL_COUNTS: [usize; 3] = [1, 10, 100];
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     poll_throughput().await?;
-    idp_load().await
+    idp_load().await?;
+    long_polling().await
 }
 
 async fn poll_throughput() -> anyhow::Result<()> {
@@ -198,5 +199,65 @@ async fn idp_load() -> anyhow::Result<()> {
             "ping delivery: one backchannel and one token call"
         );
     }
+    Ok(())
+}
+
+/// One login on a proxy with `long_poll_secs` (0: off): the client polls at
+/// the interval (1 s) until it has the tokens; the user approves after
+/// [`APPROVAL`]. Returns (polls, time from the decision to the tokens).
+async fn one_login(long_poll_secs: u64) -> anyhow::Result<(u32, Duration)> {
+    use ciba_proxy_e2e::device::sign_in;
+    let app = TestApp::builder()
+        .store(StoreKind::Redis)
+        .ciba(120, 600, 1)
+        .ciba_toml(&format!("long_poll_secs = {long_poll_secs}"))
+        .spawn()
+        .await;
+    app.device.on("alice", Action::Ignore);
+    let id = app.start("shop", "alice").await;
+    let notification = app.device.wait_for_notification("alice").await;
+    let url = notification.authorization_url().to_owned();
+    let decided = tokio::spawn(async move {
+        tokio::time::sleep(APPROVAL).await;
+        sign_in(&url, &Action::SignInAs("alice".into())).await?;
+        anyhow::Ok(Instant::now())
+    });
+    let mut polls = 0;
+    let got_tokens = loop {
+        let reply = app.poll("shop", &id).await;
+        polls += 1;
+        if reply.status == 200 {
+            break Instant::now();
+        }
+        anyhow::ensure!(polls < 200, "no tokens: {reply:?}");
+        if reply.error() == "authorization_pending" && long_poll_secs == 0 {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    };
+    let decided_at = decided.await??;
+    Ok((polls, got_tokens.saturating_duration_since(decided_at)))
+}
+
+async fn long_polling() -> anyhow::Result<()> {
+    println!(
+        "\nlong polling: one login, the user approves after {}s, the client polls at the 1 s interval",
+        APPROVAL.as_secs()
+    );
+    let ((polls_off, wait_off), (polls_on, wait_on)) =
+        tokio::try_join!(one_login(0), one_login(20))?;
+    println!("  long_poll_secs |  polls per login | decision to tokens");
+    println!(
+        "               0 | {polls_off:>16} | {:>15.0} ms",
+        wait_off.as_secs_f64() * 1000.0
+    );
+    println!(
+        "              20 | {polls_on:>16} | {:>15.0} ms",
+        wait_on.as_secs_f64() * 1000.0
+    );
+    println!(
+        "  ratio (on / off): polls {:.2}, decision to tokens {:.2}",
+        f64::from(polls_on) / f64::from(polls_off),
+        wait_on.as_secs_f64() / wait_off.as_secs_f64().max(0.001)
+    );
     Ok(())
 }

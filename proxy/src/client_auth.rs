@@ -29,7 +29,7 @@ pub const AUTH_PARAMS: [&str; 4] = [
 ];
 
 /// RFC 7523 §2.2.
-pub const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+pub use ciba_proto::CLIENT_ASSERTION_TYPE as JWT_BEARER;
 
 /// What authentication needs besides the request.
 pub struct AuthContext<'a> {

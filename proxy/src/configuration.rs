@@ -391,6 +391,20 @@ pub struct CibaSettings {
     /// Timeout for one ping to a client's notification endpoint, milliseconds.
     #[serde(default = "default_ping_timeout_ms")]
     pub ping_timeout_ms: u64,
+    /// Long polling (CIBA Core §7.3): a poll of a pending request waits up
+    /// to this long for the decision, seconds. 0 (default) answers at once.
+    #[serde(default)]
+    pub long_poll_secs: u64,
+    /// Long polls one instance holds at once; past it, polls answer at once.
+    #[serde(default = "default_long_poll_max_waiting")]
+    pub long_poll_max_waiting: usize,
+}
+
+/// The longest a long poll may wait: under common balancer idle timeouts.
+pub const MAX_LONG_POLL_SECS: u64 = 30;
+
+fn default_long_poll_max_waiting() -> usize {
+    1000
 }
 
 fn default_ping_timeout_ms() -> u64 {
@@ -783,6 +797,26 @@ impl Settings {
                 "must be at least 1 second",
             ));
         }
+        if ciba.long_poll_secs > MAX_LONG_POLL_SECS {
+            return Err(ConfigError::new(
+                "ciba.long_poll_secs",
+                format!("must be at most {MAX_LONG_POLL_SECS} seconds"),
+            ));
+        }
+        // A client that polls again as soon as a long poll ends must not
+        // hear slow_down: the wait covers the interval.
+        if ciba.long_poll_secs != 0 && ciba.long_poll_secs < ciba.interval {
+            return Err(ConfigError::new(
+                "ciba.long_poll_secs",
+                "must be 0 (off) or at least ciba.interval",
+            ));
+        }
+        if ciba.long_poll_max_waiting == 0 {
+            return Err(ConfigError::new(
+                "ciba.long_poll_max_waiting",
+                "must be at least 1",
+            ));
+        }
         if self.server.bind.parse::<std::net::SocketAddr>().is_err() {
             return Err(ConfigError::new(
                 "server.bind",
@@ -1163,6 +1197,22 @@ mod tests {
             Settings::from_toml(&toml).unwrap_err().key,
             "pages.logo_url"
         );
+    }
+
+    #[test]
+    fn long_polling_is_off_by_default_and_bounded() {
+        let s = Settings::from_toml(VALID).unwrap();
+        assert_eq!(s.ciba.long_poll_secs, 0);
+        for (value, ok) in [("31", false), ("2", false), ("5", true), ("30", true)] {
+            let toml = VALID.replace("[ciba]", &format!("[ciba]\nlong_poll_secs = {value}"));
+            match Settings::from_toml(&toml) {
+                Ok(_) => assert!(ok, "{value} accepted"),
+                Err(e) => {
+                    assert!(!ok, "{value}: {e}");
+                    assert_eq!(e.key, "ciba.long_poll_secs");
+                }
+            }
+        }
     }
 
     #[test]

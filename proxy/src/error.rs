@@ -78,23 +78,28 @@ struct ErrorBody<'a> {
 }
 
 impl OAuthError {
+    /// The `error` code; the names are `ciba_proto`'s, shared with the
+    /// console client and the tests.
     pub fn code(&self) -> &'static str {
+        use ciba_proto::error as code;
         match self {
-            Self::InvalidRequest(_) => "invalid_request",
-            Self::InvalidClient(_) => "invalid_client",
-            Self::InvalidToken(_) => "invalid_token",
-            Self::InvalidGrant(_) => "invalid_grant",
-            Self::UnsupportedGrantType(_) => "unsupported_grant_type",
-            Self::InvalidScope(_) => "invalid_scope",
-            Self::AccessDenied(_) | Self::Denied(_) => "access_denied",
-            Self::InvalidBindingMessage(_) => "invalid_binding_message",
-            Self::UnknownUserId(_) => "unknown_user_id",
-            Self::ExpiredLoginHintToken => "expired_login_hint_token",
-            Self::AuthorizationPending => "authorization_pending",
-            Self::SlowDown { .. } => "slow_down",
-            Self::ExpiredToken => "expired_token",
-            Self::TemporarilyUnavailable(_) | Self::RateLimited { .. } => "temporarily_unavailable",
-            Self::Internal(_) => "server_error",
+            Self::InvalidRequest(_) => code::INVALID_REQUEST,
+            Self::InvalidClient(_) => code::INVALID_CLIENT,
+            Self::InvalidToken(_) => code::INVALID_TOKEN,
+            Self::InvalidGrant(_) => code::INVALID_GRANT,
+            Self::UnsupportedGrantType(_) => code::UNSUPPORTED_GRANT_TYPE,
+            Self::InvalidScope(_) => code::INVALID_SCOPE,
+            Self::AccessDenied(_) | Self::Denied(_) => code::ACCESS_DENIED,
+            Self::InvalidBindingMessage(_) => code::INVALID_BINDING_MESSAGE,
+            Self::UnknownUserId(_) => code::UNKNOWN_USER_ID,
+            Self::ExpiredLoginHintToken => code::EXPIRED_LOGIN_HINT_TOKEN,
+            Self::AuthorizationPending => code::AUTHORIZATION_PENDING,
+            Self::SlowDown { .. } => code::SLOW_DOWN,
+            Self::ExpiredToken => code::EXPIRED_TOKEN,
+            Self::TemporarilyUnavailable(_) | Self::RateLimited { .. } => {
+                code::TEMPORARILY_UNAVAILABLE
+            }
+            Self::Internal(_) => code::SERVER_ERROR,
         }
     }
 

@@ -33,19 +33,23 @@
 //!   the durable queue and worker that runs such tasks, from any instance.
 //!   [`net_policy`] keeps pings off loopback, private and link-local
 //!   addresses, at startup and when a host name is resolved.
-//! - [`error`] is the single OAuth error type rendered at the HTTP edge.
-//! - [`consumption_device`] is `ciba-proxy client`, a console CIBA client.
+//! - [`error`] is the single OAuth error type rendered at the HTTP edge;
+//!   [`audit`] writes one event per step of a request's life.
+//! - `ciba-proxy client`, the console CIBA client, is the `client/` crate
+//!   (`ciba-proxy-client`); the protocol names it shares with this crate
+//!   and the tests (grant and assertion types, error codes, claim sets)
+//!   are in `proto/` (`ciba-proto`). `main.rs` only dispatches to it.
 #![forbid(unsafe_code)]
 #![cfg_attr(
     not(test),
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+pub mod audit;
 pub mod client_auth;
 pub mod clients;
 pub mod clock;
 pub mod configuration;
-pub mod consumption_device;
 pub mod crypto;
 pub mod domain;
 pub mod error;

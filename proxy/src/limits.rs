@@ -32,13 +32,15 @@ fn normalised(login_hint: &str) -> String {
         .to_lowercase()
 }
 
-/// A store key for one of the user's limits; the hint itself (personal
-/// data) never becomes a key.
+/// The user a hint names, as a hash of the normalised hint: what store keys
+/// and the audit trail carry instead of the hint (personal data).
+pub fn user_hash(login_hint: &str) -> String {
+    hex::encode(&Sha256::digest(normalised(login_hint).as_bytes())[..16])
+}
+
+/// A store key for one of the user's limits.
 fn user_key(kind: &str, login_hint: &str) -> String {
-    format!(
-        "{kind}:{}",
-        hex::encode(&Sha256::digest(normalised(login_hint).as_bytes())[..16])
-    )
+    format!("{kind}:{}", user_hash(login_hint))
 }
 
 impl Limits {

@@ -1,64 +1,114 @@
-//! `ciba-proxy --config FILE` (or `CIBA_PROXY_CONFIG=FILE`) runs the proxy;
-//! `ciba-proxy client ...` runs the console consumption device instead.
-use std::path::PathBuf;
+//! `ciba-proxy [--config FILE]` (or `CIBA_PROXY_CONFIG=FILE`) runs the proxy;
+//! `ciba-proxy check --config FILE` validates a configuration and exits;
+//! `ciba-proxy client ...` runs the console CIBA client (the
+//! `ciba-proxy-client` crate) instead.
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use ciba_proxy::configuration::Settings;
-use ciba_proxy::consumption_device;
-use ciba_proxy::startup::{Application, StartupError};
+use ciba_proxy::startup::{self, Application, StartupError};
 use ciba_proxy::telemetry;
-
-const USAGE: &str = "usage: ciba-proxy --config FILE   (or set CIBA_PROXY_CONFIG=FILE)\n\
-every key can be overridden with CIBA_PROXY__SECTION__KEY, e.g. CIBA_PROXY__STORE__URL\n\
-the console CIBA client: ciba-proxy client --help";
+use clap::error::ErrorKind;
+use clap::{CommandFactory, Parser, Subcommand};
 
 /// Exit status for a configuration the proxy refuses to start with.
 const EXIT_CONFIG: u8 = 2;
 
-fn config_path() -> Result<PathBuf, String> {
-    let mut args = std::env::args().skip(1);
-    let mut path = None;
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--config" | "-c" => path = Some(args.next().ok_or("--config needs a file")?),
-            "--help" | "-h" => return Err(String::new()),
-            other => match other.strip_prefix("--config=") {
-                Some(p) => path = Some(p.to_owned()),
-                None => return Err(format!("unknown argument {other}")),
-            },
-        }
-    }
-    path.or_else(|| std::env::var("CIBA_PROXY_CONFIG").ok())
-        .map(PathBuf::from)
-        .ok_or_else(|| "no configuration file given".into())
+const AFTER_HELP: &str = "\
+Every key can be overridden with CIBA_PROXY__SECTION__KEY, e.g. CIBA_PROXY__STORE__URL.
+Exit status: 2 when the configuration is refused (one line on stderr names the key).";
+
+/// OpenID Connect CIBA in front of an existing OpenID provider.
+#[derive(Parser)]
+#[command(name = "ciba-proxy", version, after_help = AFTER_HELP)]
+struct Cli {
+    /// The configuration file (TOML) to serve with
+    #[arg(short, long, value_name = "FILE", env = "CIBA_PROXY_CONFIG")]
+    config: Option<PathBuf>,
+
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Validate the configuration and exit: 0 if the proxy would start with it, 2 (naming the key) if not. Binds nothing; calls neither the IdP nor the store
+    Check {
+        /// The configuration file (TOML) to check
+        #[arg(short, long, value_name = "FILE", env = "CIBA_PROXY_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    // Its help is the client's own (`ciba-proxy client --help`).
+    Client(Box<ciba_proxy_client::Args>),
+}
+
+/// The file to read: given after the subcommand, or before it, or in the
+/// environment. Without one, a usage error for `subcommand` (or the server).
+fn config_path(path: Option<PathBuf>, subcommand: Option<&str>) -> Result<PathBuf, ExitCode> {
+    path.ok_or_else(|| {
+        let mut cli = Cli::command();
+        cli.build();
+        let mut command = match subcommand.and_then(|name| cli.find_subcommand_mut(name)) {
+            Some(sub) => sub.clone(),
+            None => cli,
+        };
+        let _ = command
+            .error(
+                ErrorKind::MissingRequiredArgument,
+                "no configuration file given: use --config FILE or set CIBA_PROXY_CONFIG=FILE",
+            )
+            .print();
+        ExitCode::from(EXIT_CONFIG)
+    })
+}
+
+fn load(path: &Path) -> Result<Settings, ExitCode> {
+    Settings::load(path).map_err(|e| {
+        eprintln!("ciba-proxy: {e}");
+        ExitCode::from(EXIT_CONFIG)
+    })
 }
 
 #[actix_web::main]
 async fn main() -> ExitCode {
-    let mut args = std::env::args_os().skip(1).peekable();
-    if args
-        .peek()
-        .is_some_and(|a| a == consumption_device::SUBCOMMAND)
-    {
-        return consumption_device::main(args).await;
-    }
-    let path = match config_path() {
-        Ok(p) => p,
-        Err(e) if e.is_empty() => {
-            println!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
         Err(e) => {
-            eprintln!("ciba-proxy: {e}\n{USAGE}");
-            return ExitCode::from(EXIT_CONFIG);
+            let _ = e.print();
+            // 2 for usage errors, 0 for --help and --version.
+            return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(EXIT_CONFIG));
         }
     };
-    let settings = match Settings::load(&path) {
+    match cli.command {
+        Some(Command::Client(args)) => ciba_proxy_client::execute(*args).await,
+        Some(Command::Check { config }) => check(config.or(cli.config)),
+        None => serve(cli.config).await,
+    }
+}
+
+/// `ciba-proxy check`: 0 and `configuration OK` on stdout, or 2 and one line
+/// on stderr.
+fn check(path: Option<PathBuf>) -> ExitCode {
+    let settings = match config_path(path, Some("check")).and_then(|p| load(&p)) {
         Ok(s) => s,
+        Err(code) => return code,
+    };
+    match startup::check(&settings) {
+        Ok(()) => {
+            println!("configuration OK");
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             eprintln!("ciba-proxy: {e}");
-            return ExitCode::from(EXIT_CONFIG);
+            ExitCode::from(EXIT_CONFIG)
         }
+    }
+}
+
+async fn serve(path: Option<PathBuf>) -> ExitCode {
+    let settings = match config_path(path, None).and_then(|p| load(&p)) {
+        Ok(s) => s,
+        Err(code) => return code,
     };
     telemetry::init(&settings.log);
     let app = match Application::build(settings).await {

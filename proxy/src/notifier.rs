@@ -42,6 +42,8 @@ pub enum NotifyError {
 #[async_trait]
 pub trait Notifier: Send + Sync + 'static {
     async fn notify(&self, notification: &UserNotification) -> Result<(), NotifyError>;
+    /// The channel's name, for the audit trail.
+    fn channel(&self) -> &'static str;
 }
 
 pub struct WebhookNotifier {
@@ -72,6 +74,10 @@ impl Notifier for WebhookNotifier {
             .await
             .map_err(|e| NotifyError::Retryable(e.without_url().to_string()))?;
         classify(response.status())
+    }
+
+    fn channel(&self) -> &'static str {
+        "webhook"
     }
 }
 

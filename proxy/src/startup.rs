@@ -20,7 +20,7 @@ use crate::configuration::{
 };
 use crate::crypto::TokenCipher;
 use crate::error::OAuthError;
-use crate::flow::Flow;
+use crate::flow::{Flow, LongPoll};
 use crate::form;
 use crate::hints::Hints;
 use crate::jobs::Jobs;
@@ -33,7 +33,7 @@ use crate::routes::{
     STYLESHEET_PATH, TOKEN_PATH, UPSTREAM_PING_PATH,
 };
 use crate::state::{AppState, CibaPolicy};
-use crate::store::{MemoryStore, RedisStore, Store, StoreError};
+use crate::store::{Decisions, MemoryStore, RedisStore, Store, StoreError};
 use crate::telemetry::RequestSpan;
 use crate::tls::{remember_peer_certificate, server_config, Mtls};
 use crate::upstream::{http_client, AuthorizationCode, Ciba, Provider, Upstream, UpstreamError};
@@ -92,6 +92,7 @@ impl Application {
         });
         let (stop_worker, stopped) = watch::channel(false);
         let flow = state.flow.clone();
+        let flow_for_signals = state.flow.clone();
         let worker = tokio::spawn(flow.jobs.clone().run(flow, stopped));
         let data = web::Data::new(state);
         let input = web::Data::new(settings.input);
@@ -169,6 +170,11 @@ impl Application {
                         .route(web::get().to(routes::health::readyz))
                         .default_service(method_not_allowed("GET")),
                 )
+                .service(
+                    web::resource(routes::OPENAPI_PATH)
+                        .route(web::get().to(routes::openapi::openapi))
+                        .default_service(method_not_allowed("GET")),
+                )
         })
         .workers(workers)
         .max_connections(server_settings.max_connections.div_ceil(workers))
@@ -184,7 +190,11 @@ impl Application {
             Some(config) => server.listen_rustls_0_23(listener, config)?,
             None => server.listen(listener)?,
         }
+        // Our own signal handling: waiting long polls must answer before the
+        // server waits for the requests in flight.
+        .disable_signals()
         .run();
+        tokio::spawn(stop_on_signal(server.handle(), flow_for_signals));
         Ok(Self {
             port,
             server,
@@ -205,6 +215,31 @@ impl Application {
         let _ = self.worker.await;
         served
     }
+}
+
+/// On SIGINT or SIGTERM: answer waiting long polls, then stop accepting
+/// and finish the requests in flight (the server's graceful stop).
+async fn stop_on_signal(server: actix_web::dev::ServerHandle, flow: Arc<Flow>) {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate => {}
+    }
+    tracing::info!("stopping: answering long polls, finishing requests in flight");
+    if let Some(long_poll) = &flow.long_poll {
+        long_poll.stop();
+    }
+    server.stop(true).await;
 }
 
 /// RFC 9110 §15.5.6: another method at a known path is 405 with `Allow`,
@@ -247,6 +282,71 @@ async fn check_upstream_kind(upstream: &dyn Upstream) -> Result<(), ConfigError>
         }
         Ok(()) => Ok(()),
     }
+}
+
+/// `ciba-proxy check`: builds, and drops, everything [`build_state`] makes
+/// from the settings that needs neither the network, nor the store, nor a
+/// port: the TLS files, the mTLS CA, the token key, the callback URL, the
+/// HTTP clients, the client registry (keys, algorithms, endpoints), the
+/// hints' keys, the IdP's discovery URL, the store URL (parsed, never
+/// dialled) and the page templates. An error here is one `build_state`
+/// would stop at, or (the store URL) one the store would fail on.
+///
+/// Not covered: whether the IdP answers (and, with `upstream.kind =
+/// "ciba"`, has a CIBA endpoint), whether Redis answers, whether
+/// `server.bind` is free, and what a `jwks_uri` serves (fetched on use).
+pub fn check(settings: &Settings) -> Result<(), StartupError> {
+    let tls = settings
+        .server
+        .tls
+        .as_ref()
+        .map(server_config)
+        .transpose()?;
+    let mtls = Mtls::from_settings(&settings.mtls, tls.is_some())?;
+    TokenCipher::from_base64(&settings.ciba.token_encryption_key)?;
+    let issuer = settings.server.issuer.as_str().trim_end_matches('/');
+    Url::parse(&format!("{issuer}{CALLBACK_PATH}"))
+        .map_err(|e| ConfigError::new("server.issuer", e.to_string()))?;
+    let upstream_http = http_client(Duration::from_millis(settings.upstream.timeout_ms))?;
+    let clients = ClientRegistry::from_settings(
+        &settings.clients,
+        crate::clients::EndpointPolicy::from_settings(&settings.ciba),
+        &upstream_http,
+    )?;
+    // The same rule as in build_state.
+    if !mtls.has_ca() {
+        if let Some(c) = clients
+            .iter()
+            .find(|c| c.auth_method == TokenEndpointAuthMethod::TlsClientAuth)
+        {
+            return Err(ConfigError::new(
+                "mtls.ca",
+                format!("is required: client {} uses tls_client_auth", c.id),
+            )
+            .into());
+        }
+    }
+    Hints::from_settings(&settings.hints, &upstream_http)?;
+    settings.upstream.discovery_url()?;
+    if let Some(notifier) = &settings.notifier {
+        http_client(Duration::from_millis(notifier.timeout_ms))?;
+    }
+    let store_url = settings.store.url.expose_secret();
+    if store_url != "memory://" {
+        // Parses only; the message names no part of the URL (it may hold a password).
+        redis::Client::open(store_url).map_err(|e| {
+            ConfigError::new(
+                "store.url",
+                format!("not a Redis URL this build can use: {e}"),
+            )
+        })?;
+    }
+    ClientPinger::new(
+        Duration::from_millis(settings.ciba.ping_timeout_ms),
+        settings.ciba.private_notification_endpoints_allowed(),
+    )?;
+    Pages::from_settings(&settings.pages)?;
+    Ok(())
 }
 
 /// Everything the handlers share, and the TLS configuration if we terminate TLS.
@@ -319,17 +419,20 @@ async fn build_state(
         })
         .transpose()?;
     let store_url = settings.store.url.expose_secret();
-    let store: Arc<dyn Store> = if store_url == "memory://" {
-        Arc::new(MemoryStore::new(clock.clone()))
-    } else {
-        Arc::new(
-            RedisStore::connect(
-                store_url,
-                &settings.store.key_prefix,
-                Duration::from_millis(settings.store.timeout_ms),
-            )
-            .await?,
+    let (store, decisions): (Arc<dyn Store>, Arc<Decisions>) = if store_url == "memory://" {
+        (
+            Arc::new(MemoryStore::new(clock.clone())),
+            Decisions::local(),
         )
+    } else {
+        let redis = RedisStore::connect(
+            store_url,
+            &settings.store.key_prefix,
+            Duration::from_millis(settings.store.timeout_ms),
+        )
+        .await?;
+        let decisions = redis.decisions();
+        (Arc::new(redis), decisions)
     };
     let pinger = ClientPinger::new(
         Duration::from_millis(settings.ciba.ping_timeout_ms),
@@ -360,6 +463,11 @@ async fn build_state(
             .is_none_or(|n| n.send_authorization_url),
         subject_check: settings.upstream.subject_check(),
         code_lifetime_ms: settings.upstream.code_lifetime_secs * 1000,
+        long_poll: LongPoll::new(
+            Duration::from_secs(settings.ciba.long_poll_secs),
+            settings.ciba.long_poll_max_waiting,
+        ),
+        decisions,
         exchange_lease_secs: exchange_lease_secs(&settings.upstream),
     });
     let state = AppState {

@@ -181,3 +181,157 @@ fn allowing_private_ping_endpoints_lets_the_registration_through() {
         .replace("[ciba]", "[ciba]\nallow_http_notification_endpoints = true");
     assert_rejected(&http, &[], "clients[1].client_id");
 }
+
+/// Runs `ciba-proxy ARGS`; (exit code, stdout, stderr).
+fn run_args(args: &[&std::ffi::OsStr]) -> (Option<i32>, String, String) {
+    let out = Command::new(binary_path())
+        .args(args)
+        .env_remove("CIBA_PROXY_CONFIG")
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Runs `ciba-proxy check --config FILE` on `toml`; (exit code, stdout, stderr).
+fn check(toml: &str) -> (Option<i32>, String, String) {
+    let mut file = tempfile();
+    file.1.write_all(toml.as_bytes()).unwrap();
+    run_args(&["check".as_ref(), "--config".as_ref(), file.0.as_os_str()])
+}
+
+#[track_caller]
+fn assert_check_refuses(toml: &str, key: &str) {
+    let (code, stdout, stderr) = check(toml);
+    assert_eq!(code, Some(2), "stdout: {stdout}\nstderr: {stderr}");
+    assert!(stdout.is_empty(), "{stdout}");
+    assert_eq!(
+        stderr.trim().lines().count(),
+        1,
+        "one line expected: {stderr}"
+    );
+    assert!(stderr.contains(key), "{stderr:?} should name {key}");
+}
+
+/// The `version` of proxy/Cargo.toml's `[package]`.
+fn proxy_version() -> String {
+    let manifest =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../proxy/Cargo.toml"))
+            .unwrap();
+    manifest
+        .lines()
+        .find_map(|l| l.strip_prefix("version = \""))
+        .and_then(|v| v.strip_suffix('"'))
+        .expect("a version line")
+        .to_owned()
+}
+
+#[test]
+fn version_prints_the_crate_version() {
+    let (code, stdout, stderr) = run_args(&["--version".as_ref()]);
+
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(stdout.trim(), format!("ciba-proxy {}", proxy_version()));
+}
+
+#[test]
+fn check_accepts_a_valid_configuration_without_calling_the_idp_or_the_store() {
+    // An IdP and a Redis that would notice a connection, and the port the
+    // proxy would serve on already taken: check must touch none of them.
+    let idp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let redis = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    for listener in [&idp, &redis] {
+        listener.set_nonblocking(true).unwrap();
+    }
+    // kind = "ciba" is the kind whose startup asks the IdP for its metadata.
+    let toml = format!(
+        "[store]\nurl = \"redis://{}\"\n{}",
+        redis.local_addr().unwrap(),
+        VALID
+            .replace(
+                "issuer = \"http://127.0.0.1:3000\"",
+                &format!(
+                    "issuer = \"http://{}\"\nkind = \"ciba\"",
+                    idp.local_addr().unwrap()
+                ),
+            )
+            .replace(
+                "bind = \"127.0.0.1:0\"",
+                &format!("bind = \"{}\"", taken.local_addr().unwrap()),
+            )
+    );
+
+    let (code, stdout, stderr) = check(&toml);
+
+    assert_eq!(code, Some(0), "stdout: {stdout}\nstderr: {stderr}");
+    assert_eq!(stdout.trim(), "configuration OK");
+    assert!(stderr.is_empty(), "{stderr}");
+    for (name, listener) in [("the IdP", &idp), ("Redis", &redis)] {
+        let accepted = listener.accept();
+        assert!(
+            matches!(&accepted, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+            "check connected to {name}: {accepted:?}"
+        );
+    }
+}
+
+#[test]
+fn check_refuses_what_only_startup_would_find_naming_the_key() {
+    // Each of these passes the settings parser; only building the service
+    // from them fails, which is what check does short of the network.
+    let templates = std::env::temp_dir().join(format!("ciba-templates-{}", rand::random::<u64>()));
+    std::fs::create_dir_all(&templates).unwrap();
+    std::fs::write(templates.join("base.html"), "{% if %}broken").unwrap();
+    let cases = [
+        (
+            format!("{VALID}\n[pages]\ntemplates_dir = {:?}\n", templates),
+            "pages.templates_dir",
+        ),
+        (
+            VALID.replace(
+                "issuer = \"http://127.0.0.1:8080\"",
+                "issuer = \"http://127.0.0.1:8080\"\n[server.tls]\ncertificate = \"/nonexistent/cert.pem\"\nprivate_key = \"/nonexistent/key.pem\"",
+            ),
+            "server.tls.certificate",
+        ),
+        (
+            VALID.replace(
+                "scope = \"openid profile\"",
+                "scope = \"openid profile\"\njwks = '{\"keys\": \"not a list\"}'",
+            ),
+            "clients[0].jwks",
+        ),
+        (
+            format!("[store]\nurl = \"redis://127.0.0.1:6379/not-a-db\"\n{VALID}"),
+            "store.url",
+        ),
+        (
+            VALID.replace("token_endpoint_auth_method = \"client_secret_basic\"", "token_endpoint_auth_method = \"tls_client_auth\"\ntls_client_auth_subject_dn = \"CN=shop\""),
+            "mtls.ca",
+        ),
+    ];
+    for (toml, key) in cases {
+        assert_check_refuses(&toml, key);
+    }
+}
+
+#[test]
+fn check_refuses_a_configuration_that_does_not_parse() {
+    assert_check_refuses(
+        &VALID.replace("[ciba]", "[ciba]\nintervall = 3"),
+        "intervall",
+    );
+}
+
+#[test]
+fn check_without_a_configuration_file_is_a_usage_error() {
+    let (code, stdout, stderr) = run_args(&["check".as_ref()]);
+
+    assert_eq!(code, Some(2), "{stdout}{stderr}");
+    assert!(stdout.is_empty(), "{stdout}");
+    assert!(stderr.contains("--config"), "{stderr}");
+}

@@ -2,6 +2,7 @@
 //! real Redis, driven as a client and a user's device would drive it.
 mod approval_browser;
 mod approval_page;
+mod audit;
 mod backchannel_authentication;
 mod bad_input;
 mod browser_harness;
@@ -14,9 +15,11 @@ mod hints;
 mod idp_reachability;
 mod limits;
 mod logs;
+mod long_poll;
 mod mtls;
 mod multi_instance;
 mod native_ciba;
+mod openapi;
 mod outages;
 mod ping;
 mod request_object;

@@ -33,6 +33,7 @@ fn record(clock: &ManualClock, client: &str) -> RequestRecord {
         login_hint: "alice".into(),
         scope: "openid".into(),
         sealed_upstream: "sealed".into(),
+        created_at_ms: clock.now_ms(),
         expires_at_ms: clock.now_ms() + 60_000,
         interval_secs: 5,
         sealed_ping_token: None,

@@ -19,8 +19,7 @@ use crate::idp::{TestIdp, UpstreamClient};
 use crate::keys::TestKey;
 use crate::pki::TestPki;
 
-pub const CIBA_GRANT: &str = "urn:openid:params:grant-type:ciba";
-pub const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+pub use ciba_proto::{CIBA_GRANT_TYPE as CIBA_GRANT, CLIENT_ASSERTION_TYPE as JWT_BEARER};
 
 pub fn now_secs() -> u64 {
     std::time::SystemTime::now()
@@ -149,6 +148,7 @@ pub struct TestAppBuilder {
     ciba_upstream: Option<&'static str>,
     notifier_toml: String,
     client_toml: String,
+    ciba_toml: String,
 }
 
 impl Default for TestAppBuilder {
@@ -167,6 +167,7 @@ impl Default for TestAppBuilder {
             ciba_upstream: None,
             notifier_toml: String::new(),
             client_toml: String::new(),
+            ciba_toml: String::new(),
         }
     }
 }
@@ -232,6 +233,11 @@ impl TestAppBuilder {
         self.notifier_toml = toml.to_owned();
         self
     }
+    /// Appended to the generated `[ciba]` section (e.g. `long_poll_secs = 5`).
+    pub fn ciba_toml(mut self, toml: &str) -> Self {
+        self.ciba_toml = toml.to_owned();
+        self
+    }
     /// Appended to the generated `[[clients]]` entry of each client.
     pub fn client_toml(mut self, toml: &str) -> Self {
         self.client_toml = toml.to_owned();
@@ -269,6 +275,7 @@ impl TestAppBuilder {
             interval = {interval}
             token_encryption_key = "{key}"
             allow_http_notification_endpoints = true
+            {ciba_extra}
             [upstream]
             issuer = "{idp_issuer}"
             {kind}
@@ -292,6 +299,7 @@ impl TestAppBuilder {
             device_url = device.url,
             device_secret = device.secret,
             notifier_extra = self.notifier_toml,
+            ciba_extra = self.ciba_toml,
         );
         if self.https {
             let pki = TestPki::shared();

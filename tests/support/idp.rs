@@ -18,7 +18,7 @@ use serde_json::{json, Value};
 use crate::pki::TestPki;
 
 /// The CIBA grant type (CIBA Core §10.1).
-pub const CIBA_GRANT_TYPE: &str = "urn:openid:params:grant-type:ciba";
+pub use ciba_proto::CIBA_GRANT_TYPE;
 
 pub struct TestIdp {
     pub issuer: String,

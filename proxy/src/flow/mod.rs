@@ -18,6 +18,7 @@
 //! native-CIBA IdP for the outcome) is in [`tasks`].
 use std::sync::Arc;
 
+use crate::audit;
 use crate::clients::{Client, ClientRegistry};
 use crate::clock::Clock;
 use crate::crypto::{log_tag, TokenCipher};
@@ -29,7 +30,7 @@ use crate::limits::Limits;
 use crate::notifier::{Notifier, UserNotification};
 use crate::ping::ClientPinger;
 use crate::store::{
-    Confirmation, Denial, Outcome, PollOutcome, RequestRecord, Status, Store, StoreError,
+    Confirmation, Decisions, Denial, Outcome, PollOutcome, RequestRecord, Status, Store, StoreError,
 };
 use crate::telemetry::record_auth_req;
 use crate::upstream::{
@@ -38,7 +39,10 @@ use crate::upstream::{
 
 mod approval;
 mod landing;
+mod long_poll;
 pub mod tasks;
+
+pub use long_poll::LongPoll;
 
 pub use approval::{Approval, ApprovalRefused, Approved};
 
@@ -123,6 +127,10 @@ pub struct Flow {
     /// How long one code exchange may take, all tries included: the lease
     /// that keeps a second exchange of the same code from starting.
     pub(crate) exchange_lease_secs: u64,
+    /// Long polling, when `ciba.long_poll_secs` is on.
+    pub(crate) long_poll: Option<LongPoll>,
+    /// Where decisions are announced to long polls, on every instance.
+    pub(crate) decisions: Arc<Decisions>,
     /// `{server.issuer}/approve/`: where approval links point.
     pub(crate) approval_base: String,
     /// Whether the user's notification carries the IdP's link itself.
@@ -237,6 +245,7 @@ impl Flow {
             client_id: request.client.id.clone(),
             login_hint: request.login_hint.as_str().to_owned(),
             scope: request.scope.to_string(),
+            created_at_ms: now_ms,
             sealed_upstream: self.cipher.seal(&begun.context, id.as_str()),
             expires_at_ms,
             interval_secs: self.interval,
@@ -256,6 +265,7 @@ impl Flow {
         self.store
             .create(&record, begun.callback_state.as_deref(), now_ms)
             .await?;
+        audit::record(audit::Step::Opened, &record, now_ms);
         if let Some(follow_up) = begun.follow_up {
             let task = Task::AskUpstream {
                 auth_req_id: id.clone(),
@@ -300,19 +310,44 @@ impl Flow {
     /// [`crate::store::CONFIRM_WINDOW_MS`], that it is answering with them.
     /// An attempt that cannot confirm answers 503, and the client's retry
     /// takes the tokens over.
+    ///
+    /// With long polling on, a poll of a pending request waits for the
+    /// decision first ([`long_poll`]).
     pub async fn poll(&self, client: &Client, id: &AuthReqId) -> Result<TokenSet, OAuthError> {
         let attempt = crate::crypto::random_token(16);
-        match self
+        let outcome = self
             .store
             .poll(id, &client.id, &attempt, self.clock.now_ms())
-            .await?
-        {
+            .await?;
+        match (outcome, &self.long_poll) {
+            (PollOutcome::Pending, Some(long_poll)) => {
+                self.wait_for_decision(long_poll, client, id).await
+            }
+            (outcome, _) => self.answer(id, &attempt, outcome).await,
+        }
+    }
+
+    /// What a poll's outcome means for the client.
+    async fn answer(
+        &self,
+        id: &AuthReqId,
+        attempt: &str,
+        outcome: PollOutcome,
+    ) -> Result<TokenSet, OAuthError> {
+        match outcome {
             PollOutcome::Unknown => Err(unknown_auth_req_id()),
             PollOutcome::Pending => Err(OAuthError::AuthorizationPending),
             PollOutcome::SlowDown { interval_secs } => Err(OAuthError::SlowDown {
                 interval: interval_secs,
             }),
-            PollOutcome::Expired => Err(OAuthError::ExpiredToken),
+            PollOutcome::Expired => {
+                // Once per request, however often it is polled afterwards.
+                let first = format!("audit-expired:{}", log_tag(id.as_str()));
+                if let Ok(true) = self.store.use_once(&first, EXPIRED_AUDIT_SECS).await {
+                    self.audit_by_id(audit::Step::Expired, id).await;
+                }
+                Err(OAuthError::ExpiredToken)
+            }
             PollOutcome::Denied(reason) => Err(OAuthError::Denied(reason)),
             PollOutcome::Redeemed => Err(already_issued()),
             PollOutcome::Tokens(sealed) => {
@@ -321,9 +356,10 @@ impl Flow {
                     .open(&sealed, id.as_str())
                     .map_err(OAuthError::internal)?;
                 let tokens = serde_json::from_slice(&plain).map_err(OAuthError::internal)?;
-                match self.store.confirm_tokens(id, &attempt).await? {
+                match self.store.confirm_tokens(id, attempt).await? {
                     Confirmation::Confirmed => {
                         tracing::info!("tokens issued");
+                        self.audit_by_id(audit::Step::TokensIssued, id).await;
                         Ok(tokens)
                     }
                     Confirmation::IssuedElsewhere => Err(already_issued()),
@@ -527,6 +563,8 @@ impl Flow {
             .finish(&record.id, outcome, self.clock.now_ms())
             .await?;
         if decided {
+            audit::record(audit::Step::Decided(outcome), record, self.clock.now_ms());
+            self.decisions.announce(&record.id).await;
             self.limits
                 .release_user(self.store.as_ref(), &record.login_hint, record.id.as_str())
                 .await;
@@ -591,6 +629,20 @@ fn refused_at_begin(e: UpstreamError) -> OAuthError {
         other => {
             tracing::warn!(error = %other, "cannot start the sign-in at the identity provider");
             unavailable()
+        }
+    }
+}
+
+/// How long the marker that a request's expiry was audited lives: past the
+/// time an expired request is kept at all.
+const EXPIRED_AUDIT_SECS: u64 = crate::store::EXPIRED_RETENTION_MS / 1000 + 60;
+
+impl Flow {
+    /// An audit event for a request known only by its id: one extra store
+    /// read, on the rare steps that need it. Best effort.
+    async fn audit_by_id(&self, step: audit::Step<'_>, id: &AuthReqId) {
+        if let Ok(Some((record, _))) = self.store.get(id).await {
+            audit::record(step, &record, self.clock.now_ms());
         }
     }
 }

@@ -127,6 +127,13 @@ impl Flow {
         match notifier.notify(notification).await {
             Ok(()) => {
                 tracing::info!(auth_req = %tag, "user notified");
+                crate::audit::record(
+                    crate::audit::Step::Notified {
+                        channel: notifier.channel(),
+                    },
+                    &record,
+                    self.clock.now_ms(),
+                );
                 Ok(Step::Done)
             }
             Err(NotifyError::Retryable(reason)) => Ok(Step::RetryLater(reason)),

@@ -17,7 +17,7 @@ pub async fn openid_configuration(state: web::Data<AppState>) -> Result<HttpResp
         )
     })?;
     let algs: Vec<String> = SIGNING_ALGS.iter().map(|a| format!("{a:?}")).collect();
-    Ok(HttpResponse::Ok().json(json!({
+    let mut document = json!({
         "issuer": state.issuer,
         "backchannel_authentication_endpoint": state.url(BACKCHANNEL_PATH),
         "token_endpoint": state.url(TOKEN_PATH),
@@ -29,7 +29,13 @@ pub async fn openid_configuration(state: web::Data<AppState>) -> Result<HttpResp
         "token_endpoint_auth_signing_alg_values_supported": algs,
         "upstream_issuer": upstream.issuer,
         "jwks_uri": upstream.jwks_uri,
-    })))
+    });
+    // Not a standard field: tells clients that a poll may be held (CIBA
+    // Core §7.3 allows it), so they need not poll faster than this.
+    if let Some(long_poll) = &state.flow.long_poll {
+        document["backchannel_long_poll_secs"] = long_poll.wait_secs().into();
+    }
+    Ok(HttpResponse::Ok().json(document))
 }
 
 /// The client authentication methods this deployment can check: the

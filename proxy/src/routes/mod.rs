@@ -15,6 +15,7 @@ pub mod backchannel_authentication;
 pub mod callback;
 pub mod discovery;
 pub mod health;
+pub mod openapi;
 pub mod token;
 pub mod upstream_ping;
 
@@ -29,7 +30,9 @@ pub const APPROVE_DENY_PATH: &str = "/approve/{handle}/deny";
 pub const STYLESHEET_PATH: &str = "/assets/ciba.css";
 /// Where a native-CIBA IdP in ping delivery notifies the proxy.
 pub const UPSTREAM_PING_PATH: &str = "/upstream/ping";
-pub const CIBA_GRANT_TYPE: &str = "urn:openid:params:grant-type:ciba";
+/// This service's OpenAPI document (`proxy/openapi.json`).
+pub const OPENAPI_PATH: &str = "/openapi.json";
+pub use ciba_proto::CIBA_GRANT_TYPE;
 
 /// Reads the form body and authenticates the client that sent it; tags the
 /// current span with the client.

@@ -75,6 +75,58 @@ impl MemoryStore {
     }
 }
 
+impl MemoryStore {
+    /// One poll, atomically under the lock; `pace` records the poll and
+    /// enforces the interval (a long poll's second look does neither).
+    fn run_poll(
+        &self,
+        id: &AuthReqId,
+        client_id: &str,
+        attempt: &str,
+        now_ms: u64,
+        pace: bool,
+    ) -> PollOutcome {
+        let mut inner = self.inner.lock();
+        let Some(entry) = inner.requests.get_mut(id) else {
+            return PollOutcome::Unknown;
+        };
+        if entry.record.client_id != client_id
+            || now_ms >= entry.record.expires_at_ms + EXPIRED_RETENTION_MS
+        {
+            return PollOutcome::Unknown;
+        }
+        if now_ms >= entry.record.expires_at_ms {
+            entry.sealed_tokens = None;
+            return PollOutcome::Expired;
+        }
+        match &entry.status {
+            Status::Pending if !pace => PollOutcome::Pending,
+            Status::Pending => {
+                let last = entry.last_poll_ms.replace(now_ms);
+                if last.is_some_and(|last| now_ms < last + entry.record.interval_secs * 1000) {
+                    entry.record.interval_secs += SLOW_DOWN_STEP_SECS;
+                    PollOutcome::SlowDown {
+                        interval_secs: entry.record.interval_secs,
+                    }
+                } else {
+                    PollOutcome::Pending
+                }
+            }
+            // The tokens stay until this attempt confirms it answered with them.
+            Status::Approved | Status::Issued => match entry.sealed_tokens.clone() {
+                Some(tokens) => {
+                    entry.status = Status::Issued;
+                    entry.taken_by = Some((attempt.to_owned(), now_ms));
+                    PollOutcome::Tokens(tokens)
+                }
+                None if entry.status == Status::Approved => PollOutcome::Expired,
+                None => PollOutcome::Redeemed,
+            },
+            Status::Denied { reason, .. } => PollOutcome::Denied(reason.clone()),
+        }
+    }
+}
+
 #[async_trait]
 impl Store for MemoryStore {
     async fn create(
@@ -176,43 +228,17 @@ impl Store for MemoryStore {
         attempt: &str,
         now_ms: u64,
     ) -> Result<PollOutcome, StoreError> {
-        let mut inner = self.inner.lock();
-        let Some(entry) = inner.requests.get_mut(id) else {
-            return Ok(PollOutcome::Unknown);
-        };
-        if entry.record.client_id != client_id
-            || now_ms >= entry.record.expires_at_ms + EXPIRED_RETENTION_MS
-        {
-            return Ok(PollOutcome::Unknown);
-        }
-        if now_ms >= entry.record.expires_at_ms {
-            entry.sealed_tokens = None;
-            return Ok(PollOutcome::Expired);
-        }
-        Ok(match &entry.status {
-            Status::Pending => {
-                let last = entry.last_poll_ms.replace(now_ms);
-                if last.is_some_and(|last| now_ms < last + entry.record.interval_secs * 1000) {
-                    entry.record.interval_secs += SLOW_DOWN_STEP_SECS;
-                    PollOutcome::SlowDown {
-                        interval_secs: entry.record.interval_secs,
-                    }
-                } else {
-                    PollOutcome::Pending
-                }
-            }
-            // The tokens stay until this attempt confirms it answered with them.
-            Status::Approved | Status::Issued => match entry.sealed_tokens.clone() {
-                Some(tokens) => {
-                    entry.status = Status::Issued;
-                    entry.taken_by = Some((attempt.to_owned(), now_ms));
-                    PollOutcome::Tokens(tokens)
-                }
-                None if entry.status == Status::Approved => PollOutcome::Expired,
-                None => PollOutcome::Redeemed,
-            },
-            Status::Denied { reason, .. } => PollOutcome::Denied(reason.clone()),
-        })
+        Ok(self.run_poll(id, client_id, attempt, now_ms, true))
+    }
+
+    async fn recheck(
+        &self,
+        id: &AuthReqId,
+        client_id: &str,
+        attempt: &str,
+        now_ms: u64,
+    ) -> Result<PollOutcome, StoreError> {
+        Ok(self.run_poll(id, client_id, attempt, now_ms, false))
     }
 
     async fn confirm_tokens(

@@ -10,9 +10,11 @@ use async_trait::async_trait;
 
 use crate::domain::AuthReqId;
 
+pub mod decisions;
 mod memory;
 mod redis;
 
+pub use self::decisions::Decisions;
 pub use self::memory::MemoryStore;
 pub use self::redis::RedisStore;
 
@@ -58,6 +60,8 @@ pub struct RequestRecord {
     pub client_id: String,
     pub login_hint: String,
     pub scope: String,
+    /// When the request was opened, Unix milliseconds.
+    pub created_at_ms: u64,
     /// What the upstream kind remembers about this request (the PKCE
     /// verifier and nonce, or the IdP's own auth_req_id), sealed; the store
     /// never reads it.
@@ -218,6 +222,16 @@ pub trait Store: Send + Sync + 'static {
     /// One poll by `client_id`, atomically. Tokens are reserved for
     /// `attempt` (and taken from any earlier attempt that never confirmed).
     async fn poll(
+        &self,
+        id: &AuthReqId,
+        client_id: &str,
+        attempt: &str,
+        now_ms: u64,
+    ) -> Result<PollOutcome, StoreError>;
+
+    /// A long poll's second look: [`Store::poll`] without recording the
+    /// poll or enforcing the interval (the client waited already).
+    async fn recheck(
         &self,
         id: &AuthReqId,
         client_id: &str,

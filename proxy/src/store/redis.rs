@@ -19,7 +19,8 @@ use crate::domain::AuthReqId;
 
 const POLL: &str = r"
 -- KEYS[1] request hash, KEYS[2] sealed tokens
--- ARGV: client_id, now_ms, slow_down step, attempt
+-- ARGV: client_id, now_ms, slow_down step, attempt, pace ('1': record the
+-- poll and answer slow_down when too fast; '0': a long poll's second look)
 local r = redis.call('HMGET', KEYS[1], 'client_id', 'status', 'expires_at', 'interval', 'last_poll', 'reason')
 if not r[1] or r[1] ~= ARGV[1] then return {'unknown'} end
 local now = tonumber(ARGV[2])
@@ -29,6 +30,7 @@ if now >= tonumber(r[3]) then
 end
 local status = r[2]
 if status == 'pending' then
+  if ARGV[5] ~= '1' then return {'pending'} end
   local interval = tonumber(r[4])
   local last = tonumber(r[5])
   redis.call('HSET', KEYS[1], 'last_poll', ARGV[2])
@@ -132,6 +134,8 @@ return 1
 
 #[derive(Clone)]
 pub struct RedisStore {
+    /// For the decision subscriber's own connection.
+    client: redis::Client,
     conn: ConnectionManager,
     prefix: String,
     poll: Script,
@@ -160,10 +164,11 @@ impl RedisStore {
             .set_factor(2)
             .set_max_delay(1000)
             .set_number_of_retries(3);
-        let conn = ConnectionManager::new_with_config(client, config)
+        let conn = ConnectionManager::new_with_config(client.clone(), config)
             .await
             .map_err(unavailable)?;
         Ok(Self {
+            client,
             conn,
             prefix: prefix.to_owned(),
             poll: Script::new(POLL),
@@ -173,6 +178,11 @@ impl RedisStore {
             lease: Script::new(LEASE),
             take_slot: Script::new(TAKE_SLOT),
         })
+    }
+
+    /// The decision channel on this Redis, for long polls on any instance.
+    pub fn decisions(&self) -> std::sync::Arc<super::Decisions> {
+        super::Decisions::redis(self.client.clone(), self.conn.clone(), &self.prefix)
     }
 
     fn request_key(&self, id: &AuthReqId) -> String {
@@ -195,6 +205,52 @@ impl RedisStore {
 
     fn state_key(&self, state: &str) -> String {
         format!("{}:state:{}", self.prefix, state)
+    }
+}
+
+impl RedisStore {
+    /// One run of the poll script; `pace` records the poll and enforces the
+    /// interval (a long poll's second look does neither).
+    async fn run_poll(
+        &self,
+        id: &AuthReqId,
+        client_id: &str,
+        attempt: &str,
+        now_ms: u64,
+        pace: bool,
+    ) -> Result<PollOutcome, StoreError> {
+        let mut conn = self.conn.clone();
+        let reply: Vec<String> = self
+            .poll
+            .key(self.request_key(id))
+            .key(self.tokens_key(id))
+            .arg(client_id)
+            .arg(now_ms)
+            .arg(SLOW_DOWN_STEP_SECS)
+            .arg(attempt)
+            .arg(if pace { "1" } else { "0" })
+            .invoke_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        let payload = reply.get(1).cloned();
+        Ok(match (reply.first().map(String::as_str), payload) {
+            (Some("unknown"), _) => PollOutcome::Unknown,
+            (Some("pending"), _) => PollOutcome::Pending,
+            (Some("expired"), _) => PollOutcome::Expired,
+            (Some("redeemed"), _) => PollOutcome::Redeemed,
+            (Some("denied"), reason) => PollOutcome::Denied(reason.unwrap_or_default()),
+            (Some("tokens"), Some(tokens)) => PollOutcome::Tokens(tokens),
+            (Some("slow_down"), Some(interval)) => PollOutcome::SlowDown {
+                interval_secs: interval
+                    .parse()
+                    .map_err(|_| StoreError::Corrupt("interval is not a number".into()))?,
+            },
+            _ => {
+                return Err(StoreError::Corrupt(format!(
+                    "unexpected poll reply {reply:?}"
+                )))
+            }
+        })
     }
 }
 
@@ -226,6 +282,7 @@ impl Store for RedisStore {
             ("login_hint", record.login_hint.clone()),
             ("scope", record.scope.clone()),
             ("upstream", record.sealed_upstream.clone()),
+            ("created_at", record.created_at_ms.to_string()),
             ("expires_at", record.expires_at_ms.to_string()),
             ("interval", record.interval_secs.to_string()),
             (
@@ -307,6 +364,7 @@ impl Store for RedisStore {
             login_hint: field(&map, "login_hint")?.to_owned(),
             scope: field(&map, "scope")?.to_owned(),
             sealed_upstream: field(&map, "upstream")?.to_owned(),
+            created_at_ms: number(&map, "created_at")?,
             expires_at_ms: number(&map, "expires_at")?,
             interval_secs: number(&map, "interval")?,
             sealed_ping_token: map.get("ping_token").filter(|t| !t.is_empty()).cloned(),
@@ -351,37 +409,17 @@ impl Store for RedisStore {
         attempt: &str,
         now_ms: u64,
     ) -> Result<PollOutcome, StoreError> {
-        let mut conn = self.conn.clone();
-        let reply: Vec<String> = self
-            .poll
-            .key(self.request_key(id))
-            .key(self.tokens_key(id))
-            .arg(client_id)
-            .arg(now_ms)
-            .arg(SLOW_DOWN_STEP_SECS)
-            .arg(attempt)
-            .invoke_async(&mut conn)
-            .await
-            .map_err(unavailable)?;
-        let payload = reply.get(1).cloned();
-        Ok(match (reply.first().map(String::as_str), payload) {
-            (Some("unknown"), _) => PollOutcome::Unknown,
-            (Some("pending"), _) => PollOutcome::Pending,
-            (Some("expired"), _) => PollOutcome::Expired,
-            (Some("redeemed"), _) => PollOutcome::Redeemed,
-            (Some("denied"), reason) => PollOutcome::Denied(reason.unwrap_or_default()),
-            (Some("tokens"), Some(tokens)) => PollOutcome::Tokens(tokens),
-            (Some("slow_down"), Some(interval)) => PollOutcome::SlowDown {
-                interval_secs: interval
-                    .parse()
-                    .map_err(|_| StoreError::Corrupt("interval is not a number".into()))?,
-            },
-            _ => {
-                return Err(StoreError::Corrupt(format!(
-                    "unexpected poll reply {reply:?}"
-                )))
-            }
-        })
+        self.run_poll(id, client_id, attempt, now_ms, true).await
+    }
+
+    async fn recheck(
+        &self,
+        id: &AuthReqId,
+        client_id: &str,
+        attempt: &str,
+        now_ms: u64,
+    ) -> Result<PollOutcome, StoreError> {
+        self.run_poll(id, client_id, attempt, now_ms, false).await
     }
 
     async fn confirm_tokens(

@@ -24,7 +24,7 @@ use crate::domain::AuthReqId;
 use crate::hints::Hint;
 use crate::jwks::read_limited;
 
-const CIBA_GRANT_TYPE: &str = "urn:openid:params:grant-type:ciba";
+use ciba_proto::CIBA_GRANT_TYPE;
 /// CIBA Core §10.1.1: the claim that ties an ID token to its request.
 const AUTH_REQ_ID_CLAIM: &str = "urn:openid:params:jwt:claim:auth_req_id";
 /// CIBA Core §7.3: the interval to use when the IdP sends none.

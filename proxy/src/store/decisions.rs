@@ -1,0 +1,134 @@
+//! Decisions announced to long polls (CIBA Core §7.3 allows a token request
+//! to be held until the outcome is known). When a request is decided, the
+//! deciding instance announces it; every instance wakes its polls waiting
+//! on that request. With Redis the announcement goes through pub/sub, so a
+//! poll waiting on one instance wakes when another decided; in memory it is
+//! a local wake-up. A missed announcement (Redis briefly gone) costs only
+//! time: the waiting poll looks again when its wait ends.
+use std::collections::HashMap;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use futures::StreamExt;
+use parking_lot::Mutex;
+use redis::aio::ConnectionManager;
+use sha2::{Digest, Sha256};
+use tokio::sync::Notify;
+
+use crate::domain::AuthReqId;
+
+/// How long the subscriber waits before it connects again.
+const RESUBSCRIBE_AFTER: Duration = Duration::from_secs(1);
+
+/// Where this instance learns of decisions, and tells the others.
+pub struct Decisions {
+    waiting: Mutex<HashMap<String, Weak<Notify>>>,
+    announce: Option<(ConnectionManager, String)>,
+}
+
+/// A poll's interest in one request; dropped, it stops listening.
+pub struct Watch(Arc<Notify>);
+
+impl Watch {
+    pub fn notify(&self) -> &Notify {
+        &self.0
+    }
+}
+
+/// The name a request has on the channel: a hash, never the id itself.
+fn topic(id: &AuthReqId) -> String {
+    hex::encode(&Sha256::digest(id.as_str().as_bytes())[..16])
+}
+
+impl Decisions {
+    /// One instance: decisions are announced in process.
+    pub fn local() -> Arc<Self> {
+        Arc::new(Self {
+            waiting: Mutex::default(),
+            announce: None,
+        })
+    }
+
+    /// Many instances on one Redis: announcements go through the channel
+    /// `{prefix}:decided`, heard by a subscriber task of this instance.
+    pub fn redis(client: redis::Client, publisher: ConnectionManager, prefix: &str) -> Arc<Self> {
+        let channel = format!("{prefix}:decided");
+        let decisions = Arc::new(Self {
+            waiting: Mutex::default(),
+            announce: Some((publisher, channel.clone())),
+        });
+        tokio::spawn(listen(client, channel, Arc::downgrade(&decisions)));
+        decisions
+    }
+
+    /// Starts listening for request `id`'s decision. Create it before the
+    /// last look at the store, so a decision in between is not missed.
+    pub fn watch(&self, id: &AuthReqId) -> Watch {
+        let mut waiting = self.waiting.lock();
+        waiting.retain(|_, w| w.strong_count() > 0);
+        let key = topic(id);
+        if let Some(existing) = waiting.get(&key).and_then(Weak::upgrade) {
+            return Watch(existing);
+        }
+        let notify = Arc::new(Notify::new());
+        waiting.insert(key, Arc::downgrade(&notify));
+        Watch(notify)
+    }
+
+    /// Request `id` was decided: wake its polls, here and on every instance.
+    pub async fn announce(&self, id: &AuthReqId) {
+        let key = topic(id);
+        match &self.announce {
+            Some((publisher, channel)) => {
+                let mut conn = publisher.clone();
+                let published: redis::RedisResult<i64> = redis::cmd("PUBLISH")
+                    .arg(channel)
+                    .arg(&key)
+                    .query_async(&mut conn)
+                    .await;
+                if let Err(e) = published {
+                    tracing::warn!(error = %e, "could not announce a decision; long polls see it when they look again");
+                    self.wake(&key);
+                }
+            }
+            None => self.wake(&key),
+        }
+    }
+
+    fn wake(&self, key: &str) {
+        let waiter = self.waiting.lock().get(key).and_then(Weak::upgrade);
+        if let Some(notify) = waiter {
+            notify.notify_waiters();
+        }
+    }
+}
+
+/// Hears every instance's announcements until the proxy stops.
+async fn listen(client: redis::Client, channel: String, decisions: Weak<Decisions>) {
+    loop {
+        match client.get_async_pubsub().await {
+            Ok(mut pubsub) => match pubsub.subscribe(&channel).await {
+                Ok(()) => {
+                    let mut messages = pubsub.on_message();
+                    while let Some(message) = messages.next().await {
+                        let Some(decisions) = decisions.upgrade() else {
+                            return;
+                        };
+                        if let Ok(key) = message.get_payload::<String>() {
+                            decisions.wake(&key);
+                        }
+                    }
+                    tracing::warn!("the decision channel closed; subscribing again");
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot subscribe to decisions; retrying"),
+            },
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot connect the decision subscriber; retrying")
+            }
+        }
+        if decisions.strong_count() == 0 {
+            return;
+        }
+        tokio::time::sleep(RESUBSCRIBE_AFTER).await;
+    }
+}
