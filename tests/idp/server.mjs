@@ -438,12 +438,13 @@ async function testHook(req, res, path) {
       // A stopped IdP: nothing listens, so connections are refused (and open
       // ones are cut), until the port is opened again. The hooks are
       // unreachable meanwhile too.
+      // Stop listening and cut every other connection before answering, so
+      // that nothing reaches the IdP once the caller has heard the answer.
+      server.close();
+      for (const socket of sockets) if (socket !== req.socket) socket.destroy();
+      setTimeout(() => server.listen(Number(new URL(issuer).port), '127.0.0.1'), ms);
+      res.on('finish', () => req.socket.destroy());
       json(res, 200, { until_ms: Date.now() + ms });
-      res.on('finish', () => {
-        server.close();
-        for (const socket of sockets) socket.destroy();
-        setTimeout(() => server.listen(Number(new URL(issuer).port), '127.0.0.1'), ms);
-      });
       return undefined;
     }
     outageUntil = ms > 0 ? Date.now() + ms : 0;
