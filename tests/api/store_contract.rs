@@ -328,9 +328,9 @@ async fn a_confirmation_that_comes_too_late_leaves_the_tokens() {
             .unwrap();
         // The store stalled between the poll and its confirmation.
         if name == "memory" {
-            clock.advance_secs(2);
+            clock.advance_secs(3);
         } else {
-            tokio::time::sleep(Duration::from_millis(1100)).await;
+            tokio::time::sleep(Duration::from_millis(2100)).await;
         }
         assert_eq!(
             store.confirm_tokens(&r.id, "slow").await.unwrap(),

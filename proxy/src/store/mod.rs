@@ -29,7 +29,7 @@ pub const SLOW_DOWN_STEP_SECS: u64 = 5;
 /// it answered with them. A confirmation that arrives later (the store
 /// stalled and ran it late, after the handler had answered 503) changes
 /// nothing, so the client's retry still gets the tokens.
-pub const CONFIRM_WINDOW_MS: u64 = 1000;
+pub const CONFIRM_WINDOW_MS: u64 = 2000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
