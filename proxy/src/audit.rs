@@ -23,6 +23,8 @@ pub enum Step<'a> {
     Decided(&'a Outcome),
     TokensIssued,
     Expired,
+    /// The operator cancelled the request (admin API); it is `denied`.
+    Cancelled,
 }
 
 impl Step<'_> {
@@ -33,6 +35,7 @@ impl Step<'_> {
             Step::Decided(_) => "decided",
             Step::TokensIssued => "tokens_issued",
             Step::Expired => "expired",
+            Step::Cancelled => "cancelled",
         }
     }
 
@@ -47,6 +50,7 @@ impl Step<'_> {
                 Denial::Failed => "failed",
             },
             Step::Expired => "expired",
+            Step::Cancelled => "denied",
         }
     }
 }
@@ -66,6 +70,7 @@ pub fn record(step: Step<'_>, record: &RequestRecord, now_ms: u64) {
 pub fn event(step: Step<'_>, id: &AuthReqId, client_id: &str, login_hint: &str, duration_ms: u64) {
     let reason = match step {
         Step::Decided(Outcome::Denied { reason, .. }) => reason.as_str(),
+        Step::Cancelled => crate::routes::admin::CANCEL_REASON,
         _ => "",
     };
     tracing::info!(
@@ -77,6 +82,21 @@ pub fn event(step: Step<'_>, id: &AuthReqId, client_id: &str, login_hint: &str, 
         outcome = step.outcome(),
         reason,
         duration_ms,
+        "audit"
+    );
+}
+
+/// Writes the event for one admin API call: the route, the method, the
+/// status answered and, for a call about one request, its short hash
+/// (`auth_req`). A refused call (401) is written too.
+pub fn admin_call(route: &str, method: &str, status: u16, auth_req: Option<&str>) {
+    tracing::info!(
+        target: TARGET,
+        event = "admin_call",
+        route,
+        method,
+        status,
+        auth_req = auth_req.unwrap_or(""),
         "audit"
     );
 }

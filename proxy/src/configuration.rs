@@ -55,6 +55,27 @@ pub struct Settings {
     pub input: InputSettings,
     #[serde(default)]
     pub pages: PageSettings,
+    #[serde(default)]
+    pub metrics: MetricsSettings,
+    /// Off unless present; needs `[metrics] bind`.
+    pub admin: Option<AdminSettings>,
+}
+
+/// `[metrics]`: the operator server, for Prometheus (and the admin API).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsSettings {
+    /// Where `/metrics` is served, apart from the public port (e.g.
+    /// `127.0.0.1:9090`). Unset: no `/metrics` at all.
+    pub bind: Option<String>,
+}
+
+/// `[admin]`: the operator's API, served only on `[metrics] bind`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSettings {
+    /// SHA-256 of the bearer token, in hex (never the token itself).
+    pub token_sha256: String,
 }
 
 /// `[pages]`: the pages a person sees (the approval page, the callback).
@@ -772,6 +793,22 @@ impl Settings {
 
     /// Rules that need no parsing beyond serde's.
     fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(admin) = &self.admin {
+            if self.metrics.bind.is_none() {
+                return Err(ConfigError::new(
+                    "metrics.bind",
+                    "is required with [admin]: the admin API is served only there, never on the public port",
+                ));
+            }
+            if admin.token_sha256.len() != 64
+                || !admin.token_sha256.bytes().all(|b| b.is_ascii_hexdigit())
+            {
+                return Err(ConfigError::new(
+                    "admin.token_sha256",
+                    "must be the SHA-256 of the token, as 64 hex digits",
+                ));
+            }
+        }
         let ciba = &self.ciba;
         if ciba.expires_in == 0 {
             return Err(ConfigError::new(

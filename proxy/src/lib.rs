@@ -33,6 +33,8 @@
 //!   the durable queue and worker that runs such tasks, from any instance.
 //!   [`net_policy`] keeps pings off loopback, private and link-local
 //!   addresses, at startup and when a host name is resolved.
+//! - [`metrics`] names every Prometheus series; `/metrics` is served only on
+//!   `[metrics] bind` (the operator server in [`startup`]).
 //! - [`error`] is the single OAuth error type rendered at the HTTP edge;
 //!   [`audit`] writes one event per step of a request's life.
 //! - `ciba-proxy client`, the console CIBA client, is the `client/` crate
@@ -60,8 +62,10 @@ pub mod jobs;
 pub mod jwks;
 pub mod jwt;
 pub mod limits;
+pub mod metrics;
 pub mod net_policy;
 pub mod notifier;
+pub mod operator;
 pub mod pages;
 pub mod ping;
 pub mod request_object;

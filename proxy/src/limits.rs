@@ -69,6 +69,7 @@ impl Limits {
             .await?;
         counted.map_err(|retry_after| {
             tracing::warn!(client_id, "backchannel request rate limit reached");
+            crate::metrics::limit_hit("requests_per_client");
             OAuthError::RateLimited {
                 retry_after,
                 description: format!(
@@ -94,6 +95,7 @@ impl Limits {
             .await?;
         counted.map_err(|retry_after| {
             tracing::warn!("notifications per user limit reached");
+            crate::metrics::limit_hit("notifications_per_user");
             OAuthError::RateLimited {
                 retry_after,
                 description: format!(
@@ -143,6 +145,7 @@ impl Limits {
             .await?
         {
             tracing::warn!("pending requests per user limit reached");
+            crate::metrics::limit_hit("pending_per_user");
             return Err(OAuthError::AccessDenied(format!(
                 "this user already has {} pending requests; wait for one to finish",
                 self.pending_per_user

@@ -54,6 +54,8 @@ pub enum StartupError {
 pub struct Application {
     port: u16,
     server: Server,
+    /// The operator server on `[metrics] bind`, and its port.
+    operator: Option<(u16, actix_web::dev::ServerHandle)>,
     worker: tokio::task::JoinHandle<()>,
     stop_worker: watch::Sender<bool>,
 }
@@ -83,6 +85,27 @@ impl Application {
         settings: &Settings,
     ) -> Result<Self, StartupError> {
         let port = listener.local_addr()?.port();
+        let operator = match &settings.metrics.bind {
+            Some(bind) => {
+                let listener = TcpListener::bind(bind)?;
+                let port = listener.local_addr()?.port();
+                let admin = settings
+                    .admin
+                    .as_ref()
+                    .map(|a| {
+                        crate::routes::admin::AdminToken::from_hex(&a.token_sha256).ok_or_else(
+                            || ConfigError::new("admin.token_sha256", "must be 64 hex digits"),
+                        )
+                    })
+                    .transpose()?;
+                let server = crate::operator::serve(state.clone(), admin, listener)?;
+                let handle = server.handle();
+                tokio::spawn(server);
+                tracing::info!(port, "serving /metrics on the operator port");
+                Some((port, handle))
+            }
+            None => None,
+        };
         let upstream = state.upstream.clone();
         // Load the IdP's metadata now rather than on the first request.
         tokio::spawn(async move {
@@ -198,6 +221,7 @@ impl Application {
         Ok(Self {
             port,
             server,
+            operator,
             worker,
             stop_worker,
         })
@@ -207,10 +231,18 @@ impl Application {
         self.port
     }
 
+    /// The port of `[metrics] bind`, when it is set.
+    pub fn operator_port(&self) -> Option<u16> {
+        self.operator.as_ref().map(|(port, _)| *port)
+    }
+
     /// Serves until SIGINT/SIGTERM; then stops accepting, finishes the
     /// requests in flight and hands queued work back to the store.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let served = self.server.await;
+        if let Some((_, operator)) = &self.operator {
+            operator.stop(true).await;
+        }
         let _ = self.stop_worker.send(true);
         let _ = self.worker.await;
         served
@@ -244,7 +276,7 @@ async fn stop_on_signal(server: actix_web::dev::ServerHandle, flow: Arc<Flow>) {
 
 /// RFC 9110 §15.5.6: another method at a known path is 405 with `Allow`,
 /// and the body is the usual OAuth error, as at every other refusal.
-fn method_not_allowed(allow: &'static str) -> actix_web::Route {
+pub(crate) fn method_not_allowed(allow: &'static str) -> actix_web::Route {
     web::to(move |req: HttpRequest| async move {
         let refusal = OAuthError::InvalidRequest(format!(
             "{} is not allowed at {}; use {allow}",
@@ -419,6 +451,10 @@ async fn build_state(
         })
         .transpose()?;
     let store_url = settings.store.url.expose_secret();
+    if settings.metrics.bind.is_some() {
+        // Installs the process's recorder before anything records.
+        crate::metrics::handle();
+    }
     let (store, decisions): (Arc<dyn Store>, Arc<Decisions>) = if store_url == "memory://" {
         (
             Arc::new(MemoryStore::new(clock.clone())),
@@ -434,6 +470,7 @@ async fn build_state(
         let decisions = redis.decisions();
         (Arc::new(redis), decisions)
     };
+    let store: Arc<dyn Store> = Arc::new(crate::store::Metered(store));
     let pinger = ClientPinger::new(
         Duration::from_millis(settings.ciba.ping_timeout_ms),
         settings.ciba.private_notification_endpoints_allowed(),

@@ -118,3 +118,57 @@ async fn one_login_leaves_one_event_per_step_and_no_secret() {
         );
     }
 }
+
+#[tokio::test]
+async fn admin_calls_and_a_cancel_are_in_the_audit_trail() {
+    use sha2::{Digest, Sha256};
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port();
+    let token = format!("operator-{}", rand::random::<u64>());
+    let hash = hex::encode(Sha256::digest(token.as_bytes()));
+    let (app, proxy) = TestApp::builder()
+        .store(StoreKind::Redis)
+        .sections(&format!(
+            "[metrics]\nbind = \"127.0.0.1:{port}\"\n[admin]\ntoken_sha256 = \"{hash}\"\n"
+        ))
+        .spawn_process(&[("CIBA_PROXY__LOG__FORMAT", "json")])
+        .await;
+    app.device.on("carol", Action::Ignore);
+    let id = app.start("shop", "carol").await;
+    let cancel = format!("http://127.0.0.1:{port}/admin/requests/{id}/cancel");
+    let http = reqwest::Client::new();
+    let refused = http
+        .post(&cancel)
+        .bearer_auth("wrong")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 401);
+    let done = http.post(&cancel).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(done.status(), 200);
+
+    let log = proxy.logs();
+    let events = audit_events(&log);
+    let calls: Vec<_> = events
+        .iter()
+        .filter(|e| e["event"] == "admin_call")
+        .map(|e| (e["route"].clone(), e["status"].clone()))
+        .collect();
+    assert_eq!(
+        calls,
+        vec![
+            (Value::from("cancel_request"), Value::from(401)),
+            (Value::from("cancel_request"), Value::from(200)),
+        ],
+        "{log}"
+    );
+    let cancelled = events
+        .iter()
+        .find(|e| e["event"] == "cancelled")
+        .expect("a cancelled event");
+    assert_eq!(cancelled["outcome"], "denied");
+    assert_eq!(cancelled["reason"], "cancelled by the operator");
+    assert!(!log.contains(&token), "the token is never logged");
+}

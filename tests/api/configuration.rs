@@ -335,3 +335,17 @@ fn check_without_a_configuration_file_is_a_usage_error() {
     assert!(stdout.is_empty(), "{stdout}");
     assert!(stderr.contains("--config"), "{stderr}");
 }
+
+#[test]
+fn admin_without_a_metrics_bind_is_refused() {
+    let toml = format!("{VALID}\n[admin]\ntoken_sha256 = \"{}\"\n", "ab".repeat(32));
+    assert_rejected(&toml, &[], "metrics.bind");
+}
+
+#[test]
+fn an_admin_token_hash_that_is_not_64_hex_digits_is_refused() {
+    let toml = format!(
+        "{VALID}\n[metrics]\nbind = \"127.0.0.1:0\"\n[admin]\ntoken_sha256 = \"not-a-hash\"\n"
+    );
+    assert_rejected(&toml, &[], "admin.token_sha256");
+}

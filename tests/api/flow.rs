@@ -363,6 +363,13 @@ async fn tokens_are_never_stored_in_plain_text_and_every_key_expires() {
                 .query_async(&mut conn)
                 .await
                 .unwrap(),
+            "zset" => redis::cmd("ZRANGE")
+                .arg(key)
+                .arg(0)
+                .arg(-1)
+                .query_async(&mut conn)
+                .await
+                .unwrap(),
             _ => vec![redis::cmd("GET")
                 .arg(key)
                 .query_async(&mut conn)

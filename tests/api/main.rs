@@ -1,5 +1,6 @@
 //! The end-to-end suite: the real proxy against a real oidc-provider and a
 //! real Redis, driven as a client and a user's device would drive it.
+mod admin;
 mod approval_browser;
 mod approval_page;
 mod audit;
@@ -16,6 +17,7 @@ mod idp_reachability;
 mod limits;
 mod logs;
 mod long_poll;
+mod metrics;
 mod mtls;
 mod multi_instance;
 mod native_ciba;

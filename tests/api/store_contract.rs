@@ -7,7 +7,7 @@ use ciba_proxy::clock::{Clock, ManualClock};
 use ciba_proxy::domain::AuthReqId;
 use ciba_proxy::store::{
     Binding, Confirmation, Denial, MemoryStore, Outcome, PollOutcome, QueuedJob, RedisStore,
-    RequestRecord, Status, Store,
+    RequestRecord, Status, Store, StoreStats,
 };
 use ciba_proxy_e2e::app::redis_url;
 
@@ -517,6 +517,60 @@ async fn slots_are_limited_freed_and_expire() {
                 .await
                 .unwrap(),
             "{name}: expired"
+        );
+    }
+}
+
+#[tokio::test]
+async fn stats_count_the_queue_and_the_pending_requests() {
+    for (name, store, clock) in backends().await {
+        let now = clock.now_ms();
+        let before = store.stats(now).await.unwrap();
+        assert_eq!(before, StoreStats::default(), "{name}: a fresh store");
+        let (early, late) = (job("early"), job("late"));
+        store.enqueue(&late, now + 5_000, 600_000).await.unwrap();
+        store.enqueue(&early, now - 2_000, 600_000).await.unwrap();
+        let (open, decided) = (record(&clock, "shop"), record(&clock, "shop"));
+        store.create(&open, None, now).await.unwrap();
+        store.create(&decided, None, now).await.unwrap();
+        let denied = Outcome::Denied {
+            reason: "no".into(),
+            kind: Denial::Declined,
+        };
+        assert!(store.finish(&decided.id, &denied, now).await.unwrap());
+
+        let stats = store.stats(now).await.unwrap();
+        assert_eq!(stats.queued_jobs, 2, "{name}");
+        assert_eq!(stats.oldest_due_ms, Some(now - 2_000), "{name}");
+        assert_eq!(stats.pending, 1, "{name}: the decided one is not pending");
+
+        // Past its expiry a request no longer counts as pending.
+        let later = open.expires_at_ms + 1;
+        store.complete(&early.id).await.unwrap();
+        let stats = store.stats(later).await.unwrap();
+        assert_eq!(stats.pending, 0, "{name}: expired");
+        assert_eq!(stats.oldest_due_ms, Some(now + 5_000), "{name}");
+    }
+}
+
+#[tokio::test]
+async fn recent_lists_kept_requests_newest_first() {
+    for (name, store, clock) in backends().await {
+        let first = record(&clock, "shop");
+        store.create(&first, None, clock.now_ms()).await.unwrap();
+        clock.advance_secs(1);
+        let second = record(&clock, "shop");
+        store.create(&second, None, clock.now_ms()).await.unwrap();
+        let now = clock.now_ms();
+        assert_eq!(
+            store.recent(now, 10).await.unwrap(),
+            vec![second.id.clone(), first.id.clone()],
+            "{name}"
+        );
+        assert_eq!(
+            store.recent(now, 1).await.unwrap(),
+            vec![second.id],
+            "{name}"
         );
     }
 }

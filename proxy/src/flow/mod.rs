@@ -17,6 +17,7 @@
 //! Background work (notifying the user, pinging the client, asking a
 //! native-CIBA IdP for the outcome) is in [`tasks`].
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::audit;
 use crate::clients::{Client, ClientRegistry};
@@ -205,6 +206,7 @@ impl Flow {
         }
         let expires_in = opened?;
         tracing::info!(expires_in, "backchannel request accepted");
+        crate::metrics::request_opened(&request.client.id, request.client.delivery_mode);
         Ok(Acknowledgement {
             auth_req_id: id,
             expires_in,
@@ -334,6 +336,14 @@ impl Flow {
         attempt: &str,
         outcome: PollOutcome,
     ) -> Result<TokenSet, OAuthError> {
+        crate::metrics::polled(match &outcome {
+            PollOutcome::Unknown | PollOutcome::Redeemed => "invalid",
+            PollOutcome::Pending => "pending",
+            PollOutcome::SlowDown { .. } => "slow_down",
+            PollOutcome::Expired => "expired",
+            PollOutcome::Denied(_) => "denied",
+            PollOutcome::Tokens(_) => "tokens",
+        });
         match outcome {
             PollOutcome::Unknown => Err(unknown_auth_req_id()),
             PollOutcome::Pending => Err(OAuthError::AuthorizationPending),
@@ -344,6 +354,7 @@ impl Flow {
                 // Once per request, however often it is polled afterwards.
                 let first = format!("audit-expired:{}", log_tag(id.as_str()));
                 if let Ok(true) = self.store.use_once(&first, EXPIRED_AUDIT_SECS).await {
+                    crate::metrics::expired();
                     self.audit_by_id(audit::Step::Expired, id).await;
                 }
                 Err(OAuthError::ExpiredToken)
@@ -563,7 +574,12 @@ impl Flow {
             .finish(&record.id, outcome, self.clock.now_ms())
             .await?;
         if decided {
-            audit::record(audit::Step::Decided(outcome), record, self.clock.now_ms());
+            let now_ms = self.clock.now_ms();
+            crate::metrics::decided(
+                crate::metrics::outcome_label(outcome),
+                Duration::from_millis(now_ms.saturating_sub(record.created_at_ms)),
+            );
+            audit::record(audit::Step::Decided(outcome), record, now_ms);
             self.decisions.announce(&record.id).await;
             self.limits
                 .release_user(self.store.as_ref(), &record.login_hint, record.id.as_str())

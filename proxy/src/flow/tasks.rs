@@ -126,6 +126,7 @@ impl Flow {
         let tag = log_tag(id.as_str());
         match notifier.notify(notification).await {
             Ok(()) => {
+                crate::metrics::delivered(notifier.channel(), "ok");
                 tracing::info!(auth_req = %tag, "user notified");
                 crate::audit::record(
                     crate::audit::Step::Notified {
@@ -136,8 +137,12 @@ impl Flow {
                 );
                 Ok(Step::Done)
             }
-            Err(NotifyError::Retryable(reason)) => Ok(Step::RetryLater(reason)),
+            Err(NotifyError::Retryable(reason)) => {
+                crate::metrics::delivered(notifier.channel(), "retry");
+                Ok(Step::RetryLater(reason))
+            }
             Err(NotifyError::Permanent(reason)) => {
+                crate::metrics::delivered(notifier.channel(), "refused");
                 tracing::error!(auth_req = %tag, %reason, "user notification refused; ending the request");
                 let outcome = Outcome::Denied {
                     reason: "the user's authentication device could not be notified".into(),
@@ -233,11 +238,16 @@ impl Flow {
         };
         match self.pinger.ping(endpoint, &token, id.as_str()).await {
             Ok(()) => {
+                crate::metrics::delivered("ping", "ok");
                 tracing::info!(auth_req = %tag, client_id = %record.client_id, "client pinged");
                 Ok(Step::Done)
             }
-            Err(NotifyError::Retryable(reason)) => Ok(Step::RetryLater(reason)),
+            Err(NotifyError::Retryable(reason)) => {
+                crate::metrics::delivered("ping", "retry");
+                Ok(Step::RetryLater(reason))
+            }
             Err(NotifyError::Permanent(reason)) => {
+                crate::metrics::delivered("ping", "refused");
                 tracing::warn!(auth_req = %tag, client_id = %record.client_id, %reason,
                     "client refused the ping; it can still poll");
                 Ok(Step::Done)

@@ -10,11 +10,13 @@ use crate::form::FormParams;
 use crate::state::AppState;
 use crate::telemetry::record_client;
 
+pub mod admin;
 pub mod approve;
 pub mod backchannel_authentication;
 pub mod callback;
 pub mod discovery;
 pub mod health;
+pub mod metrics;
 pub mod openapi;
 pub mod token;
 pub mod upstream_ping;
@@ -51,7 +53,17 @@ pub(crate) async fn authenticated_form(
         // RFC 7523 §3: the issuer or the endpoint the assertion is sent to.
         audiences: &[&state.issuer, &token, &backchannel],
     };
-    let client = authenticate(&state.clients, req, &form, &ctx).await?;
+    let client = authenticate(&state.clients, req, &form, &ctx)
+        .await
+        .inspect_err(|e| {
+            if matches!(e, OAuthError::InvalidClient(_)) {
+                // Only a configured id becomes a label; anything else is `unknown`.
+                crate::metrics::client_auth_failed(crate::metrics::client_label(
+                    &state.clients,
+                    form.get("client_id"),
+                ));
+            }
+        })?;
     record_client(&client.id);
     Ok((form, client))
 }

@@ -7,7 +7,7 @@ use parking_lot::Mutex;
 
 use super::{
     Binding, Confirmation, Outcome, PollOutcome, QueuedJob, RequestRecord, Status, Store,
-    StoreError, CONFIRM_WINDOW_MS, EXPIRED_RETENTION_MS, SLOW_DOWN_STEP_SECS,
+    StoreError, StoreStats, CONFIRM_WINDOW_MS, EXPIRED_RETENTION_MS, SLOW_DOWN_STEP_SECS,
 };
 use crate::clock::Clock;
 use crate::domain::AuthReqId;
@@ -386,5 +386,37 @@ impl Store for MemoryStore {
             held.remove(member);
         }
         Ok(())
+    }
+
+    async fn stats(&self, now_ms: u64) -> Result<StoreStats, StoreError> {
+        let mut inner = self.inner.lock();
+        inner.sweep(now_ms);
+        let live = inner.jobs.values().filter(|(_, _, until)| now_ms < *until);
+        let (queued_jobs, oldest_due_ms) = live
+            .fold((0, None::<u64>), |(n, oldest), (at, _, _)| {
+                (n + 1, Some(oldest.map_or(*at, |o| o.min(*at))))
+            });
+        let pending = inner
+            .requests
+            .values()
+            .filter(|e| e.status == Status::Pending && now_ms < e.record.expires_at_ms)
+            .count() as u64;
+        Ok(StoreStats {
+            queued_jobs,
+            oldest_due_ms,
+            pending,
+        })
+    }
+
+    async fn recent(&self, now_ms: u64, max: usize) -> Result<Vec<AuthReqId>, StoreError> {
+        let inner = self.inner.lock();
+        let mut kept: Vec<_> = inner
+            .requests
+            .values()
+            .filter(|e| now_ms < e.record.expires_at_ms + EXPIRED_RETENTION_MS)
+            .map(|e| (e.record.created_at_ms, e.record.id.clone()))
+            .collect();
+        kept.sort_by_key(|(created, _)| std::cmp::Reverse(*created));
+        Ok(kept.into_iter().take(max).map(|(_, id)| id).collect())
     }
 }

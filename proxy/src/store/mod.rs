@@ -12,10 +12,12 @@ use crate::domain::AuthReqId;
 
 pub mod decisions;
 mod memory;
+mod metered;
 mod redis;
 
 pub use self::decisions::Decisions;
 pub use self::memory::MemoryStore;
+pub use self::metered::Metered;
 pub use self::redis::RedisStore;
 
 /// How long an expired request is kept so a late poll still hears
@@ -75,6 +77,17 @@ pub struct RequestRecord {
     /// The link the approval page's "Approve" leads to (the authorization
     /// URL, or the IdP's own link for the user), sealed.
     pub sealed_link: Option<String>,
+}
+
+/// What `/metrics` samples from the store on each scrape.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    /// Jobs in the queue, due or not.
+    pub queued_jobs: u64,
+    /// When the earliest-due job became (or becomes) due, Unix ms.
+    pub oldest_due_ms: Option<u64>,
+    /// Requests still pending and unexpired, across every instance.
+    pub pending: u64,
 }
 
 /// A unit of background work (a notification to deliver), opaque to the
@@ -306,4 +319,12 @@ pub trait Store: Send + Sync + 'static {
 
     /// Frees `member`'s slot in `key`.
     async fn free_slot(&self, key: &str, member: &str) -> Result<(), StoreError>;
+
+    /// The queue's length and earliest due time, and how many requests
+    /// are pending and unexpired at `now_ms` (for `/metrics`).
+    async fn stats(&self, now_ms: u64) -> Result<StoreStats, StoreError>;
+
+    /// The ids of up to `max` requests still kept, newest first (the admin
+    /// API's list). Fetch each with [`Store::get`]: one may be gone by then.
+    async fn recent(&self, now_ms: u64, max: usize) -> Result<Vec<AuthReqId>, StoreError>;
 }

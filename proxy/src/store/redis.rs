@@ -13,7 +13,7 @@ use redis::{AsyncCommands, Script};
 
 use super::{
     Binding, Confirmation, Denial, Outcome, PollOutcome, QueuedJob, RequestRecord, Status, Store,
-    StoreError, CONFIRM_WINDOW_MS, EXPIRED_RETENTION_MS, SLOW_DOWN_STEP_SECS,
+    StoreError, StoreStats, CONFIRM_WINDOW_MS, EXPIRED_RETENTION_MS, SLOW_DOWN_STEP_SECS,
 };
 use crate::domain::AuthReqId;
 
@@ -203,6 +203,19 @@ impl RedisStore {
         format!("{{{}:jobs}}:job:", self.prefix)
     }
 
+    /// Pending requests scored by expiry, for the cluster-wide pending
+    /// count. Kept beside the request (not in its script: another slot);
+    /// an entry that outlives its request's decision drops out at expiry.
+    fn pending_key(&self) -> String {
+        format!("{}:pending-requests", self.prefix)
+    }
+
+    /// Every request's id scored by its creation, for the admin API's list;
+    /// trimmed past the longest a request can be kept.
+    fn recent_key(&self) -> String {
+        format!("{}:recent-requests", self.prefix)
+    }
+
     fn state_key(&self, state: &str) -> String {
         format!("{}:state:{}", self.prefix, state)
     }
@@ -310,6 +323,35 @@ impl Store for RedisStore {
             )
             .ignore();
         }
+        pipe.query_async::<()>(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        // Beside the request, not in its transaction: other keys, other slots.
+        let oldest_kept = now_ms.saturating_sub(
+            crate::configuration::MAX_REQUEST_LIFETIME_SECS * 1000 + EXPIRED_RETENTION_MS,
+        );
+        // Each set lives as long as its latest member matters (NX for a
+        // new key, then GT: never shorten it).
+        let kept_until = record.expires_at_ms + EXPIRED_RETENTION_MS;
+        let mut pipe = redis::pipe();
+        pipe.zadd(self.pending_key(), record.id.as_str(), record.expires_at_ms)
+            .ignore()
+            .zadd(self.recent_key(), record.id.as_str(), record.created_at_ms)
+            .ignore()
+            .zrembyscore(self.recent_key(), "-inf", format!("({oldest_kept}"))
+            .ignore();
+        for (key, until) in [
+            (self.pending_key(), record.expires_at_ms),
+            (self.recent_key(), kept_until),
+        ] {
+            for option in ["NX", "GT"] {
+                pipe.cmd("PEXPIREAT")
+                    .arg(&key)
+                    .arg(until)
+                    .arg(option)
+                    .ignore();
+            }
+        }
         pipe.query_async::<()>(&mut conn).await.map_err(unavailable)
     }
 
@@ -399,6 +441,12 @@ impl Store for RedisStore {
             .invoke_async(&mut conn)
             .await
             .map_err(unavailable)?;
+        if changed == 1 {
+            // Best effort: a leftover entry drops out of the count at expiry.
+            if let Err(e) = conn.zrem::<_, _, ()>(self.pending_key(), id.as_str()).await {
+                tracing::debug!(error = %e, "could not drop a request from the pending count");
+            }
+        }
         Ok(changed == 1)
     }
 
@@ -619,5 +667,38 @@ impl Store for RedisStore {
             .await
             .map_err(unavailable)?;
         Ok(())
+    }
+
+    async fn stats(&self, now_ms: u64) -> Result<StoreStats, StoreError> {
+        let mut conn = self.conn.clone();
+        let (pending, queued_jobs, first): (u64, u64, Vec<(String, u64)>) = redis::pipe()
+            .zrembyscore(self.pending_key(), "-inf", now_ms)
+            .ignore()
+            .zcard(self.pending_key())
+            .zcard(self.queue_key())
+            .zrange_withscores(self.queue_key(), 0, 0)
+            .query_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        Ok(StoreStats {
+            queued_jobs,
+            oldest_due_ms: first.first().map(|(_, due)| *due),
+            pending,
+        })
+    }
+
+    async fn recent(&self, _now_ms: u64, max: usize) -> Result<Vec<AuthReqId>, StoreError> {
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        let mut conn = self.conn.clone();
+        let ids: Vec<String> = conn
+            .zrevrange(self.recent_key(), 0, max as isize - 1)
+            .await
+            .map_err(unavailable)?;
+        Ok(ids
+            .iter()
+            .filter_map(|id| AuthReqId::parse(id).ok())
+            .collect())
     }
 }

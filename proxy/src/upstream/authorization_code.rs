@@ -148,7 +148,7 @@ impl<'c> oauth2::AsyncHttpClient<'c> for LimitedHttp<'_> {
                 .map_err(|e| HttpClientError::Reqwest(Box::new(e)))?;
             let response = self
                 .0
-                .execute(request)
+                .execute("token", request)
                 .await
                 .map_err(|e| HttpClientError::Reqwest(Box::new(e)))?;
             let mut builder = oauth2::http::Response::builder().status(response.status());

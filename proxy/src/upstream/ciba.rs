@@ -127,6 +127,7 @@ impl Ciba {
         ];
         let (status, body) = self
             .send(
+                "token",
                 self.provider
                     .post_form(metadata.token_endpoint, client, form),
             )
@@ -181,11 +182,12 @@ impl Ciba {
     /// and server errors are `Unavailable`.
     async fn send(
         &self,
+        endpoint: &'static str,
         request: reqwest::RequestBuilder,
     ) -> Result<(reqwest::StatusCode, Vec<u8>), UpstreamError> {
         let response = self
             .provider
-            .send(request)
+            .send(endpoint, request)
             .await
             .map_err(|e| UpstreamError::Unavailable(e.without_url().to_string()))?;
         let status = response.status();
@@ -258,7 +260,10 @@ impl Upstream for Ciba {
             form.push((name.as_str(), value.clone()));
         }
         let (status, body) = self
-            .send(self.provider.post_form(endpoint, request.client, form))
+            .send(
+                "backchannel",
+                self.provider.post_form(endpoint, request.client, form),
+            )
             .await?;
         if !status.is_success() {
             let error = oauth_error(status, &body)?;

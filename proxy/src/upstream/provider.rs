@@ -143,19 +143,30 @@ impl Provider {
         &self.http
     }
 
-    /// Sends a request to the IdP and records whether it answered.
+    /// Sends a request to the IdP's `endpoint` (a metrics label:
+    /// `discovery`, `token`, `backchannel`, `revocation`) and records
+    /// whether it answered, and how fast.
     pub async fn send(
         &self,
+        endpoint: &'static str,
         request: reqwest::RequestBuilder,
     ) -> reqwest::Result<reqwest::Response> {
+        let started = Instant::now();
         let result = request.send().await;
+        observed(endpoint, &result, started);
         self.health.observe(&result);
         result
     }
 
     /// [`Self::send`] for a request built elsewhere (the oauth2 crate's).
-    pub async fn execute(&self, request: reqwest::Request) -> reqwest::Result<reqwest::Response> {
+    pub async fn execute(
+        &self,
+        endpoint: &'static str,
+        request: reqwest::Request,
+    ) -> reqwest::Result<reqwest::Response> {
+        let started = Instant::now();
         let result = self.http.execute(request).await;
+        observed(endpoint, &result, started);
         self.health.observe(&result);
         result
     }
@@ -224,7 +235,7 @@ impl Provider {
             UpstreamError::Unavailable(format!("discovery at {}: {e}", self.discovery_url))
         };
         let response = self
-            .send(self.http.get(self.discovery_url.clone()))
+            .send("discovery", self.http.get(self.discovery_url.clone()))
             .await
             .map_err(|e| fail(e.to_string()))?;
         let status = response.status();
@@ -312,7 +323,7 @@ impl Provider {
                 ("token_type_hint", hint.to_owned()),
             ];
             match self
-                .send(self.post_form(endpoint.clone(), client, form))
+                .send("revocation", self.post_form(endpoint.clone(), client, form))
                 .await
             {
                 Ok(r) if r.status().is_success() => {
@@ -422,4 +433,17 @@ fn expiry(claims: &Map<String, Value>) -> Result<u64, UpstreamError> {
         .get("exp")
         .and_then(Value::as_u64)
         .ok_or_else(|| UpstreamError::InvalidIdToken("exp is not a number".into()))
+}
+
+/// `ciba_upstream_calls_total` by status class (`2xx`, `4xx`, `5xx`; a
+/// CIBA `authorization_pending` is a `4xx`) or `error` (no answer).
+fn observed(endpoint: &'static str, result: &reqwest::Result<reqwest::Response>, started: Instant) {
+    let outcome = match result {
+        Ok(r) if r.status().is_success() => "2xx",
+        Ok(r) if r.status().is_client_error() => "4xx",
+        Ok(r) if r.status().is_server_error() => "5xx",
+        Ok(_) => "other",
+        Err(_) => "error",
+    };
+    crate::metrics::upstream_call(endpoint, outcome, started.elapsed());
 }

@@ -1,0 +1,120 @@
+//! `/metrics` on the operator port (`[metrics] bind`): the series move
+//! with a login, and labels stay bounded.
+use ciba_proxy_e2e::app::{StoreKind, TestApp};
+
+/// A free loopback port for `[metrics] bind`.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+async fn scrape(port: u16) -> String {
+    let response = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+        .await
+        .expect("scrape");
+    assert_eq!(response.status(), 200);
+    let content_type = response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(content_type.starts_with("text/plain"), "{content_type}");
+    response.text().await.unwrap()
+}
+
+/// The value of the series `name{labels}` (labels as rendered, in order).
+fn value(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn metrics_are_served_on_their_own_port_and_move_with_a_login() {
+    let port = free_port();
+    let app = TestApp::builder()
+        .store(StoreKind::Redis)
+        .sections(&format!("[metrics]\nbind = \"127.0.0.1:{port}\"\n"))
+        .spawn()
+        .await;
+    // Not on the public port.
+    assert_eq!(app.get("/metrics").await.status, 404);
+
+    // The recorder is one per process: other tests record too, so compare.
+    let before = scrape(port).await;
+    let id = app.start("shop", "alice").await;
+    let page = app.device.wait_for_page("alice").await;
+    assert_eq!(page.status, 200, "{page:?}");
+    let reply = app.poll("shop", &id).await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    let intruder = format!("intruder-{}", rand::random::<u32>());
+    let refused = reqwest::Client::new()
+        .post(app.url("/bc-authorize"))
+        .form(&[
+            ("client_id", intruder.as_str()),
+            ("client_secret", "guess"),
+            ("scope", "openid"),
+            ("login_hint", "alice"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 401);
+    let after = scrape(port).await;
+
+    for series in [
+        r#"ciba_requests_opened_total{client_id="shop",delivery_mode="poll"}"#,
+        r#"ciba_decisions_total{outcome="approved"}"#,
+        "ciba_decision_seconds_count",
+        r#"ciba_polls_total{answer="tokens"}"#,
+        r#"ciba_deliveries_total{channel="webhook",result="ok"}"#,
+        r#"ciba_upstream_calls_total{endpoint="token",result="2xx"}"#,
+        r#"ciba_upstream_call_seconds_count{endpoint="token"}"#,
+        r#"ciba_store_calls_total{operation="create",result="ok"}"#,
+        r#"ciba_store_call_seconds_count{operation="poll"}"#,
+        r#"ciba_client_auth_failures_total{client_id="unknown"}"#,
+    ] {
+        assert!(
+            value(&after, series) > value(&before, series),
+            "{series} did not move:\n{after}"
+        );
+    }
+    for gauge in [
+        "ciba_pending_requests",
+        "ciba_job_queue_depth",
+        "ciba_job_queue_oldest_due_seconds",
+    ] {
+        assert!(
+            after.lines().any(|l| l.starts_with(&format!("{gauge} "))),
+            "{gauge} missing:\n{after}"
+        );
+    }
+    // Labels never carry what a caller made up, nor the user.
+    assert!(!after.contains(&intruder), "{after}");
+    assert!(!after.contains("alice"), "{after}");
+    assert!(!after.contains(&id), "{after}");
+}
+
+#[tokio::test]
+async fn a_limit_hit_is_counted() {
+    let port = free_port();
+    let app = TestApp::builder()
+        .sections(&format!(
+            "[metrics]\nbind = \"127.0.0.1:{port}\"\n[limits]\npending_per_user = 1\n"
+        ))
+        .spawn()
+        .await;
+    let series = r#"ciba_limits_hit_total{limit="pending_per_user"}"#;
+    let before = value(&scrape(port).await, series);
+    let user = format!("limited-{}", rand::random::<u32>());
+    app.start("shop", &user).await;
+    let second = app
+        .bc_authorize(
+            "shop",
+            &[("scope", "openid"), ("login_hint", user.as_str())],
+        )
+        .await;
+    assert_eq!(second.status, 403, "{second:?}");
+    assert!(value(&scrape(port).await, series) > before);
+}
