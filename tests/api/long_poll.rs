@@ -5,6 +5,23 @@ use std::time::Duration;
 use ciba_proxy_e2e::app::{StoreKind, TestApp};
 use ciba_proxy_e2e::device::{sign_in, sign_in_until, Action};
 
+/// A poll by "shop" at `token_url`, left running (it may be held).
+fn hold_poll(
+    app: &TestApp,
+    token_url: &str,
+    id: &str,
+) -> tokio::task::JoinHandle<reqwest::Result<reqwest::Response>> {
+    let request = app
+        .http
+        .post(token_url)
+        .basic_auth("shop", Some("shop-secret"))
+        .form(&[
+            ("grant_type", ciba_proxy_e2e::app::CIBA_GRANT),
+            ("auth_req_id", id),
+        ]);
+    tokio::spawn(request.send())
+}
+
 #[tokio::test]
 async fn a_long_poll_answers_with_the_tokens_the_moment_the_user_approves() {
     let app = TestApp::builder()
@@ -56,29 +73,13 @@ async fn a_long_poll_hears_a_decision_made_on_another_instance() {
     let path = callback.strip_prefix(&app.issuer).unwrap().to_owned();
 
     // The client waits on instance 0; the browser lands on instance 1.
-    let held = {
-        let url = format!("{}/token", cluster.processes[0].url);
-        let http = app.http.clone();
-        let (client, secret) = ("shop", "shop-secret");
-        let form = [
-            ("grant_type", ciba_proxy_e2e::app::CIBA_GRANT.to_owned()),
-            ("auth_req_id", id.clone()),
-        ];
-        tokio::spawn(async move {
-            http.post(url)
-                .basic_auth(client, Some(secret))
-                .form(&form)
-                .send()
-                .await
-                .unwrap()
-        })
-    };
+    let held = hold_poll(app, &format!("{}/token", cluster.processes[0].url), &id);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let landed = reqwest::get(format!("{}{path}", cluster.processes[1].url))
         .await
         .unwrap();
     assert_eq!(landed.status(), 200);
-    let reply = held.await.unwrap();
+    let reply = held.await.unwrap().unwrap();
     assert_eq!(reply.status(), 200, "{:?}", reply.text().await);
 }
 
@@ -109,20 +110,7 @@ async fn past_the_cap_a_poll_answers_at_once() {
     }
     let first = app.start("shop", "alice").await;
     let second = app.start("shop", "bob").await;
-    let held = tokio::spawn({
-        let http = app.http.clone();
-        let url = app.url("/token");
-        async move {
-            http.post(url)
-                .basic_auth("shop", Some("shop-secret"))
-                .form(&[
-                    ("grant_type", ciba_proxy_e2e::app::CIBA_GRANT),
-                    ("auth_req_id", first.as_str()),
-                ])
-                .send()
-                .await
-        }
-    });
+    let held = hold_poll(&app, &format!("{}/token", app.issuer), &first);
     tokio::time::sleep(Duration::from_millis(300)).await;
     app.poll("shop", &second)
         .await
@@ -139,26 +127,12 @@ async fn shutdown_answers_waiting_polls_at_once() {
         .await;
     app.device.on("alice", Action::Ignore);
     let id = app.start("shop", "alice").await;
-    let held = tokio::spawn({
-        let http = app.http.clone();
-        let url = app.url("/token");
-        async move {
-            http.post(url)
-                .basic_auth("shop", Some("shop-secret"))
-                .form(&[
-                    ("grant_type", ciba_proxy_e2e::app::CIBA_GRANT),
-                    ("auth_req_id", id.as_str()),
-                ])
-                .send()
-                .await
-                .unwrap()
-        }
-    });
+    let held = hold_poll(&app, &format!("{}/token", app.issuer), &id);
     tokio::time::sleep(Duration::from_millis(300)).await;
     proxy.terminate();
     // Well before the 30 s wait: the held poll is answered, and the process exits.
     assert_eq!(proxy.wait_exit(Duration::from_secs(10)).await, Some(0));
-    let reply = held.await.unwrap();
+    let reply = held.await.unwrap().unwrap();
     assert_eq!(reply.status(), 400);
     let body: serde_json::Value = reply.json().await.unwrap();
     assert_eq!(body["error"], "authorization_pending");
