@@ -17,10 +17,7 @@ async fn page(url: &str) -> reqwest::Response {
 
 /// The value of the page's first form field `name`.
 fn form_field(html: &str, name: &str) -> String {
-    let marker = format!("name=\"{name}\" value=\"");
-    let start = html.find(&marker).expect("the field") + marker.len();
-    let end = html[start..].find('"').expect("its end") + start;
-    html[start..end].to_owned()
+    ciba_proxy_e2e::device::form_field(html, name).expect("the field")
 }
 
 #[tokio::test]

@@ -255,19 +255,22 @@ pub async fn approve_and_sign_in(approval_url: &str, action: &Action) -> anyhow:
         page.status()
     );
     let html = page.text().await?;
-    let field = |name: &str| -> anyhow::Result<String> {
-        let marker = format!("name=\"{name}\" value=\"");
-        let start = html.find(&marker).context(format!("no {name} field"))? + marker.len();
-        let end = html[start..].find('"').context("unterminated value")? + start;
-        Ok(html[start..end].to_owned())
-    };
-    let csrf = field("csrf")?;
+    let csrf = form_field(&html, "csrf").context("no csrf field on the approval page")?;
     let login = http
         .post(format!("{approval_url}/approve"))
         .form(&[("csrf", csrf.as_str())])
         .send()
         .await?;
     at_the_idp(&http, login, action).await
+}
+
+/// The value of the first form field `name` in a page's HTML (the pages
+/// write `name="..." value="..."`).
+pub fn form_field(html: &str, name: &str) -> Option<String> {
+    let marker = format!("name=\"{name}\" value=\"");
+    let start = html.find(&marker)? + marker.len();
+    let end = html[start..].find('"')? + start;
+    Some(html[start..end].to_owned())
 }
 
 /// A phone nobody used before: a fresh cookie jar, redirects followed

@@ -1,4 +1,6 @@
-use crate::crypto::random_token;
+use sha2::{Digest, Sha256};
+
+use crate::crypto::{random_token, TokenCipher};
 
 /// CIBA Core §7.3: an opaque, unguessable handle. Ours carries 256 random
 /// bits as base64url, so it only ever uses `A-Za-z0-9-_`.
@@ -32,6 +34,32 @@ impl AuthReqId {
 
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// A stable name for the request where the id itself must not appear
+    /// (job ids, the decision channel): hex of 128 bits of its SHA-256.
+    pub fn digest(&self) -> String {
+        hex::encode(&Sha256::digest(self.0.as_bytes())[..16])
+    }
+
+    /// A bearer reference to this request for a third party (an approval
+    /// link, an IdP's ping token): the id and 128 random bits, sealed with
+    /// `aad`, so it finds the request without a lookup key, is fresh each
+    /// time, and only this proxy can make one.
+    pub fn seal_reference(&self, cipher: &TokenCipher, aad: &str) -> String {
+        let plain = format!("{}.{}", self.0, random_token(16));
+        cipher.seal(plain.as_bytes(), aad)
+    }
+
+    /// The request a reference from [`Self::seal_reference`] names.
+    pub fn open_reference(cipher: &TokenCipher, reference: &str, aad: &str) -> Option<Self> {
+        const MAX_REFERENCE_LEN: usize = 512;
+        if reference.is_empty() || reference.len() > MAX_REFERENCE_LEN {
+            return None;
+        }
+        let plain = String::from_utf8(cipher.open(reference, aad).ok()?).ok()?;
+        let (id, _) = plain.split_once('.')?;
+        Self::parse(id).ok()
     }
 }
 
@@ -83,6 +111,31 @@ mod tests {
         assert_eq!(json, format!("\"{id}\""));
         assert_eq!(serde_json::from_str::<AuthReqId>(&json).unwrap(), id);
         assert!(serde_json::from_str::<AuthReqId>("\"a b\"").is_err());
+    }
+
+    #[test]
+    fn a_sealed_reference_leads_back_to_its_request_and_nowhere_else() {
+        let cipher =
+            TokenCipher::from_base64(&"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=".into())
+                .unwrap();
+        let id = AuthReqId::generate();
+        let reference = id.seal_reference(&cipher, "link");
+        assert!(!reference.contains(id.as_str()));
+        assert_ne!(
+            reference,
+            id.seal_reference(&cipher, "link"),
+            "fresh each time"
+        );
+        assert_eq!(
+            AuthReqId::open_reference(&cipher, &reference, "link"),
+            Some(id)
+        );
+        assert_eq!(AuthReqId::open_reference(&cipher, &reference, "ping"), None);
+        assert_eq!(AuthReqId::open_reference(&cipher, "forged", "link"), None);
+        assert_eq!(
+            AuthReqId::open_reference(&cipher, &"A".repeat(600), "link"),
+            None
+        );
     }
 
     proptest! {

@@ -15,7 +15,6 @@ use url::Url;
 use super::Flow;
 use crate::clients::Client;
 use crate::configuration::BindingMessageCheck;
-use crate::crypto::random_token;
 use crate::domain::AuthReqId;
 use crate::store::{Denial, Outcome, RequestRecord, Status, StoreError};
 use crate::telemetry::{record_auth_req, record_client};
@@ -23,8 +22,6 @@ use crate::telemetry::{record_auth_req, record_client};
 /// Associated data of approval handles and of the pages' form tokens.
 const HANDLE_AAD: &str = "approval-link";
 const FORM_TOKEN_AAD: &str = "approval-form";
-/// A handle is a sealed 66-byte value: about 126 characters.
-const MAX_HANDLE_LEN: usize = 512;
 /// Number matching: the real code and this many decoys.
 const DECOYS: usize = 2;
 
@@ -82,11 +79,10 @@ struct Live {
 impl Flow {
     /// The approval link for request `id`.
     pub(super) fn approval_url(&self, id: &AuthReqId) -> String {
-        let plain = format!("{id}.{}", random_token(16));
         format!(
             "{}{}",
             self.approval_base,
-            self.cipher.seal(plain.as_bytes(), HANDLE_AAD)
+            id.seal_reference(&self.cipher, HANDLE_AAD)
         )
     }
 
@@ -208,13 +204,7 @@ impl Flow {
     }
 
     fn approval_target(&self, handle: &str) -> Option<AuthReqId> {
-        if handle.is_empty() || handle.len() > MAX_HANDLE_LEN {
-            return None;
-        }
-        let plain = self.cipher.open(handle, HANDLE_AAD).ok()?;
-        let plain = String::from_utf8(plain).ok()?;
-        let (id, _) = plain.split_once('.')?;
-        AuthReqId::parse(id).ok()
+        AuthReqId::open_reference(&self.cipher, handle, HANDLE_AAD)
     }
 }
 

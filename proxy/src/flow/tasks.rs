@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use super::{Flow, Rejection, Verdict};
 use crate::crypto::log_tag;
@@ -46,19 +45,13 @@ pub enum Task {
 /// The job id of a request's `RedeemCode` task: fixed, so a browser retry
 /// that fails too replaces the job instead of adding one.
 pub fn redeem_code_job(id: &AuthReqId) -> String {
-    format!(
-        "code-{}",
-        hex::encode(&Sha256::digest(id.as_str().as_bytes())[..16])
-    )
+    format!("code-{}", id.digest())
 }
 
 /// The job id of a request's `AskUpstream` task: fixed, so an IdP's ping can
 /// make that one job due now.
 pub fn ask_upstream_job(id: &AuthReqId) -> String {
-    format!(
-        "ask-{}",
-        hex::encode(&Sha256::digest(id.as_str().as_bytes())[..16])
-    )
+    format!("ask-{}", id.digest())
 }
 
 #[async_trait]

@@ -12,7 +12,6 @@ use std::time::Duration;
 use futures::StreamExt;
 use parking_lot::Mutex;
 use redis::aio::ConnectionManager;
-use sha2::{Digest, Sha256};
 use tokio::sync::Notify;
 
 use crate::domain::AuthReqId;
@@ -33,11 +32,6 @@ impl Watch {
     pub fn notify(&self) -> &Notify {
         &self.0
     }
-}
-
-/// The name a request has on the channel: a hash, never the id itself.
-fn topic(id: &AuthReqId) -> String {
-    hex::encode(&Sha256::digest(id.as_str().as_bytes())[..16])
 }
 
 impl Decisions {
@@ -66,7 +60,8 @@ impl Decisions {
     pub fn watch(&self, id: &AuthReqId) -> Watch {
         let mut waiting = self.waiting.lock();
         waiting.retain(|_, w| w.strong_count() > 0);
-        let key = topic(id);
+        // On the channel a request is named by its digest, never the id itself.
+        let key = id.digest();
         if let Some(existing) = waiting.get(&key).and_then(Weak::upgrade) {
             return Watch(existing);
         }
@@ -77,7 +72,7 @@ impl Decisions {
 
     /// Request `id` was decided: wake its polls, here and on every instance.
     pub async fn announce(&self, id: &AuthReqId) {
-        let key = topic(id);
+        let key = id.digest();
         match &self.announce {
             Some((publisher, channel)) => {
                 let mut conn = publisher.clone();

@@ -19,7 +19,7 @@ use super::{
 };
 use crate::clients::Client;
 use crate::configuration::{UpstreamDelivery, UpstreamSettings, LOGIN_HINT_PLACEHOLDER};
-use crate::crypto::{random_token, TokenCipher};
+use crate::crypto::TokenCipher;
 use crate::domain::AuthReqId;
 use crate::hints::Hint;
 use crate::jwks::read_limited;
@@ -110,8 +110,7 @@ impl Ciba {
     /// and random bytes, sealed, so the ping finds its request without a
     /// lookup and nobody else can make one.
     fn ping_token(&self, id: &AuthReqId) -> String {
-        let plain = format!("{id}.{}", random_token(16));
-        self.cipher.seal(plain.as_bytes(), PING_TOKEN_AAD)
+        id.seal_reference(&self.cipher, PING_TOKEN_AAD)
     }
 
     async fn token_call(
@@ -326,10 +325,7 @@ impl Upstream for Ciba {
     }
 
     fn ping_target(&self, bearer: &str) -> Option<AuthReqId> {
-        let plain = self.cipher.open(bearer, PING_TOKEN_AAD).ok()?;
-        let plain = String::from_utf8(plain).ok()?;
-        let (id, _) = plain.split_once('.')?;
-        AuthReqId::parse(id).ok()
+        AuthReqId::open_reference(&self.cipher, bearer, PING_TOKEN_AAD)
     }
 
     fn check_ping(&self, context: &[u8], bearer: &str, upstream_id: &str) -> PingCheck {
