@@ -620,3 +620,29 @@ scope = "openid"
         "{stderr}"
     );
 }
+
+#[tokio::test]
+async fn pings_in_a_burst_cost_the_idp_one_token_call_per_interval() {
+    // The lease in the store, not the schedule, is what bounds token calls:
+    // every valid ping makes the request's check due at once.
+    let app = app_with_own_idp("ping", StoreKind::Redis).await;
+    let idp = app.idp;
+    app.start("shop", "alice").await;
+    let forwarded = idp_request(&app).await;
+    let bearer = forwarded.client_notification_token.clone().unwrap();
+    for _ in 0..5 {
+        let pinged = app
+            .http
+            .post(app.url("/upstream/ping"))
+            .bearer_auth(&bearer)
+            .json(&serde_json::json!({ "auth_req_id": forwarded.id }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(pinged.status(), 204);
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // oidc-provider sends no interval: 5 s, longer than the burst.
+    assert_eq!(idp.stats().await.unwrap().count("POST /token"), 1);
+}
