@@ -243,6 +243,34 @@ impl Client {
         })
     }
 
+    /// The proxy's own registration at the IdP for the account page's
+    /// sign-in (`[account]`): only its upstream id and secret are used. It
+    /// is in no registry, so no one can authenticate here as it. `scope`
+    /// is what its sign-in asks for.
+    pub fn upstream_registration(
+        upstream_id: &str,
+        upstream_secret: SecretString,
+        scope: Scope,
+    ) -> Self {
+        Self {
+            id: upstream_id.to_owned(),
+            secret: None,
+            auth_method: TokenEndpointAuthMethod::ClientSecretBasic,
+            delivery_mode: DeliveryMode::Poll,
+            notification_endpoint: None,
+            signing_alg: None,
+            assertion_algs: Vec::new(),
+            keys: None,
+            scope,
+            profile: None,
+            subject_dn: None,
+            upstream_id: upstream_id.to_owned(),
+            upstream_secret: Some(upstream_secret),
+            name: upstream_id.to_owned(),
+            binding_message_check: BindingMessageCheck::Show,
+        }
+    }
+
     /// Compares in constant time, so timing does not reveal the secret.
     pub fn secret_matches(&self, presented: &str) -> bool {
         self.secret

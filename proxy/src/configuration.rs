@@ -59,6 +59,92 @@ pub struct Settings {
     pub metrics: MetricsSettings,
     /// Off unless present; needs `[metrics] bind`.
     pub admin: Option<AdminSettings>,
+    /// The user's account page at `/account`; off (404) unless present.
+    pub account: Option<AccountSettings>,
+}
+
+/// `[account]`: the user's account page. The user signs in at the IdP with
+/// this registration (authorization code, PKCE), whose redirect URI is
+/// `{server.issuer}/account/callback`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccountSettings {
+    pub upstream_client_id: String,
+    pub upstream_client_secret: SecretString,
+    /// What the sign-in asks for; the ID token's `email` claim is the
+    /// user's e-mail address.
+    #[serde(default = "default_account_scope")]
+    pub scope: String,
+    /// How long the history of decided requests is kept, days.
+    #[serde(default = "default_history_days")]
+    pub history_days: u64,
+    /// How long a device-registration QR code's challenge lives, seconds.
+    #[serde(default = "default_challenge_ttl_secs")]
+    pub challenge_ttl_secs: u64,
+    /// How long a sign-in to the account page lasts, seconds.
+    #[serde(default = "default_account_session_secs")]
+    pub session_secs: u64,
+}
+
+fn default_account_scope() -> String {
+    "openid email".into()
+}
+
+fn default_history_days() -> u64 {
+    90
+}
+
+fn default_challenge_ttl_secs() -> u64 {
+    300
+}
+
+fn default_account_session_secs() -> u64 {
+    900
+}
+
+/// The longest account session: a day (`account.session_secs`).
+const MAX_ACCOUNT_SESSION_SECS: u64 = 86_400;
+
+impl AccountSettings {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.upstream_client_id.trim().is_empty() {
+            return Err(ConfigError::new(
+                "account.upstream_client_id",
+                "must not be empty",
+            ));
+        }
+        if self.upstream_client_secret.expose_secret().is_empty() {
+            return Err(ConfigError::new(
+                "account.upstream_client_secret",
+                "must not be empty",
+            ));
+        }
+        if !self.scope.split_whitespace().any(|s| s == "openid") {
+            return Err(ConfigError::new(
+                "account.scope",
+                "must contain openid (the sign-in needs an ID token)",
+            ));
+        }
+        if self.history_days == 0 || self.history_days > 3660 {
+            return Err(ConfigError::new(
+                "account.history_days",
+                "must be between 1 and 3660",
+            ));
+        }
+        if self.challenge_ttl_secs == 0 || self.challenge_ttl_secs > 3600 {
+            return Err(ConfigError::new(
+                "account.challenge_ttl_secs",
+                "must be between 1 and 3600",
+            ));
+        }
+        if self.session_secs < 60 || self.session_secs > MAX_ACCOUNT_SESSION_SECS {
+            return Err(ConfigError::new(
+                "account.session_secs",
+                format!("must be between 60 and {MAX_ACCOUNT_SESSION_SECS}"),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// `[metrics]`: the operator server, for Prometheus (and the admin API).
@@ -86,7 +172,7 @@ pub struct PageSettings {
     pub title: String,
     /// An optional logo beside it (https).
     pub logo_url: Option<Url>,
-    /// A folder whose `base.html`, `approve.html`, `message.html` and
+    /// A folder whose `base.html`, `approve.html`, `account.html`, `message.html` and
     /// `ciba.css` replace the built-in ones (each one that exists).
     pub templates_dir: Option<std::path::PathBuf>,
     /// A sentence per scope, over the built-in ones for the OpenID scopes.
@@ -877,6 +963,9 @@ impl Settings {
             }
         }
         self.input.validate()?;
+        if let Some(account) = &self.account {
+            account.validate()?;
+        }
         check_http_url("upstream.issuer", &self.upstream.issuer)?;
         if let Some(url) = &self.upstream.discovery_url {
             check_http_url("upstream.discovery_url", url)?;

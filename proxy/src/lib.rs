@@ -35,6 +35,9 @@
 //!   addresses, at startup and when a host name is resolved.
 //! - [`metrics`] names every Prometheus series; `/metrics` is served only on
 //!   `[metrics] bind` (the operator server in [`startup`]).
+//! - [`account`] is the user's account page (`/account`, `[account]`): the
+//!   sign-in at the IdP, the sealed session cookie, the user's pending
+//!   requests, devices and history, and the QR code a device registers with.
 //! - [`error`] is the single OAuth error type rendered at the HTTP edge;
 //!   [`audit`] writes one event per step of a request's life.
 //! - `ciba-proxy client`, the console CIBA client, is the `client/` crate
@@ -47,6 +50,7 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+pub mod account;
 pub mod audit;
 pub mod client_auth;
 pub mod clients;

@@ -28,6 +28,9 @@ use crate::limits::Limits;
 use crate::notifier::{Notifier, WebhookNotifier};
 use crate::pages::Pages;
 use crate::ping::ClientPinger;
+use crate::routes::account::{
+    ACCOUNT_CALLBACK_PATH, ACCOUNT_PATH, ACCOUNT_REMOVE_DEVICE_PATH, ACCOUNT_SIGNOUT_PATH,
+};
 use crate::routes::{
     self, APPROVE_APPROVE_PATH, APPROVE_DENY_PATH, APPROVE_PATH, BACKCHANNEL_PATH, CALLBACK_PATH,
     STYLESHEET_PATH, TOKEN_PATH, UPSTREAM_PING_PATH,
@@ -177,6 +180,26 @@ impl Application {
                     web::resource(STYLESHEET_PATH)
                         .route(web::get().to(routes::approve::stylesheet))
                         .default_service(method_not_allowed("GET")),
+                )
+                .service(
+                    web::resource(ACCOUNT_PATH)
+                        .route(web::get().to(routes::account::page))
+                        .default_service(method_not_allowed("GET")),
+                )
+                .service(
+                    web::resource(ACCOUNT_CALLBACK_PATH)
+                        .route(web::get().to(routes::account::callback))
+                        .default_service(method_not_allowed("GET")),
+                )
+                .service(
+                    web::resource(ACCOUNT_SIGNOUT_PATH)
+                        .route(web::post().to(routes::account::sign_out))
+                        .default_service(method_not_allowed("POST")),
+                )
+                .service(
+                    web::resource(ACCOUNT_REMOVE_DEVICE_PATH)
+                        .route(web::post().to(routes::account::remove_device))
+                        .default_service(method_not_allowed("POST")),
                 )
                 .service(
                     web::resource(UPSTREAM_PING_PATH)
@@ -378,6 +401,9 @@ pub fn check(settings: &Settings) -> Result<(), StartupError> {
         settings.ciba.private_notification_endpoints_allowed(),
     )?;
     Pages::from_settings(&settings.pages)?;
+    if let Some(account) = &settings.account {
+        crate::account::check(account, issuer)?;
+    }
     Ok(())
 }
 
@@ -428,11 +454,15 @@ async fn build_state(
     ));
     let upstream: Arc<dyn Upstream> = match settings.upstream.kind {
         UpstreamKind::AuthorizationCode => Arc::new(AuthorizationCode::new(
-            provider,
+            provider.clone(),
             callback,
             settings.upstream.exchange_attempts,
         )),
-        UpstreamKind::Ciba => Arc::new(Ciba::new(provider, cipher.clone(), &settings.upstream)),
+        UpstreamKind::Ciba => Arc::new(Ciba::new(
+            provider.clone(),
+            cipher.clone(),
+            &settings.upstream,
+        )),
     };
     if settings.upstream.kind == UpstreamKind::Ciba {
         check_upstream_kind(upstream.as_ref()).await?;
@@ -499,6 +529,10 @@ async fn build_state(
             .as_ref()
             .is_none_or(|n| n.send_authorization_url),
         subject_check: settings.upstream.subject_check(),
+        history_keep_ms: settings
+            .account
+            .as_ref()
+            .map(|a| a.history_days * 86_400_000),
         code_lifetime_ms: settings.upstream.code_lifetime_secs * 1000,
         long_poll: LongPoll::new(
             Duration::from_secs(settings.ciba.long_poll_secs),
@@ -507,7 +541,24 @@ async fn build_state(
         decisions,
         exchange_lease_secs: exchange_lease_secs(&settings.upstream),
     });
+    let account = settings
+        .account
+        .as_ref()
+        .map(|a| {
+            crate::account::Account::new(
+                a,
+                &issuer,
+                provider.clone(),
+                settings.upstream.exchange_attempts,
+                flow.clone(),
+                flow.cipher.clone(),
+                clock.clone(),
+            )
+            .map(Arc::new)
+        })
+        .transpose()?;
     let state = AppState {
+        account,
         issuer,
         policy: CibaPolicy {
             expires_in: settings.ciba.expires_in,

@@ -1,6 +1,7 @@
 //! What every handler shares: built once at startup, cloned cheaply.
 use std::sync::Arc;
 
+use crate::account::Account;
 use crate::clients::ClientRegistry;
 use crate::clock::Clock;
 use crate::flow::Flow;
@@ -35,6 +36,8 @@ pub struct AppState {
     /// The pages a person sees.
     pub pages: Arc<Pages>,
     pub clock: Arc<dyn Clock>,
+    /// The user's account page, with `[account]`.
+    pub account: Option<Arc<Account>>,
 }
 
 impl AppState {

@@ -149,6 +149,8 @@ pub struct TestAppBuilder {
     notifier_toml: String,
     client_toml: String,
     ciba_toml: String,
+    /// `[account]`: extra keys, when the account page is on.
+    account_toml: Option<String>,
 }
 
 impl Default for TestAppBuilder {
@@ -168,6 +170,7 @@ impl Default for TestAppBuilder {
             notifier_toml: String::new(),
             client_toml: String::new(),
             ciba_toml: String::new(),
+            account_toml: None,
         }
     }
 }
@@ -244,6 +247,14 @@ impl TestAppBuilder {
         self
     }
 
+    /// Turns the account page on: registers its client at the IdP (redirect
+    /// URI `{issuer}/account/callback`) and writes `[account]` with it and
+    /// `toml` (e.g. `history_days = 1`).
+    pub fn account(mut self, toml: &str) -> Self {
+        self.account_toml = Some(toml.to_owned());
+        self
+    }
+
     /// Everything a proxy needs: device, upstream registrations, settings.
     /// `issuer`: the public URL when it is not this proxy's own port (a balancer).
     async fn prepare(&self, issuer: Option<String>) -> Prepared {
@@ -313,6 +324,17 @@ impl TestAppBuilder {
         toml.push_str(&self.sections);
         toml.push('\n');
         let mut secrets = vec![key, device.secret.clone()];
+        if let Some(extra) = &self.account_toml {
+            let account = idp
+                .register_client(&format!("{issuer}/account/callback"))
+                .await
+                .expect("register the account page's client");
+            toml.push_str(&format!(
+                "[account]\nupstream_client_id = \"{}\"\nupstream_client_secret = \"{}\"\n{extra}\n",
+                account.client_id, account.client_secret
+            ));
+            secrets.push(account.client_secret);
+        }
         let mut upstream_clients = Vec::new();
         for c in &self.clients {
             let upstream = match self.ciba_upstream {

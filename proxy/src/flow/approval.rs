@@ -79,22 +79,55 @@ struct Live {
 impl Flow {
     /// The approval link for request `id`.
     pub(super) fn approval_url(&self, id: &AuthReqId) -> String {
-        format!(
-            "{}{}",
-            self.approval_base,
-            id.seal_reference(&self.cipher, HANDLE_AAD)
-        )
+        format!("{}{}", self.approval_base, self.approval_handle(id))
+    }
+
+    /// The handle of request `id`: the last segment of its approval link,
+    /// and how the account page and the device API name it.
+    pub fn approval_handle(&self, id: &AuthReqId) -> String {
+        id.seal_reference(&self.cipher, HANDLE_AAD)
     }
 
     /// What the approval page for `handle` shows.
     pub async fn approval(&self, handle: &str) -> Result<Approval, ApprovalRefused> {
         let live = self.live(handle).await?;
+        tracing::info!("approval page shown");
+        Ok(self.show(handle, live))
+    }
+
+    /// The requests waiting for `user`, newest first, each with its handle
+    /// and what its approval page shows. One store read per request noted
+    /// for the user at [`Flow::open`]; a noted request found expired
+    /// undecided goes into the user's history as `expired`.
+    pub async fn pending_for(&self, user: &str) -> Result<Vec<(String, Approval)>, StoreError> {
+        let now_ms = self.clock.now_ms();
+        let mut pending = Vec::new();
+        for id in self.accounts.requests(user, now_ms).await? {
+            let Some((record, status)) = self.store.get(&id).await? else {
+                continue;
+            };
+            if status != Status::Pending {
+                continue;
+            }
+            if now_ms >= record.expires_at_ms {
+                self.expired(&record).await;
+                continue;
+            }
+            let handle = self.approval_handle(&id);
+            if let Some(live) = self.live_record(record) {
+                pending.push((handle.clone(), self.show(&handle, live)));
+            }
+        }
+        Ok(pending)
+    }
+
+    /// What the approval page for a pending request shows.
+    fn show(&self, handle: &str, live: Live) -> Approval {
         let expires_in_secs = live
             .record
             .expires_at_ms
             .saturating_sub(self.clock.now_ms())
             .div_ceil(1000);
-        tracing::info!("approval page shown");
         let choices = match (
             live.client.binding_message_check,
             &live.record.binding_message,
@@ -102,7 +135,7 @@ impl Flow {
             (BindingMessageCheck::Match, Some(message)) => choices(handle, message),
             _ => None,
         };
-        Ok(Approval {
+        Approval {
             client_name: live.client.name.clone(),
             binding_message: live.record.binding_message.clone(),
             scope: live.record.scope.clone(),
@@ -110,7 +143,7 @@ impl Flow {
             choices,
             form_token: self.cipher.seal(handle.as_bytes(), FORM_TOKEN_AAD),
             link_origin: live.link.origin().ascii_serialization(),
-        })
+        }
     }
 
     /// The user approves (having picked `code`, with number matching).
@@ -185,18 +218,23 @@ impl Flow {
         if status != Status::Pending || self.clock.now_ms() >= record.expires_at_ms {
             return Err(ApprovalRefused::Ended);
         }
+        if self.clients.get(&record.client_id).is_none() {
+            return Err(ApprovalRefused::Ended);
+        }
+        self.live_record(record).ok_or(ApprovalRefused::Unknown)
+    }
+
+    /// A pending record with its sign-in link and client; `None` without a
+    /// link (a native-CIBA IdP reaches the user itself) or a client.
+    fn live_record(&self, record: RequestRecord) -> Option<Live> {
         let link = record
             .sealed_link
             .as_deref()
-            .and_then(|sealed| self.cipher.open(sealed, id.as_str()).ok())
+            .and_then(|sealed| self.cipher.open(sealed, record.id.as_str()).ok())
             .and_then(|plain| String::from_utf8(plain).ok())
-            .and_then(|text| Url::parse(&text).ok())
-            .ok_or(ApprovalRefused::Unknown)?;
-        let client = self
-            .clients
-            .get(&record.client_id)
-            .ok_or(ApprovalRefused::Ended)?;
-        Ok(Live {
+            .and_then(|text| Url::parse(&text).ok())?;
+        let client = self.clients.get(&record.client_id)?;
+        Some(Live {
             record,
             link,
             client,

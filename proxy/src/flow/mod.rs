@@ -120,6 +120,9 @@ pub struct Flow {
     pub(crate) pinger: ClientPinger,
     /// The interval clients are told to poll at, seconds.
     pub(crate) interval: u64,
+    /// How long a user's history is kept, with `[account]`; `None`: no
+    /// history is recorded.
+    pub(crate) history_keep_ms: Option<u64>,
     /// Whether the ID token's subject claim must equal the login hint.
     pub(crate) subject_check: bool,
     /// How long an authorization code can live at the IdP: how long an
@@ -264,6 +267,15 @@ impl Flow {
                 .as_ref()
                 .map(|link| self.cipher.seal(link.as_str().as_bytes(), id.as_str())),
         };
+        // The user's list of requests (the account page, the devices) keeps
+        // it as long as the record lives, so an expiry can still be seen.
+        self.accounts
+            .note_request(
+                &record.login_hint,
+                id,
+                expires_at_ms + crate::store::EXPIRED_RETENTION_MS,
+            )
+            .await?;
         self.store
             .create(&record, begun.callback_state.as_deref(), now_ms)
             .await?;
@@ -352,10 +364,10 @@ impl Flow {
             }),
             PollOutcome::Expired => {
                 // Once per request, however often it is polled afterwards.
-                let first = format!("audit-expired:{}", log_tag(id.as_str()));
-                if let Ok(true) = self.store.use_once(&first, EXPIRED_AUDIT_SECS).await {
-                    crate::metrics::expired();
-                    self.audit_by_id(audit::Step::Expired, id).await;
+                if self.first_sight_of_expiry(id).await {
+                    if let Ok(Some((record, _))) = self.store.get(id).await {
+                        self.expired_seen(&record).await;
+                    }
                 }
                 Err(OAuthError::ExpiredToken)
             }
@@ -580,6 +592,8 @@ impl Flow {
                 Duration::from_millis(now_ms.saturating_sub(record.created_at_ms)),
             );
             audit::record(audit::Step::Decided(outcome), record, now_ms);
+            self.remember(record, crate::account::history::outcome(outcome), now_ms)
+                .await;
             self.decisions.announce(&record.id).await;
             self.limits
                 .release_user(self.store.as_ref(), &record.login_hint, record.id.as_str())
@@ -654,6 +668,44 @@ fn refused_at_begin(e: UpstreamError) -> OAuthError {
 const EXPIRED_AUDIT_SECS: u64 = crate::store::EXPIRED_RETENTION_MS / 1000 + 60;
 
 impl Flow {
+    /// True the first time request `id` is found expired undecided (by a
+    /// poll or on the account page), false ever after.
+    async fn first_sight_of_expiry(&self, id: &AuthReqId) -> bool {
+        let first = format!("audit-expired:{}", log_tag(id.as_str()));
+        matches!(self.store.use_once(&first, EXPIRED_AUDIT_SECS).await, Ok(true))
+    }
+
+    /// A request found expired undecided: the metric, the audit event and
+    /// the user's history, once.
+    pub(crate) async fn expired(&self, record: &RequestRecord) {
+        if self.first_sight_of_expiry(&record.id).await {
+            self.expired_seen(record).await;
+        }
+    }
+
+    async fn expired_seen(&self, record: &RequestRecord) {
+        crate::metrics::expired();
+        audit::record(audit::Step::Expired, record, self.clock.now_ms());
+        self.remember(record, crate::account::history::EXPIRED, record.expires_at_ms)
+            .await;
+    }
+
+    /// Adds how the request ended to its user's history (with `[account]`).
+    async fn remember(&self, record: &RequestRecord, outcome: &str, at_ms: u64) {
+        if let Some(keep_ms) = self.history_keep_ms {
+            crate::account::history::record(
+                self.accounts.as_ref(),
+                &self.clients,
+                record,
+                outcome,
+                at_ms,
+                keep_ms,
+                self.clock.now_ms(),
+            )
+            .await;
+        }
+    }
+
     /// An audit event for a request known only by its id: one extra store
     /// read, on the rare steps that need it. Best effort.
     async fn audit_by_id(&self, step: audit::Step<'_>, id: &AuthReqId) {

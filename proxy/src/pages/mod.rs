@@ -20,9 +20,10 @@ pub mod scopes;
 pub const ASSETS_PATH: &str = "/assets";
 const STYLESHEET: &str = "ciba.css";
 
-const BUILT_IN: [(&str, &str); 4] = [
+const BUILT_IN: [(&str, &str); 5] = [
     ("base.html", include_str!("../../templates/base.html")),
     ("approve.html", include_str!("../../templates/approve.html")),
+    ("account.html", include_str!("../../templates/account.html")),
     ("message.html", include_str!("../../templates/message.html")),
     (STYLESHEET, include_str!("../../templates/ciba.css")),
 ];
@@ -131,6 +132,26 @@ impl Pages {
                 heading => "h", client_name => "c", scopes => vec!["s"], binding_message => "B",
                 expires_in => "1 minute", csrf => "x", approve_action => "/a", deny_action => "/d",
                 choices => vec!["A", "B", "C"],
+            },
+        )
+        .map_err(fail)?;
+        let request = context! {
+            client_name => "c", scopes => vec!["s"], binding_message => "B", expires_in => "1 minute",
+            csrf => "x", approve_action => "/a", deny_action => "/d", choices => vec!["A", "B", "C"],
+        };
+        let device = context! {
+            did => "d", name => "n", model => "m", registered => "t", last_used => "t",
+        };
+        let entry = context! {
+            client_name => "c", binding_message => "B", scopes => vec!["s"], outcome => "approved",
+            at => "t",
+        };
+        self.render(
+            "account.html",
+            context! {
+                heading => "h", user => "u", pending => vec![request], devices => vec![device],
+                history => vec![entry], qr_svg => "<svg></svg>", qr_json => "{}", csrf => "x",
+                remove_action => "/r", signout_action => "/s",
             },
         )
         .map_err(fail)?;

@@ -10,6 +10,7 @@ use crate::form::FormParams;
 use crate::state::AppState;
 use crate::telemetry::record_client;
 
+pub mod account;
 pub mod admin;
 pub mod approve;
 pub mod backchannel_authentication;

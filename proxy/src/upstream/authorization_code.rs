@@ -60,6 +60,17 @@ type OAuthClient = oauth2::Client<
     EndpointSet,
 >;
 
+/// A sign-in started at the IdP.
+pub struct SignIn {
+    /// Where the user's browser goes to sign in.
+    pub url: Url,
+    /// The `state` the browser brings back.
+    pub state: String,
+    /// What [`AuthorizationCode::finish`] needs (the PKCE verifier and
+    /// nonce): the caller keeps it sealed.
+    pub context: Vec<u8>,
+}
+
 pub struct AuthorizationCode {
     provider: Arc<Provider>,
     redirect_uri: RedirectUrl,
@@ -84,6 +95,79 @@ impl AuthorizationCode {
             oauth = oauth.set_client_secret(ClientSecret::new(secret.expose_secret().to_owned()));
         }
         oauth
+    }
+
+    /// Starts a sign-in at the IdP for `client`'s registration: the
+    /// authorization URL (PKCE S256, a fresh `state` and `nonce`, `scopes`
+    /// and the `extra` parameters) and what [`Self::finish`] needs back.
+    /// The backchannel flow and the account page both sign in this way.
+    pub async fn sign_in<'s>(
+        &self,
+        client: &Client,
+        scopes: impl Iterator<Item = &'s str>,
+        extra: &[(&str, String)],
+    ) -> Result<SignIn, UpstreamError> {
+        let metadata = self.provider.metadata().await?;
+        let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+        let state = crate::crypto::random_token(32);
+        let nonce = crate::crypto::random_token(32);
+        let oauth = self.oauth_client(&metadata, client);
+        let mut authorize = oauth
+            .authorize_url(|| CsrfToken::new(state.clone()))
+            .add_scopes(scopes.map(|s| oauth2::Scope::new(s.to_owned())))
+            .set_pkce_challenge(challenge)
+            .add_extra_param("nonce", nonce.clone());
+        for (name, value) in extra {
+            authorize = authorize.add_extra_param(*name, value.clone());
+        }
+        let (url, _) = authorize.url();
+        let context = Context {
+            pkce_verifier: verifier.secret().to_owned(),
+            nonce,
+        };
+        Ok(SignIn {
+            url,
+            state,
+            context: serde_json::to_vec(&context)
+                .map_err(|e| UpstreamError::Unavailable(e.to_string()))?,
+        })
+    }
+
+    /// Finishes a sign-in [`Self::sign_in`] started, with the code (and RFC
+    /// 9207 `iss`) the browser brought back: exchanges the code once and
+    /// checks the ID token (OIDC Core §3.1.3.7) and its nonce.
+    pub async fn finish(
+        &self,
+        client: &Client,
+        context: &[u8],
+        code: &str,
+        issuer: Option<&str>,
+        now_secs: u64,
+    ) -> Result<Issued, UpstreamError> {
+        // RFC 9207: a response naming another issuer is a mix-up; never redeem its code.
+        if let Some(iss) = issuer {
+            let expected = self.provider.metadata().await?.issuer;
+            if iss != expected {
+                return Err(UpstreamError::Rejected(format!(
+                    "the authorization response came from issuer {iss:?}, not {expected:?}"
+                )));
+            }
+        }
+        let context: Context = serde_json::from_slice(context)
+            .map_err(|e| UpstreamError::Rejected(format!("unreadable request context: {e}")))?;
+        let tokens = self
+            .exchange_code(client, code, &context.pkce_verifier, now_secs)
+            .await?;
+        let claims = self
+            .provider
+            .validate_fresh_id_token(&tokens.id_token, client, now_secs)
+            .await?;
+        if claims.get("nonce").and_then(Value::as_str) != Some(context.nonce.as_str()) {
+            return Err(UpstreamError::InvalidIdToken(
+                "nonce does not match the request".into(),
+            ));
+        }
+        Ok(Issued { tokens, claims })
     }
 
     /// Exchanges an authorization code at the IdP's token endpoint.
@@ -170,35 +254,17 @@ impl Upstream for AuthorizationCode {
     }
 
     async fn begin(&self, request: &BeginRequest<'_>) -> Result<Begun, UpstreamError> {
-        let metadata = self.provider.metadata().await?;
-        let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
-        let state = crate::crypto::random_token(32);
-        let nonce = crate::crypto::random_token(32);
-        let oauth = self.oauth_client(&metadata, request.client);
-        let mut authorize = oauth
-            .authorize_url(|| CsrfToken::new(state.clone()))
-            .add_scopes(
-                request
-                    .scope
-                    .iter()
-                    .map(|s| oauth2::Scope::new(s.to_owned())),
-            )
-            .set_pkce_challenge(challenge)
-            .add_extra_param("nonce", nonce.clone())
-            .add_extra_param("login_hint", request.login_hint.as_str().to_owned());
+        let mut extra = vec![("login_hint", request.login_hint.as_str().to_owned())];
         if let Some(acr) = request.acr_values {
-            authorize = authorize.add_extra_param("acr_values", acr.to_owned());
+            extra.push(("acr_values", acr.to_owned()));
         }
-        let (url, _) = authorize.url();
-        let context = Context {
-            pkce_verifier: verifier.secret().to_owned(),
-            nonce,
-        };
+        let started = self
+            .sign_in(request.client, request.scope.iter(), &extra)
+            .await?;
         Ok(Begun {
-            context: serde_json::to_vec(&context)
-                .map_err(|e| UpstreamError::Unavailable(e.to_string()))?,
-            user_link: Some(url),
-            callback_state: Some(state),
+            context: started.context,
+            user_link: Some(started.url),
+            callback_state: Some(started.state),
             expires_in: None,
             follow_up: None,
         })
@@ -217,30 +283,9 @@ impl Upstream for AuthorizationCode {
                 "an authorization-code upstream is never polled".into(),
             ));
         };
-        // RFC 9207: a response naming another issuer is a mix-up; never redeem its code.
-        if let Some(iss) = issuer {
-            let expected = self.provider.metadata().await?.issuer;
-            if iss != expected {
-                return Err(UpstreamError::Rejected(format!(
-                    "the authorization response came from issuer {iss:?}, not {expected:?}"
-                )));
-            }
-        }
-        let context: Context = serde_json::from_slice(context)
-            .map_err(|e| UpstreamError::Rejected(format!("unreadable request context: {e}")))?;
-        let tokens = self
-            .exchange_code(client, code, &context.pkce_verifier, now_secs)
-            .await?;
-        let claims = self
-            .provider
-            .validate_fresh_id_token(&tokens.id_token, client, now_secs)
-            .await?;
-        if claims.get("nonce").and_then(Value::as_str) != Some(context.nonce.as_str()) {
-            return Err(UpstreamError::InvalidIdToken(
-                "nonce does not match the request".into(),
-            ));
-        }
-        Ok(Answer::Issued(Issued { tokens, claims }))
+        self.finish(client, context, code, issuer, now_secs)
+            .await
+            .map(Answer::Issued)
     }
 }
 

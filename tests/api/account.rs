@@ -1,0 +1,238 @@
+//! The account page's rules a browser does not show: where the sign-in
+//! goes, the cookies' flags, forged and expired sessions, the callback's
+//! `state`, CSRF on every form, and that a user can only remove their own
+//! device. (The pages themselves: `account_browser.rs`.)
+use ciba_proxy_e2e::app::{StoreKind, TestApp};
+use ciba_proxy_e2e::browser::Browser;
+use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};
+use reqwest::StatusCode;
+use url::Url;
+
+use crate::account_browser::{app_with_account, sign_in};
+
+/// Answers as the browser gets them, with `cookie` sent.
+async fn get(app: &TestApp, path: &str, cookie: Option<&str>) -> reqwest::Response {
+    let mut request = app.http.get(app.url(path));
+    if let Some(cookie) = cookie {
+        request = request.header(COOKIE, cookie);
+    }
+    request.send().await.unwrap()
+}
+
+async fn post(
+    app: &TestApp,
+    path: &str,
+    cookie: Option<&str>,
+    form: &[(&str, &str)],
+) -> reqwest::Response {
+    let mut request = app.http.post(app.url(path)).form(form);
+    if let Some(cookie) = cookie {
+        request = request.header(COOKIE, cookie);
+    }
+    request.send().await.unwrap()
+}
+
+/// The `Set-Cookie` header for cookie `name`.
+fn set_cookie(response: &reqwest::Response, name: &str) -> String {
+    response
+        .headers()
+        .get_all(SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with(&format!("{name}=")))
+        .unwrap_or_else(|| panic!("no {name} cookie: {:?}", response.headers()))
+        .to_owned()
+}
+
+/// `name=value` of a `Set-Cookie` header, to send back.
+fn pair(set_cookie: &str) -> String {
+    set_cookie.split(';').next().unwrap().to_owned()
+}
+
+/// Signs `user` in through the browser; returns the `Cookie` header of the
+/// session.
+async fn session_of(app: &TestApp, user: &str) -> String {
+    let browser = Browser::start().await.unwrap();
+    sign_in(app, &browser, user).await;
+    let cookie = browser
+        .client()
+        .get_named_cookie("ciba_account")
+        .await
+        .unwrap();
+    browser.close().await.unwrap();
+    format!("ciba_account={}", cookie.value())
+}
+
+/// The session's form token, from the page.
+async fn csrf_of(app: &TestApp, cookie: &str) -> String {
+    let page = get(app, "/account", Some(cookie)).await;
+    assert_eq!(page.status(), StatusCode::OK);
+    let html = page.text().await.unwrap();
+    let marker = "name=\"csrf\" value=\"";
+    let start = html.find(marker).expect("a form") + marker.len();
+    let end = html[start..].find('"').unwrap() + start;
+    html[start..end].to_owned()
+}
+
+#[tokio::test]
+async fn without_an_account_section_there_is_no_account_page() {
+    let app = TestApp::spawn().await;
+    for path in ["/account", "/account/callback?state=x&code=y"] {
+        let page = get(&app, path, None).await;
+        assert_eq!(page.status(), StatusCode::NOT_FOUND, "{path}");
+        assert!(page.text().await.unwrap().contains("no account page"));
+    }
+    let removal = post(&app, "/account/devices/remove", None, &[("csrf", "x")]).await;
+    assert_eq!(removal.status(), StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn the_sign_in_is_an_authorization_code_flow_with_pkce_state_and_nonce() {
+    let app = app_with_account(StoreKind::Memory).await;
+    let response = get(&app, "/account", None).await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    let location = Url::parse(response.headers()[LOCATION].to_str().unwrap()).unwrap();
+    assert!(location.as_str().starts_with(&app.idp.issuer), "{location}");
+    let query: std::collections::HashMap<_, _> = location.query_pairs().into_owned().collect();
+    assert_eq!(query["response_type"], "code");
+    assert_eq!(query["code_challenge_method"], "S256");
+    assert_eq!(query["scope"], "openid email");
+    assert_eq!(query["redirect_uri"], app.url("/account/callback"));
+    assert!(query["state"].len() >= 32 && query["nonce"].len() >= 32);
+    assert!(!query.contains_key("login_hint"));
+
+    let cookie = set_cookie(&response, "ciba_account_sign_in");
+    for flag in ["HttpOnly", "SameSite=Lax", "Path=/account", "Max-Age="] {
+        assert!(cookie.contains(flag), "{flag}: {cookie}");
+    }
+    assert!(!cookie.contains("Secure"), "plain http: {cookie}");
+    // The verifier and state are sealed, not readable.
+    assert!(!cookie.contains(&query["state"]), "{cookie}");
+}
+
+#[tokio::test]
+async fn under_https_the_cookies_are_secure() {
+    let app = TestApp::builder().https().account("").spawn().await;
+    let response = get(&app, "/account", None).await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    let cookie = set_cookie(&response, "ciba_account_sign_in");
+    assert!(cookie.contains("; Secure"), "{cookie}");
+}
+
+#[tokio::test]
+async fn a_callback_with_another_state_or_without_the_cookie_signs_no_one_in() {
+    let app = app_with_account(StoreKind::Memory).await;
+    let started = get(&app, "/account", None).await;
+    let cookie = pair(&set_cookie(&started, "ciba_account_sign_in"));
+
+    let wrong = get(&app, "/account/callback?state=wrong&code=x", Some(&cookie)).await;
+    assert_eq!(wrong.status(), StatusCode::BAD_REQUEST);
+    assert!(wrong
+        .headers()
+        .get_all(SET_COOKIE)
+        .iter()
+        .all(|c| !c.to_str().unwrap().starts_with("ciba_account=")));
+
+    let location = Url::parse(started.headers()[LOCATION].to_str().unwrap()).unwrap();
+    let state = location
+        .query_pairs()
+        .find(|(k, _)| k == "state")
+        .unwrap()
+        .1
+        .into_owned();
+    let no_cookie = get(&app, &format!("/account/callback?state={state}&code=x"), None).await;
+    assert_eq!(no_cookie.status(), StatusCode::BAD_REQUEST);
+
+    // The IdP's error: a page in our words, nothing echoed.
+    let refused = get(
+        &app,
+        &format!("/account/callback?state={state}&error=access_denied&error_description=%3Cb%3Esecret%3C%2Fb%3E"),
+        Some(&cookie),
+    )
+    .await;
+    assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
+    let text = refused.text().await.unwrap();
+    assert!(text.contains("You are not signed in"), "{text}");
+    assert!(!text.contains("secret") && !text.contains("access_denied"), "{text}");
+}
+
+#[tokio::test]
+async fn a_forged_or_expired_session_is_no_session() {
+    let app = TestApp::builder()
+        .manual_clock()
+        .account("session_secs = 600")
+        .spawn()
+        .await;
+    let forged = get(&app, "/account", Some("ciba_account=forged")).await;
+    assert_eq!(forged.status(), StatusCode::SEE_OTHER, "on to the sign-in");
+
+    let cookie = session_of(&app, "ivan").await;
+    assert_eq!(get(&app, "/account", Some(&cookie)).await.status(), StatusCode::OK);
+    // Another proxy's session (another key) is not this one's.
+    let other = app_with_account(StoreKind::Memory).await;
+    assert_eq!(
+        get(&other, "/account", Some(&cookie)).await.status(),
+        StatusCode::SEE_OTHER
+    );
+    app.advance(601);
+    assert_eq!(
+        get(&app, "/account", Some(&cookie)).await.status(),
+        StatusCode::SEE_OTHER,
+        "expired"
+    );
+}
+
+#[tokio::test]
+async fn sign_out_and_removal_need_the_sessions_form_token() {
+    let app = app_with_account(StoreKind::Redis).await;
+    let did = app.seed_device("judy", "Judy's phone", "iPhone").await;
+    let cookie = session_of(&app, "judy").await;
+    let csrf = csrf_of(&app, &cookie).await;
+
+    for form in [vec![], vec![("csrf", "forged")]] {
+        let out = post(&app, "/account/signout", Some(&cookie), &form).await;
+        assert_eq!(out.status(), StatusCode::FORBIDDEN);
+        let mut removal = form.clone();
+        removal.push(("did", &did));
+        let removed = post(&app, "/account/devices/remove", Some(&cookie), &removal).await;
+        assert_eq!(removed.status(), StatusCode::FORBIDDEN);
+    }
+    // The right token without the session cookie: a cross-site post.
+    let removed = post(
+        &app,
+        "/account/devices/remove",
+        None,
+        &[("csrf", &csrf), ("did", &did)],
+    )
+    .await;
+    assert_eq!(removed.status(), StatusCode::FORBIDDEN);
+    assert!(app.device_registered(&did).await, "nothing changed");
+    assert_eq!(get(&app, "/account", Some(&cookie)).await.status(), StatusCode::OK);
+
+    let out = post(&app, "/account/signout", Some(&cookie), &[("csrf", &csrf)]).await;
+    assert_eq!(out.status(), StatusCode::OK);
+    let cleared = set_cookie(&out, "ciba_account");
+    assert!(cleared.contains("Max-Age=0"), "{cleared}");
+}
+
+#[tokio::test]
+async fn another_users_device_cannot_be_removed() {
+    let app = app_with_account(StoreKind::Redis).await;
+    let kims = app.seed_device("kim", "Kims phone", "Pixel").await;
+    let cookie = session_of(&app, "leo").await;
+    let csrf = csrf_of(&app, &cookie).await;
+    let page = get(&app, "/account", Some(&cookie)).await.text().await.unwrap();
+    assert!(!page.contains("Kims phone") && !page.contains(&kims));
+
+    for did in [kims.as_str(), "no-such-device"] {
+        let removed = post(
+            &app,
+            "/account/devices/remove",
+            Some(&cookie),
+            &[("csrf", &csrf), ("did", did)],
+        )
+        .await;
+        assert_eq!(removed.status(), StatusCode::NOT_FOUND, "{did}");
+    }
+    assert!(app.device_registered(&kims).await);
+}
