@@ -96,7 +96,9 @@ async fn the_sign_in_is_an_authorization_code_flow_with_pkce_state_and_nonce() {
     let query: std::collections::HashMap<_, _> = location.query_pairs().into_owned().collect();
     assert_eq!(query["response_type"], "code");
     assert_eq!(query["code_challenge_method"], "S256");
-    assert_eq!(query["scope"], "openid email");
+    let mut scope: Vec<&str> = query["scope"].split(' ').collect();
+    scope.sort_unstable();
+    assert_eq!(scope, ["email", "openid"]);
     assert_eq!(query["redirect_uri"], app.url("/account/callback"));
     assert!(query["state"].len() >= 32 && query["nonce"].len() >= 32);
     assert!(!query.contains_key("login_hint"));

@@ -1,5 +1,7 @@
 //! The end-to-end suite: the real proxy against a real oidc-provider and a
 //! real Redis, driven as a client and a user's device would drive it.
+mod account;
+mod account_browser;
 mod admin;
 mod approval_browser;
 mod approval_page;

@@ -123,7 +123,7 @@ impl Cookies {
     }
 
     fn cookie(&self, name: &'static str, value: String, max_age_secs: u64) -> Cookie<'static> {
-        Cookie::build((name, value))
+        Cookie::build(name, value)
             .path(COOKIE_PATH)
             .http_only(true)
             .same_site(SameSite::Lax)
@@ -131,7 +131,7 @@ impl Cookies {
             .max_age(CookieAge::seconds(
                 i64::try_from(max_age_secs).unwrap_or(i64::MAX),
             ))
-            .build()
+            .finish()
     }
 }
 
