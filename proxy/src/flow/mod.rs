@@ -31,7 +31,8 @@ use crate::limits::Limits;
 use crate::notifier::{Notifier, UserNotification};
 use crate::ping::ClientPinger;
 use crate::store::{
-    Confirmation, Decisions, Denial, Outcome, PollOutcome, RequestRecord, Status, Store, StoreError,
+    Accounts, Confirmation, Decisions, Denial, Outcome, PollOutcome, RequestRecord, Status, Store,
+    StoreError,
 };
 use crate::telemetry::record_auth_req;
 use crate::upstream::{
@@ -109,6 +110,8 @@ impl Landing {
 /// Everything a request's life touches.
 pub struct Flow {
     pub(crate) store: Arc<dyn Store>,
+    /// Users beyond one request: devices, enrolments, e-mail, history.
+    pub(crate) accounts: Arc<dyn Accounts>,
     pub(crate) limits: Arc<Limits>,
     pub(crate) jobs: Arc<Jobs<Task>>,
     pub(crate) upstream: Arc<dyn Upstream>,
@@ -278,6 +281,10 @@ impl Flow {
             .await?;
         self.store
             .create(&record, begun.callback_state.as_deref(), now_ms)
+            .await?;
+        // The user's pending list (their devices, their account page).
+        self.accounts
+            .note_request(&record.login_hint, id, expires_at_ms)
             .await?;
         audit::record(audit::Step::Opened, &record, now_ms);
         if let Some(follow_up) = begun.follow_up {
