@@ -282,10 +282,6 @@ impl Flow {
         self.store
             .create(&record, begun.callback_state.as_deref(), now_ms)
             .await?;
-        // The user's pending list (their devices, their account page).
-        self.accounts
-            .note_request(&record.login_hint, id, expires_at_ms)
-            .await?;
         audit::record(audit::Step::Opened, &record, now_ms);
         if let Some(follow_up) = begun.follow_up {
             let task = Task::AskUpstream {
