@@ -142,7 +142,12 @@ async fn a_callback_with_another_state_or_without_the_cookie_signs_no_one_in() {
         .unwrap()
         .1
         .into_owned();
-    let no_cookie = get(&app, &format!("/account/callback?state={state}&code=x"), None).await;
+    let no_cookie = get(
+        &app,
+        &format!("/account/callback?state={state}&code=x"),
+        None,
+    )
+    .await;
     assert_eq!(no_cookie.status(), StatusCode::BAD_REQUEST);
 
     // The IdP's error: a page in our words, nothing echoed.
@@ -155,7 +160,10 @@ async fn a_callback_with_another_state_or_without_the_cookie_signs_no_one_in() {
     assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
     let text = refused.text().await.unwrap();
     assert!(text.contains("You are not signed in"), "{text}");
-    assert!(!text.contains("secret") && !text.contains("access_denied"), "{text}");
+    assert!(
+        !text.contains("secret") && !text.contains("access_denied"),
+        "{text}"
+    );
 }
 
 #[tokio::test]
@@ -169,7 +177,10 @@ async fn a_forged_or_expired_session_is_no_session() {
     assert_eq!(forged.status(), StatusCode::SEE_OTHER, "on to the sign-in");
 
     let cookie = session_of(&app, "ivan").await;
-    assert_eq!(get(&app, "/account", Some(&cookie)).await.status(), StatusCode::OK);
+    assert_eq!(
+        get(&app, "/account", Some(&cookie)).await.status(),
+        StatusCode::OK
+    );
     // Another proxy's session (another key) is not this one's.
     let other = app_with_account(StoreKind::Memory).await;
     assert_eq!(
@@ -209,7 +220,10 @@ async fn sign_out_and_removal_need_the_sessions_form_token() {
     .await;
     assert_eq!(removed.status(), StatusCode::FORBIDDEN);
     assert!(app.device_registered(&did).await, "nothing changed");
-    assert_eq!(get(&app, "/account", Some(&cookie)).await.status(), StatusCode::OK);
+    assert_eq!(
+        get(&app, "/account", Some(&cookie)).await.status(),
+        StatusCode::OK
+    );
 
     let out = post(&app, "/account/signout", Some(&cookie), &[("csrf", &csrf)]).await;
     assert_eq!(out.status(), StatusCode::OK);
@@ -223,7 +237,11 @@ async fn another_users_device_cannot_be_removed() {
     let kims = app.seed_device("kim", "Kims phone", "Pixel").await;
     let cookie = session_of(&app, "leo").await;
     let csrf = csrf_of(&app, &cookie).await;
-    let page = get(&app, "/account", Some(&cookie)).await.text().await.unwrap();
+    let page = get(&app, "/account", Some(&cookie))
+        .await
+        .text()
+        .await
+        .unwrap();
     assert!(!page.contains("Kims phone") && !page.contains(&kims));
 
     for did in [kims.as_str(), "no-such-device"] {

@@ -83,7 +83,10 @@ async fn the_user_signs_in_sees_a_pending_request_and_approving_leads_to_the_idp
         .await
         .unwrap();
     let landed = finish_at_idp(&browser, "alice", &app.idp.issuer).await;
-    assert!(landed.as_str().starts_with(&app.url("/callback")), "{landed}");
+    assert!(
+        landed.as_str().starts_with(&app.url("/callback")),
+        "{landed}"
+    );
     browser.wait_for_text("You are signed in").await.unwrap();
     assert_eq!(app.poll("shop", &id).await.status, 200);
 
@@ -142,7 +145,13 @@ async fn the_register_section_shows_a_qr_code_and_its_json_fresh_on_each_render(
     sign_in(&app, &browser, "frank").await;
     assert!(browser.exists(".qr svg").await.unwrap());
     let read = || async {
-        let html = browser.find("#qr-json").await.unwrap().html(true).await.unwrap();
+        let html = browser
+            .find("#qr-json")
+            .await
+            .unwrap()
+            .html(true)
+            .await
+            .unwrap();
         let text = html
             .replace("&quot;", "\"")
             .replace("&#34;", "\"")
@@ -179,7 +188,10 @@ async fn the_user_sees_a_registered_device_and_removes_it() {
     browser.screenshot("account/device").await.unwrap();
 
     browser.click("button.remove-device").await.unwrap();
-    let text = browser.wait_for_text("No device is registered").await.unwrap();
+    let text = browser
+        .wait_for_text("No device is registered")
+        .await
+        .unwrap();
     assert!(!text.contains("Grace's phone"), "{text}");
     assert!(!app.device_registered(&did).await);
     browser.close().await.unwrap();

@@ -836,7 +836,10 @@ impl TestApp {
             registered_at_ms: now_ms,
             last_used_at_ms: now_ms,
         };
-        assert!(accounts.enrol(&device, &digest, now_ms).await.expect("enrol"));
+        assert!(accounts
+            .enrol(&device, &digest, now_ms)
+            .await
+            .expect("enrol"));
         did
     }
 

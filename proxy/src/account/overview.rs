@@ -45,14 +45,8 @@ impl Account {
         let history = accounts
             .history(user, now_ms.saturating_sub(self.history_ms))
             .await?;
-        let offer = enrolment::offer(
-            accounts,
-            user,
-            &self.issuer,
-            self.challenge_ttl_ms,
-            now_ms,
-        )
-        .await?;
+        let offer =
+            enrolment::offer(accounts, user, &self.issuer, self.challenge_ttl_ms, now_ms).await?;
         Ok(Overview {
             pending,
             devices,

@@ -83,7 +83,11 @@ impl Cookies {
     }
 
     pub fn session(&self, session: &Session, max_age_secs: u64) -> Cookie<'static> {
-        self.cookie(SESSION_COOKIE, self.seal(session, SESSION_AAD), max_age_secs)
+        self.cookie(
+            SESSION_COOKIE,
+            self.seal(session, SESSION_AAD),
+            max_age_secs,
+        )
     }
 
     pub fn sign_in(&self, in_flight: &InFlight) -> Cookie<'static> {

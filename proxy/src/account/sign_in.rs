@@ -109,7 +109,11 @@ impl Account {
                     SignInRefused::Failed
                 }
             })?;
-        let Some(user) = self.provider.subject(&issued.claims).map(|u| u.into_owned()) else {
+        let Some(user) = self
+            .provider
+            .subject(&issued.claims)
+            .map(|u| u.into_owned())
+        else {
             tracing::error!(
                 claim = %self.provider.subject_claim,
                 "account sign-in: the ID token lacks the subject claim (upstream.subject_claim)"

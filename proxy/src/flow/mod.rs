@@ -675,7 +675,10 @@ impl Flow {
     /// poll or on the account page), false ever after.
     async fn first_sight_of_expiry(&self, id: &AuthReqId) -> bool {
         let first = format!("audit-expired:{}", log_tag(id.as_str()));
-        matches!(self.store.use_once(&first, EXPIRED_AUDIT_SECS).await, Ok(true))
+        matches!(
+            self.store.use_once(&first, EXPIRED_AUDIT_SECS).await,
+            Ok(true)
+        )
     }
 
     /// A request found expired undecided: the metric, the audit event and
@@ -689,8 +692,12 @@ impl Flow {
     async fn expired_seen(&self, record: &RequestRecord) {
         crate::metrics::expired();
         audit::record(audit::Step::Expired, record, self.clock.now_ms());
-        self.remember(record, crate::account::history::EXPIRED, record.expires_at_ms)
-            .await;
+        self.remember(
+            record,
+            crate::account::history::EXPIRED,
+            record.expires_at_ms,
+        )
+        .await;
     }
 
     /// Adds how the request ended to its user's history (with `[account]`).

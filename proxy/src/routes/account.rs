@@ -26,7 +26,8 @@ const NOT_ENABLED: Message = Message {
     status: StatusCode::NOT_FOUND,
     tone: Tone::Info,
     heading: "There is no account page here",
-    text: "This service does not offer an account page. Manage your sign-ins where you started them.",
+    text:
+        "This service does not offer an account page. Manage your sign-ins where you started them.",
     retry: false,
 };
 
@@ -208,7 +209,8 @@ async fn session_form(
 }
 
 fn cookie(req: &HttpRequest, name: &str) -> Option<String> {
-    req.cookie(name).map(|c: Cookie<'static>| c.value().to_owned())
+    req.cookie(name)
+        .map(|c: Cookie<'static>| c.value().to_owned())
 }
 
 /// One pending request, as its approval page shows it.
