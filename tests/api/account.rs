@@ -256,3 +256,40 @@ async fn another_users_device_cannot_be_removed() {
     }
     assert!(app.device_registered(&kims).await);
 }
+
+#[tokio::test]
+async fn a_request_that_expired_undecided_shows_as_expired_in_the_history() {
+    let app = TestApp::builder()
+        .manual_clock()
+        .ciba(60, 600, 1)
+        .client_toml("client_name = \"Acme Shop\"\n")
+        .account("")
+        .spawn()
+        .await;
+    let cookie = session_of(&app, "mallory").await;
+    app.device
+        .on("mallory", ciba_proxy_e2e::device::Action::Ignore);
+    app.start("shop", "mallory").await;
+    let page = get(&app, "/account", Some(&cookie))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("Acme Shop") && !page.contains("outcome-expired"));
+
+    app.advance(61);
+    let page = get(&app, "/account", Some(&cookie))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("Nothing is waiting for you"), "{page}");
+    assert!(page.contains("history-entry outcome-expired"), "{page}");
+    // Seen once: a second look does not add it again.
+    let page = get(&app, "/account", Some(&cookie))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(page.matches("history-entry outcome-expired").count(), 1);
+}

@@ -349,3 +349,37 @@ fn an_admin_token_hash_that_is_not_64_hex_digits_is_refused() {
     );
     assert_rejected(&toml, &[], "admin.token_sha256");
 }
+
+#[test]
+fn check_refuses_a_bad_account_section_naming_the_key() {
+    let account = |keys: &str| {
+        format!(
+            "{VALID}\n[account]\nupstream_client_id = \"ciba-proxy-account\"\nupstream_client_secret = \"s\"\n{keys}\n"
+        )
+    };
+    let (code, _, stderr) = check(&account(""));
+    assert_eq!(code, Some(0), "{stderr}");
+    for (keys, key) in [
+        ("", "account.upstream_client_secret"),
+        ("scope = \"email\"", "account.scope"),
+        ("history_days = 0", "account.history_days"),
+        ("challenge_ttl_secs = 0", "account.challenge_ttl_secs"),
+        ("session_secs = 5", "account.session_secs"),
+        ("sesion_secs = 600", "sesion_secs"),
+    ] {
+        let toml = if key == "account.upstream_client_secret" {
+            account("").replace(
+                "upstream_client_secret = \"s\"",
+                "upstream_client_secret = \"\"",
+            )
+        } else {
+            account(keys)
+        };
+        assert_check_refuses(&toml, key);
+    }
+    let no_id = account("").replace(
+        "upstream_client_id = \"ciba-proxy-account\"",
+        "upstream_client_id = \"\"",
+    );
+    assert_check_refuses(&no_id, "account.upstream_client_id");
+}
