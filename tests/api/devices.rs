@@ -10,7 +10,7 @@ use ciba_proxy_e2e::device_key::{
 };
 use ciba_proxy_e2e::keys::{CLIENT_PS256, WEAK_RSA1024};
 use jsonwebtoken::{Algorithm, Header};
-use serde_json::{json, Map, Value};
+use serde_json::{json, Map};
 
 fn builder() -> TestAppBuilder {
     TestApp::builder().store(StoreKind::Redis)
