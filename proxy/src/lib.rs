@@ -38,6 +38,9 @@
 //! - [`account`] is the user's account page (`/account`, `[account]`): the
 //!   sign-in at the IdP, the sealed session cookie, the user's pending
 //!   requests, devices and history, and the QR code a device registers with.
+//! - [`devices`] is the authentication devices' server: registration
+//!   from a QR code's enrolment, and signed calls that list, approve or
+//!   deny the user's requests (`docs/devices.md`).
 //! - [`error`] is the single OAuth error type rendered at the HTTP edge;
 //!   [`audit`] writes one event per step of a request's life.
 //! - `ciba-proxy client`, the console CIBA client, is the `client/` crate
@@ -57,6 +60,7 @@ pub mod clients;
 pub mod clock;
 pub mod configuration;
 pub mod crypto;
+pub mod devices;
 pub mod domain;
 pub mod error;
 pub mod flow;

@@ -4,6 +4,7 @@
 //! device. (The pages themselves: `account_browser.rs`.)
 use ciba_proxy_e2e::app::{StoreKind, TestApp};
 use ciba_proxy_e2e::browser::Browser;
+use ciba_proxy_e2e::device_key::TestDevice;
 use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};
 use reqwest::StatusCode;
 use url::Url;
@@ -198,7 +199,8 @@ async fn a_forged_or_expired_session_is_no_session() {
 #[tokio::test]
 async fn sign_out_and_removal_need_the_sessions_form_token() {
     let app = app_with_account(StoreKind::Redis).await;
-    let did = app.seed_device("judy", "Judy's phone", "iPhone").await;
+    let device = TestDevice::register(&app, "judy").await;
+    let did = device.did.clone();
     let cookie = session_of(&app, "judy").await;
     let csrf = csrf_of(&app, &cookie).await;
 
@@ -219,7 +221,7 @@ async fn sign_out_and_removal_need_the_sessions_form_token() {
     )
     .await;
     assert_eq!(removed.status(), StatusCode::FORBIDDEN);
-    assert!(app.device_registered(&did).await, "nothing changed");
+    assert_eq!(device.requests(&app).await.status, 200, "still registered");
     assert_eq!(
         get(&app, "/account", Some(&cookie)).await.status(),
         StatusCode::OK
@@ -234,7 +236,8 @@ async fn sign_out_and_removal_need_the_sessions_form_token() {
 #[tokio::test]
 async fn another_users_device_cannot_be_removed() {
     let app = app_with_account(StoreKind::Redis).await;
-    let kims = app.seed_device("kim", "Kims phone", "Pixel").await;
+    let kim = TestDevice::register(&app, "kim").await;
+    let kims = kim.did.clone();
     let cookie = session_of(&app, "leo").await;
     let csrf = csrf_of(&app, &cookie).await;
     let page = get(&app, "/account", Some(&cookie))
@@ -242,7 +245,7 @@ async fn another_users_device_cannot_be_removed() {
         .text()
         .await
         .unwrap();
-    assert!(!page.contains("Kims phone") && !page.contains(&kims));
+    assert!(!page.contains("Test phone") && !page.contains(&kims));
 
     for did in [kims.as_str(), "no-such-device"] {
         let removed = post(
@@ -254,7 +257,7 @@ async fn another_users_device_cannot_be_removed() {
         .await;
         assert_eq!(removed.status(), StatusCode::NOT_FOUND, "{did}");
     }
-    assert!(app.device_registered(&kims).await);
+    assert_eq!(kim.requests(&app).await.status, 200, "still registered");
 }
 
 #[tokio::test]

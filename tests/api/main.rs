@@ -12,6 +12,8 @@ mod browser_harness;
 mod client_authentication;
 mod configuration;
 mod consumption_device;
+mod device_cli;
+mod devices;
 mod discovery;
 mod flow;
 mod hints;

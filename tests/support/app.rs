@@ -637,6 +637,11 @@ pub struct Reply {
 }
 
 impl Reply {
+    /// The reply to a request the test sent itself.
+    pub async fn read(response: reqwest::Response) -> Self {
+        Self::from(response).await
+    }
+
     async fn from(response: reqwest::Response) -> Self {
         let status = response.status();
         let headers = response.headers().clone();
@@ -794,64 +799,6 @@ impl TestApp {
 
     pub async fn get(&self, path: &str) -> Reply {
         Reply::from(self.http.get(self.url(path)).send().await.expect("request")).await
-    }
-
-    /// The users' accounts in this proxy's Redis (built with
-    /// `store(StoreKind::Redis)`).
-    async fn accounts(&self) -> ciba_proxy::store::RedisAccounts {
-        ciba_proxy::store::RedisStore::connect(
-            &redis_url(),
-            &self.prefix,
-            std::time::Duration::from_secs(2),
-        )
-        .await
-        .expect("connect to the test Redis")
-        .accounts()
-    }
-
-    /// Registers a device for `user` straight through the store, the way a
-    /// registration ends (an enrolment offered, then used up); returns its
-    /// did. For the account page's tests of what it shows and removes.
-    pub async fn seed_device(&self, user: &str, name: &str, model: &str) -> String {
-        use ciba_proxy::store::accounts::{challenge_digest, Device, Enrolment};
-        use ciba_proxy::store::Accounts as _;
-        let accounts = self.accounts().await;
-        let now_ms = now_secs() * 1000;
-        let did = format!("seeded-{}", rand::random::<u64>());
-        let digest = challenge_digest("seeded challenge");
-        let enrolment = Enrolment {
-            did: did.clone(),
-            user: user.to_owned(),
-            challenge_digest: digest.clone(),
-            expires_at_ms: now_ms + 60_000,
-        };
-        accounts.offer_enrolment(&enrolment).await.expect("offer");
-        let device = Device {
-            did: did.clone(),
-            user: user.to_owned(),
-            name: name.to_owned(),
-            model: model.to_owned(),
-            jwk: r#"{"kty":"EC","crv":"P-256","x":"seeded","y":"seeded"}"#.to_owned(),
-            push: None,
-            registered_at_ms: now_ms,
-            last_used_at_ms: now_ms,
-        };
-        assert!(accounts
-            .enrol(&device, &digest, now_ms)
-            .await
-            .expect("enrol"));
-        did
-    }
-
-    /// Whether device `did` is registered (Redis, as [`Self::seed_device`]).
-    pub async fn device_registered(&self, did: &str) -> bool {
-        use ciba_proxy::store::Accounts as _;
-        self.accounts()
-            .await
-            .device(did)
-            .await
-            .expect("read the device")
-            .is_some()
     }
 
     /// Moves the manual clock (tests built with `manual_clock()`).

@@ -7,6 +7,7 @@ pub mod app;
 pub mod balancer;
 pub mod browser;
 pub mod device;
+pub mod device_key;
 pub mod idp;
 pub mod keys;
 pub mod ping_receiver;

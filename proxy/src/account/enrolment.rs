@@ -3,29 +3,14 @@
 //! store keeps only the SHA-256), shown as a QR code and as the same JSON
 //! in text. The app scans it and registers at `POST /devices`
 //! (`docs/devices.md`).
+use ciba_proto::device::{DECISION_PATH, REGISTER_PATH, REMOVE_PATH};
+use ciba_proxy_client::device::Qr;
 use qrcode::render::svg;
 use qrcode::{EcLevel, QrCode};
-use serde::Serialize;
 
 use crate::crypto::random_token;
 use crate::store::accounts::{challenge_digest, Accounts, Enrolment};
 use crate::store::StoreError;
-
-/// The QR payload; field names and paths are the contract.
-#[derive(Debug, Serialize)]
-pub struct QrPayload<'a> {
-    /// The device id the proxy assigns.
-    pub did: String,
-    /// The user.
-    pub un: &'a str,
-    /// The proxy's issuer; the paths below are relative to it.
-    pub hst: &'a str,
-    pub re: &'static str,
-    pub ae: &'static str,
-    pub rde: &'static str,
-    /// Single-use, valid `[account] challenge_ttl_secs`.
-    pub chg: String,
-}
 
 /// A device-registration offer, ready for the page.
 #[derive(Debug)]
@@ -44,13 +29,14 @@ pub async fn offer(
     ttl_ms: u64,
     now_ms: u64,
 ) -> Result<Offer, StoreError> {
-    let payload = QrPayload {
+    // The payload `ciba-proxy device` reads: one definition for both.
+    let payload = Qr {
         did: random_token(16),
-        un: user,
-        hst: issuer,
-        re: "/devices",
-        ae: "/devices/decision",
-        rde: "/devices/remove",
+        un: user.to_owned(),
+        hst: issuer.to_owned(),
+        re: REGISTER_PATH.to_owned(),
+        ae: DECISION_PATH.to_owned(),
+        rde: REMOVE_PATH.to_owned(),
         chg: random_token(32),
     };
     accounts
@@ -106,13 +92,13 @@ mod tests {
 
     #[test]
     fn the_payload_has_the_contracts_fields_in_order() {
-        let payload = QrPayload {
+        let payload = Qr {
             did: "d".into(),
-            un: "alice",
-            hst: "https://proxy.example",
-            re: "/devices",
-            ae: "/devices/decision",
-            rde: "/devices/remove",
+            un: "alice".into(),
+            hst: "https://proxy.example".into(),
+            re: REGISTER_PATH.into(),
+            ae: DECISION_PATH.into(),
+            rde: REMOVE_PATH.into(),
             chg: "c".into(),
         };
         assert_eq!(

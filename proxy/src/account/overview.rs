@@ -40,7 +40,7 @@ impl Account {
     pub async fn overview(&self, user: &str) -> Result<Overview, StoreError> {
         let now_ms = self.clock.now_ms();
         let accounts = self.flow.accounts.as_ref();
-        let pending = self.flow.pending_for(user).await?;
+        let pending = self.flow.approval_pages(user).await?;
         let devices = accounts.devices(user).await?;
         let history = accounts
             .history(user, now_ms.saturating_sub(self.history_ms))

@@ -46,7 +46,7 @@ pub mod tasks;
 
 pub use long_poll::LongPoll;
 
-pub use approval::{Approval, ApprovalRefused, Approved};
+pub use approval::{Approval, ApprovalRefused, Approved, PendingApproval, UserAnswer};
 
 pub use tasks::Task;
 
