@@ -106,6 +106,11 @@ fn default_account_session_secs() -> u64 {
 const MAX_ACCOUNT_SESSION_SECS: u64 = 86_400;
 
 impl AccountSettings {
+    /// How long the history is kept, milliseconds.
+    pub fn history_ms(&self) -> u64 {
+        self.history_days * 86_400_000
+    }
+
     fn validate(&self) -> Result<(), ConfigError> {
         if self.upstream_client_id.trim().is_empty() {
             return Err(ConfigError::new(

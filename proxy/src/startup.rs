@@ -557,10 +557,7 @@ async fn build_state(
             .as_ref()
             .is_none_or(|n| n.send_authorization_url),
         subject_check: settings.upstream.subject_check(),
-        history_keep_ms: settings
-            .account
-            .as_ref()
-            .map(|a| a.history_days * 86_400_000),
+        history_keep_ms: settings.account.as_ref().map(|a| a.history_ms()),
         code_lifetime_ms: settings.upstream.code_lifetime_secs * 1000,
         long_poll: LongPoll::new(
             Duration::from_secs(settings.ciba.long_poll_secs),

@@ -257,3 +257,43 @@ async fn the_session_cookie_is_sealed_http_only_and_lax_and_signing_out_removes_
         .is_err());
     browser.close().await.unwrap();
 }
+
+#[tokio::test]
+async fn the_page_fits_a_phone_screen() {
+    let app = app_with_account(StoreKind::Memory).await;
+    let browser = Browser::start().await.unwrap();
+    browser.set_viewport(360, 1900).await.unwrap();
+    // A decided request, a device, and a request waiting.
+    let declined = request(&app, "alice").await;
+    sign_in(&app, &browser, "alice").await;
+    browser.click("button.deny").await.unwrap();
+    browser.wait_for_text("You declined").await.unwrap();
+    app.poll("shop", &declined)
+        .await
+        .assert_error(400, "access_denied");
+    browser.goto(&app.url("/account")).await.unwrap();
+    browser.wait_for_text("Register a device").await.unwrap();
+    let qr: Qr = serde_json::from_value(qr_on_page(&browser).await).unwrap();
+    let registration = DeviceKey::generate().registration(&qr, "Alice's phone", "Pixel 9", None);
+    let reply = post_registration(&app, &registration, JOSE_CONTENT_TYPE).await;
+    assert_eq!(reply.status, 201, "{reply:?}");
+    app.device.on("alice", Action::Ignore);
+    let reply = app
+        .bc_authorize(
+            "shop",
+            &[
+                ("scope", "openid profile email"),
+                ("login_hint", "alice"),
+                ("binding_message", "W4SCT"),
+            ],
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+
+    browser.goto(&app.url("/account")).await.unwrap();
+    let text = browser.wait_for_text("Alice's phone").await.unwrap();
+    assert!(text.contains("W4SCT") && text.contains("denied"), "{text}");
+    assert!(!browser.has_horizontal_scroll().await.unwrap());
+    browser.screenshot("account/phone").await.unwrap();
+    browser.close().await.unwrap();
+}

@@ -11,7 +11,6 @@
 //! - [`enrolment`]: the QR code a device registers with.
 //! - [`history`]: how outcomes become the user's history.
 use std::sync::Arc;
-use std::time::Duration;
 
 use url::Url;
 
@@ -89,7 +88,7 @@ impl Account {
             clock,
             issuer: issuer.to_owned(),
             session_secs: settings.session_secs,
-            history_ms: Duration::from_secs(settings.history_days * 86_400).as_millis() as u64,
+            history_ms: settings.history_ms(),
             challenge_ttl_ms: settings.challenge_ttl_secs * 1000,
         })
     }
