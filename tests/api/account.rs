@@ -296,3 +296,35 @@ async fn a_request_that_expired_undecided_shows_as_expired_in_the_history() {
         .unwrap();
     assert_eq!(page.matches("history-entry outcome-expired").count(), 1);
 }
+
+#[tokio::test]
+async fn the_account_page_logs_no_user_address_cookie_or_challenge_even_at_trace() {
+    let (app, proxy) = TestApp::builder()
+        .account("")
+        .spawn_process(&[("RUST_LOG", "trace")])
+        .await;
+    let browser = Browser::start().await.unwrap();
+    sign_in(&app, &browser, "nadia").await;
+    let qr = crate::account_browser::qr_on_page(&browser).await;
+    let session = browser
+        .client()
+        .get_named_cookie("ciba_account")
+        .await
+        .unwrap();
+    let cookie = format!("ciba_account={}", session.value());
+    let csrf = csrf_of(&app, &cookie).await;
+    browser.close().await.unwrap();
+
+    let logs = proxy.logs();
+    assert!(logs.contains("signed in to the account page"), "{logs}");
+    let mut secrets = vec![
+        "nadia@example.test".to_owned(),
+        session.value().to_owned(),
+        csrf,
+        qr["chg"].as_str().unwrap().to_owned(),
+    ];
+    secrets.extend(app.secrets.iter().cloned());
+    for secret in &secrets {
+        assert!(!logs.contains(secret.as_str()), "{secret} is in the logs");
+    }
+}
