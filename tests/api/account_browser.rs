@@ -297,3 +297,38 @@ async fn the_page_fits_a_phone_screen() {
     browser.screenshot("account/phone").await.unwrap();
     browser.close().await.unwrap();
 }
+
+#[tokio::test]
+async fn number_matching_applies_on_the_account_page_too() {
+    let app = TestApp::builder()
+        .client_toml("client_name = \"Acme Shop\"\nbinding_message_check = \"match\"\n")
+        .account("")
+        .spawn()
+        .await;
+    let id = request(&app, "olivia").await;
+    let browser = Browser::start().await.unwrap();
+    sign_in(&app, &browser, "olivia").await;
+    let choices = browser.find_all("button.code-choice").await.unwrap();
+    assert_eq!(choices.len(), 3);
+    assert!(
+        !browser.exists(".binding-message").await.unwrap(),
+        "the code is not given away"
+    );
+    let mut wrong = None;
+    for choice in &choices {
+        let code = choice.text().await.unwrap();
+        if code != "W4SCT" {
+            wrong = Some(code);
+        }
+    }
+    let wrong = wrong.unwrap();
+    browser
+        .click(&format!("button.code-choice[value={wrong}]"))
+        .await
+        .unwrap();
+    browser.wait_for_text("Request cancelled").await.unwrap();
+    let reply = app.poll("shop", &id).await;
+    reply.assert_error(400, "access_denied");
+    assert_eq!(reply.body["error_description"], "the code did not match");
+    browser.close().await.unwrap();
+}
