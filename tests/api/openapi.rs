@@ -872,3 +872,67 @@ fn the_answer_checker_refuses_what_the_document_does_not_describe() {
         assert!(checked.is_err(), "accepted {what}");
     }
 }
+
+#[tokio::test]
+async fn the_account_pages_are_answered_as_documented() {
+    let spec = Spec::load();
+    let off = TestApp::spawn().await;
+    let on = TestApp::builder().account("").spawn().await;
+    let get = |app: &TestApp, path: &str, cookie: Option<&str>| {
+        let mut request = app.http.get(app.url(path));
+        if let Some(cookie) = cookie {
+            request = request.header("Cookie", cookie);
+        }
+        async move { Answer::of(request.send().await.unwrap()).await }
+    };
+    let post = |app: &TestApp, path: &str, cookie: Option<&str>, form: Vec<(&str, String)>| {
+        let mut request = app.http.post(app.url(path)).form(&form);
+        if let Some(cookie) = cookie {
+            request = request.header("Cookie", cookie);
+        }
+        async move { Answer::of(request.send().await.unwrap()).await }
+    };
+    let (page, callback, signout, remove) = (
+        "/account",
+        "/account/callback",
+        "/account/signout",
+        "/account/devices/remove",
+    );
+    for (app, status) in [(&off, 404), (&on, 303)] {
+        let answer = get(app, page, None).await;
+        assert_eq!(answer.status, status);
+        spec.check("GET", page, &answer);
+    }
+    for app in [&off, &on] {
+        let answer = get(app, "/account/callback?state=x&code=y", None).await;
+        spec.check("GET", callback, &answer);
+        for path in [signout, remove] {
+            let answer = post(app, path, None, vec![("csrf", "x".into())]).await;
+            spec.check("POST", path, &answer);
+        }
+    }
+
+    // Signed in: the page, a removal of no device, the sign-out.
+    let browser = ciba_proxy_e2e::browser::Browser::start().await.unwrap();
+    browser.goto(&on.url(page)).await.unwrap();
+    browser.sign_in_at_test_idp("quinn").await.unwrap();
+    browser.wait_for_text("Your account").await.unwrap();
+    let session = browser
+        .client()
+        .get_named_cookie("ciba_account")
+        .await
+        .unwrap();
+    browser.close().await.unwrap();
+    let cookie = format!("ciba_account={}", session.value());
+    let shown = get(&on, page, Some(&cookie)).await;
+    assert_eq!(shown.status, 200);
+    spec.check("GET", page, &shown);
+    let csrf = form_field(&shown.body, "csrf");
+    let form = |did: &str| vec![("csrf", csrf.clone()), ("did", did.to_owned())];
+    let answer = post(&on, remove, Some(&cookie), form("no-such-device")).await;
+    assert_eq!(answer.status, 404);
+    spec.check("POST", remove, &answer);
+    let answer = post(&on, signout, Some(&cookie), form("")).await;
+    assert_eq!(answer.status, 200);
+    spec.check("POST", signout, &answer);
+}
