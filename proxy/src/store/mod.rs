@@ -10,6 +10,7 @@ use async_trait::async_trait;
 
 use crate::domain::AuthReqId;
 
+pub mod accounts;
 pub mod decisions;
 mod memory;
 mod metered;
