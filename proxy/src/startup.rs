@@ -31,7 +31,9 @@ use crate::routes::{
     STYLESHEET_PATH, TOKEN_PATH, UPSTREAM_PING_PATH,
 };
 use crate::state::{AppState, CibaPolicy};
-use crate::store::{Decisions, MemoryStore, RedisStore, Store, StoreError};
+use crate::store::{
+    Accounts, Decisions, MemoryAccounts, MemoryStore, RedisStore, Store, StoreError,
+};
 use crate::telemetry::RequestSpan;
 use crate::tls::{remember_peer_certificate, server_config, Mtls};
 use crate::upstream::{http_client, AuthorizationCode, Ciba, Provider, Upstream, UpstreamError};
@@ -440,21 +442,24 @@ async fn build_state(
         // Installs the process's recorder before anything records.
         crate::metrics::handle();
     }
-    let (store, decisions): (Arc<dyn Store>, Arc<Decisions>) = if store_url == "memory://" {
-        (
-            Arc::new(MemoryStore::new(clock.clone())),
-            Decisions::local(),
-        )
-    } else {
-        let redis = RedisStore::connect(
-            store_url,
-            &settings.store.key_prefix,
-            Duration::from_millis(settings.store.timeout_ms),
-        )
-        .await?;
-        let decisions = redis.decisions();
-        (Arc::new(redis), decisions)
-    };
+    let (store, decisions, accounts): (Arc<dyn Store>, Arc<Decisions>, Arc<dyn Accounts>) =
+        if store_url == "memory://" {
+            (
+                Arc::new(MemoryStore::new(clock.clone())),
+                Decisions::local(),
+                Arc::new(MemoryAccounts::new(clock.clone())),
+            )
+        } else {
+            let redis = RedisStore::connect(
+                store_url,
+                &settings.store.key_prefix,
+                Duration::from_millis(settings.store.timeout_ms),
+            )
+            .await?;
+            let decisions = redis.decisions();
+            let accounts = Arc::new(redis.accounts());
+            (Arc::new(redis), decisions, accounts)
+        };
     let store: Arc<dyn Store> = Arc::new(crate::store::Metered(store));
     let pinger = ClientPinger::new(
         Duration::from_millis(settings.ciba.ping_timeout_ms),
@@ -469,6 +474,7 @@ async fn build_state(
     ));
     let flow = Arc::new(Flow {
         store: store.clone(),
+        accounts,
         limits: limits.clone(),
         jobs,
         upstream: upstream.clone(),
@@ -476,7 +482,6 @@ async fn build_state(
         cipher,
         clock: clock.clone(),
         channels,
-        accounts: Arc::new(crate::store::accounts::NoAccounts),
         pinger,
         interval: settings.ciba.interval,
         approval_base: format!("{issuer}/approve/"),

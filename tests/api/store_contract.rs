@@ -5,9 +5,11 @@ use std::time::Duration;
 
 use ciba_proxy::clock::{Clock, ManualClock};
 use ciba_proxy::domain::AuthReqId;
+use ciba_proxy::store::accounts::challenge_digest;
 use ciba_proxy::store::{
-    Binding, Confirmation, Denial, MemoryStore, Outcome, PollOutcome, QueuedJob, RedisStore,
-    RequestRecord, Status, Store, StoreStats,
+    Accounts, Binding, Confirmation, Denial, Device, Enrolment, HistoryEntry, MemoryAccounts,
+    MemoryStore, Outcome, PollOutcome, PushTarget, QueuedJob, RedisStore, RequestRecord, Status,
+    Store, StoreStats, WebPushKeys, WebPushSubscription,
 };
 use ciba_proxy_e2e::app::redis_url;
 
@@ -572,5 +574,371 @@ async fn recent_lists_kept_requests_newest_first() {
             vec![second.id],
             "{name}"
         );
+    }
+}
+
+// ---- Accounts: devices, enrolments, e-mail, noted requests, history ----
+
+async fn account_backends() -> Vec<(&'static str, Arc<dyn Accounts>, ManualClock, String)> {
+    let memory_clock = ManualClock::default();
+    let memory: Arc<dyn Accounts> = Arc::new(MemoryAccounts::new(Arc::new(memory_clock.clone())));
+    let prefix = format!("contract-{}", rand::random::<u64>());
+    let redis = RedisStore::connect(&redis_url(), &prefix, Duration::from_secs(2))
+        .await
+        .expect("redis");
+    vec![
+        ("memory", memory, memory_clock, String::new()),
+        (
+            "redis",
+            Arc::new(redis.accounts()),
+            ManualClock::default(),
+            prefix,
+        ),
+    ]
+}
+
+fn device(did: &str, user: &str, now_ms: u64) -> Device {
+    Device {
+        did: did.into(),
+        user: user.into(),
+        name: "Alice's phone".into(),
+        model: "Pixel 8".into(),
+        jwk: r#"{"kty":"EC","crv":"P-256","x":"x","y":"y"}"#.into(),
+        push: Some(PushTarget::Fcm {
+            token: "fcm-token".into(),
+        }),
+        registered_at_ms: now_ms,
+        last_used_at_ms: now_ms,
+    }
+}
+
+fn enrolment(did: &str, user: &str, challenge: &str, expires_at_ms: u64) -> Enrolment {
+    Enrolment {
+        did: did.into(),
+        user: user.into(),
+        challenge_digest: challenge_digest(challenge),
+        expires_at_ms,
+    }
+}
+
+fn fresh(what: &str) -> String {
+    format!("{what}-{}", rand::random::<u64>())
+}
+
+#[tokio::test]
+async fn an_enrolment_registers_one_device_once() {
+    for (name, accounts, clock, _) in account_backends().await {
+        let now = clock.now_ms();
+        let (did, user) = (fresh("did"), fresh("alice"));
+        let offer = enrolment(&did, &user, "chg", now + 300_000);
+        accounts.offer_enrolment(&offer).await.unwrap();
+        assert_eq!(
+            accounts.enrolment(&did).await.unwrap(),
+            Some(offer),
+            "{name}"
+        );
+        let phone = device(&did, &user, now);
+        // A wrong challenge, or the did for another user, changes nothing...
+        assert!(
+            !accounts
+                .enrol(&phone, &challenge_digest("other"), now)
+                .await
+                .unwrap(),
+            "{name}"
+        );
+        let stranger = device(&did, "mallory", now);
+        assert!(
+            !accounts
+                .enrol(&stranger, &challenge_digest("chg"), now)
+                .await
+                .unwrap(),
+            "{name}"
+        );
+        assert_eq!(accounts.device(&did).await.unwrap(), None, "{name}");
+        // ...so the right one still registers, once.
+        assert!(
+            accounts
+                .enrol(&phone, &challenge_digest("chg"), now)
+                .await
+                .unwrap(),
+            "{name}"
+        );
+        assert!(
+            !accounts
+                .enrol(&phone, &challenge_digest("chg"), now)
+                .await
+                .unwrap(),
+            "{name}: the challenge is used up"
+        );
+        assert_eq!(accounts.enrolment(&did).await.unwrap(), None, "{name}");
+        assert_eq!(
+            accounts.device(&did).await.unwrap(),
+            Some(phone.clone()),
+            "{name}"
+        );
+        // The user is the normalised hint: another spelling finds the device.
+        let listed = accounts.devices(&format!(" {}", user.to_uppercase())).await;
+        assert_eq!(listed.unwrap(), vec![phone], "{name}");
+        assert!(
+            accounts.devices("mallory").await.unwrap().is_empty(),
+            "{name}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_expired_enrolment_registers_nothing() {
+    for (name, accounts, clock, _) in account_backends().await {
+        let now = clock.now_ms();
+        let (did, user) = (fresh("did"), fresh("alice"));
+        accounts
+            .offer_enrolment(&enrolment(&did, &user, "chg", now + 300_000))
+            .await
+            .unwrap();
+        assert!(
+            !accounts
+                .enrol(
+                    &device(&did, &user, now),
+                    &challenge_digest("chg"),
+                    now + 300_000
+                )
+                .await
+                .unwrap(),
+            "{name}"
+        );
+        assert_eq!(accounts.device(&did).await.unwrap(), None, "{name}");
+    }
+}
+
+#[tokio::test]
+async fn devices_are_touched_lose_their_push_target_and_are_removed() {
+    for (name, accounts, clock, _) in account_backends().await {
+        let now = clock.now_ms();
+        let user = fresh("alice");
+        let (first, second) = (fresh("did"), fresh("did"));
+        for (i, did) in [&first, &second].into_iter().enumerate() {
+            accounts
+                .offer_enrolment(&enrolment(did, &user, did, now + 300_000))
+                .await
+                .unwrap();
+            let registered = device(did, &user, now + i as u64);
+            assert!(
+                accounts
+                    .enrol(&registered, &challenge_digest(did), now)
+                    .await
+                    .unwrap(),
+                "{name}"
+            );
+        }
+        accounts.touch_device(&first, now + 5_000).await.unwrap();
+        accounts.drop_push(&first).await.unwrap();
+        let touched = accounts.device(&first).await.unwrap().unwrap();
+        assert_eq!(touched.last_used_at_ms, now + 5_000, "{name}");
+        assert_eq!(touched.push, None, "{name}");
+        assert_eq!(touched.registered_at_ms, now, "{name}");
+        // Oldest registration first.
+        let dids: Vec<String> = accounts
+            .devices(&user)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|d| d.did)
+            .collect();
+        assert_eq!(dids, vec![first.clone(), second.clone()], "{name}");
+
+        assert!(accounts.remove_device(&first).await.unwrap(), "{name}");
+        assert!(!accounts.remove_device(&first).await.unwrap(), "{name}");
+        assert_eq!(accounts.device(&first).await.unwrap(), None, "{name}");
+        // A removed device stays removed, whatever comes late.
+        accounts.touch_device(&first, now + 6_000).await.unwrap();
+        accounts.drop_push(&first).await.unwrap();
+        assert_eq!(accounts.device(&first).await.unwrap(), None, "{name}");
+        let left: Vec<String> = accounts
+            .devices(&user)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|d| d.did)
+            .collect();
+        assert_eq!(left, vec![second], "{name}");
+    }
+}
+
+#[tokio::test]
+async fn web_push_targets_are_kept_as_given() {
+    for (name, accounts, clock, _) in account_backends().await {
+        let now = clock.now_ms();
+        let (did, user) = (fresh("did"), fresh("alice"));
+        accounts
+            .offer_enrolment(&enrolment(&did, &user, "chg", now + 1_000))
+            .await
+            .unwrap();
+        let mut browser = device(&did, &user, now);
+        browser.push = Some(PushTarget::Webpush {
+            subscription: WebPushSubscription {
+                endpoint: "https://push.example/sub/1".into(),
+                keys: WebPushKeys {
+                    p256dh: "BPk".into(),
+                    auth: "au".into(),
+                },
+            },
+        });
+        assert!(accounts
+            .enrol(&browser, &challenge_digest("chg"), now)
+            .await
+            .unwrap());
+        assert_eq!(
+            accounts.device(&did).await.unwrap(),
+            Some(browser),
+            "{name}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_email_address_is_kept_per_user() {
+    for (name, accounts, _, _) in account_backends().await {
+        let user = fresh("alice");
+        assert_eq!(accounts.email(&user).await.unwrap(), None, "{name}");
+        accounts.set_email(&user, "a@bank.example").await.unwrap();
+        accounts
+            .set_email(&user, "alice@bank.example")
+            .await
+            .unwrap();
+        assert_eq!(
+            accounts
+                .email(&user.to_uppercase())
+                .await
+                .unwrap()
+                .as_deref(),
+            Some("alice@bank.example"),
+            "{name}"
+        );
+        assert_eq!(accounts.email("bob").await.unwrap(), None, "{name}");
+    }
+}
+
+#[tokio::test]
+async fn noted_requests_are_listed_until_they_expire() {
+    for (name, accounts, clock, _) in account_backends().await {
+        let now = clock.now_ms();
+        let user = fresh("alice");
+        let (early, late) = (AuthReqId::generate(), AuthReqId::generate());
+        accounts
+            .note_request(&user, &early, now + 60_000)
+            .await
+            .unwrap();
+        accounts
+            .note_request(&user, &late, now + 120_000)
+            .await
+            .unwrap();
+        assert_eq!(
+            accounts.requests(&user, now).await.unwrap(),
+            vec![late.clone(), early],
+            "{name}"
+        );
+        assert_eq!(
+            accounts.requests(&user, now + 60_000).await.unwrap(),
+            vec![late],
+            "{name}"
+        );
+        assert!(
+            accounts.requests("bob", now).await.unwrap().is_empty(),
+            "{name}"
+        );
+    }
+}
+
+fn history_entry(at_ms: u64, outcome: &str) -> HistoryEntry {
+    HistoryEntry {
+        at_ms,
+        client_id: "shop".into(),
+        client_name: "The Shop".into(),
+        binding_message: Some("W4SCT".into()),
+        scope: "openid".into(),
+        outcome: outcome.into(),
+    }
+}
+
+#[tokio::test]
+async fn history_is_newest_first_and_trimmed_when_written() {
+    for (name, accounts, clock, _) in account_backends().await {
+        let now = clock.now_ms();
+        let user = fresh("alice");
+        let day = 86_400_000;
+        let old = history_entry(now - 3 * day, "approved");
+        let recent = history_entry(now - day, "denied");
+        let twin = history_entry(now - day, "denied");
+        accounts
+            .record_history(&user, &old, 90 * day, now)
+            .await
+            .unwrap();
+        accounts
+            .record_history(&user, &recent, 90 * day, now)
+            .await
+            .unwrap();
+        accounts
+            .record_history(&user, &twin, 90 * day, now)
+            .await
+            .unwrap();
+        assert_eq!(
+            accounts.history(&user, 0).await.unwrap(),
+            vec![recent.clone(), twin, old],
+            "{name}: two equal entries are two entries"
+        );
+        assert_eq!(
+            accounts.history(&user, now - 2 * day).await.unwrap().len(),
+            2,
+            "{name}"
+        );
+        // Writing with a two-day window forgets the three-day-old entry.
+        let latest = history_entry(now, "expired");
+        accounts
+            .record_history(&user, &latest, 2 * day, now)
+            .await
+            .unwrap();
+        let outcomes: Vec<String> = accounts
+            .history(&user, 0)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.outcome)
+            .collect();
+        assert_eq!(outcomes, vec!["expired", "denied", "denied"], "{name}");
+    }
+}
+
+#[tokio::test]
+async fn redis_account_keys_that_can_end_expire() {
+    let (_, accounts, clock, prefix) = account_backends().await.pop().unwrap();
+    let now = clock.now_ms();
+    let user = fresh("alice");
+    accounts
+        .offer_enrolment(&enrolment(&fresh("did"), &user, "chg", now + 300_000))
+        .await
+        .unwrap();
+    accounts
+        .note_request(&user, &AuthReqId::generate(), now + 60_000)
+        .await
+        .unwrap();
+    accounts
+        .record_history(&user, &history_entry(now, "approved"), 86_400_000, now)
+        .await
+        .unwrap();
+    let client = redis::Client::open(redis_url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}:*"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(keys.len(), 3, "{keys:?}");
+    for key in keys {
+        let ttl: i64 = redis::cmd("PTTL")
+            .arg(&key)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert!(ttl > 0, "{key} has no expiry");
     }
 }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use super::Flow;
 use crate::limits::user_hash;
 use crate::notifier::{email, Notifier, Recipient};
-use crate::store::accounts::PushTarget;
+use crate::store::PushTarget;
 use crate::store::StoreError;
 
 /// One delivery of a request's notification. Stored in the job: add

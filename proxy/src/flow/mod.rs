@@ -30,9 +30,9 @@ use crate::jobs::Jobs;
 use crate::limits::Limits;
 use crate::notifier::{Channels, UserNotification};
 use crate::ping::ClientPinger;
-use crate::store::accounts::Accounts;
 use crate::store::{
-    Confirmation, Decisions, Denial, Outcome, PollOutcome, RequestRecord, Status, Store, StoreError,
+    Accounts, Confirmation, Decisions, Denial, Outcome, PollOutcome, RequestRecord, Status, Store,
+    StoreError,
 };
 use crate::telemetry::record_auth_req;
 use crate::upstream::{
@@ -112,6 +112,8 @@ impl Landing {
 /// Everything a request's life touches.
 pub struct Flow {
     pub(crate) store: Arc<dyn Store>,
+    /// Users beyond one request: devices, enrolments, e-mail, history.
+    pub(crate) accounts: Arc<dyn Accounts>,
     pub(crate) limits: Arc<Limits>,
     pub(crate) jobs: Arc<Jobs<Task>>,
     pub(crate) upstream: Arc<dyn Upstream>,
@@ -121,8 +123,6 @@ pub struct Flow {
     /// The notification channels; none with a native-CIBA upstream, which
     /// reaches the user itself.
     pub(crate) channels: Channels,
-    /// Users beyond one request: their devices and e-mail addresses.
-    pub(crate) accounts: Arc<dyn Accounts>,
     pub(crate) pinger: ClientPinger,
     /// The interval clients are told to poll at, seconds.
     pub(crate) interval: u64,
@@ -286,6 +286,10 @@ impl Flow {
         };
         self.store
             .create(&record, begun.callback_state.as_deref(), now_ms)
+            .await?;
+        // The user's pending list (their devices, their account page).
+        self.accounts
+            .note_request(&record.login_hint, id, expires_at_ms)
             .await?;
         audit::record(audit::Step::Opened, &record, now_ms);
         if let Some(follow_up) = begun.follow_up {

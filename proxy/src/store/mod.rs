@@ -11,11 +11,18 @@ use async_trait::async_trait;
 use crate::domain::AuthReqId;
 
 pub mod accounts;
+mod accounts_memory;
+mod accounts_redis;
 pub mod decisions;
 mod memory;
 mod metered;
 mod redis;
 
+pub use self::accounts::{
+    Accounts, Device, Enrolment, HistoryEntry, PushTarget, WebPushKeys, WebPushSubscription,
+};
+pub use self::accounts_memory::MemoryAccounts;
+pub use self::accounts_redis::RedisAccounts;
 pub use self::decisions::Decisions;
 pub use self::memory::MemoryStore;
 pub use self::metered::Metered;

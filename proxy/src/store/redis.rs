@@ -185,6 +185,12 @@ impl RedisStore {
         super::Decisions::redis(self.client.clone(), self.conn.clone(), &self.prefix)
     }
 
+    /// The users' accounts (devices, enrolments, history) on this Redis,
+    /// under the same prefix and over the same connection.
+    pub fn accounts(&self) -> super::RedisAccounts {
+        super::RedisAccounts::new(self.conn.clone(), &self.prefix)
+    }
+
     fn request_key(&self, id: &AuthReqId) -> String {
         format!("{}:{{{}}}:req", self.prefix, id)
     }
