@@ -682,9 +682,8 @@ pub struct FcmChannel {
     /// A Google service-account key (JSON: project_id, client_email,
     /// private_key, token_uri); relative to the configuration file.
     pub service_account_file: PathBuf,
-    /// The API's base URL.
-    #[serde(default = "default_fcm_endpoint")]
-    pub endpoint: Url,
+    /// The API's base URL; unset: `https://fcm.googleapis.com`.
+    pub endpoint: Option<Url>,
 }
 
 /// Web Push (RFC 8030, 8291, 8292) to the user's registered devices.
@@ -696,10 +695,6 @@ pub struct WebPushChannel {
     pub vapid_private_key_file: PathBuf,
     /// RFC 8292 §2.1 contact: `mailto:` or `https:`.
     pub subject: String,
-}
-
-fn default_fcm_endpoint() -> Url {
-    Url::parse("https://fcm.googleapis.com").expect("a valid URL")
 }
 
 impl NotifierSettings {
@@ -791,9 +786,9 @@ impl NotifierSettings {
                         return Err(ConfigError::new(key("from"), "must not be empty"));
                     }
                 }
-                ChannelSettings::Fcm(fcm) => match fcm.endpoint.scheme() {
-                    "https" if fcm.endpoint.host().is_some() => {}
-                    "http" if allow_http && fcm.endpoint.host().is_some() => {}
+                ChannelSettings::Fcm(fcm) => match fcm.endpoint.as_ref().map(|e| (e.scheme(), e.host().is_some())) {
+                    None | Some(("https", true)) => {}
+                    Some(("http", true)) if allow_http => {}
                     _ => {
                         return Err(ConfigError::new(
                             key("endpoint"),

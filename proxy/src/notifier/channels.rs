@@ -66,8 +66,9 @@ impl Channels {
                         .map_err(|e| {
                             ConfigError::new(key("service_account_file"), e.to_string())
                         })?;
-                    let notifier = FcmNotifier::new(account, &fcm.endpoint, http()?, clock.clone())
-                        .map_err(|e| ConfigError::new(key("endpoint"), e.to_string()))?;
+                    let notifier =
+                        FcmNotifier::new(account, fcm.endpoint.as_ref(), http()?, clock.clone())
+                            .map_err(|e| ConfigError::new(key("endpoint"), e.to_string()))?;
                     channels.fcm = Some(Arc::new(notifier));
                 }
                 ChannelSettings::Webpush(webpush) => {

@@ -15,6 +15,8 @@ use url::Url;
 use super::{classify_response, wrong_recipient, Message, Notifier, NotifyError, Recipient};
 use crate::clock::Clock;
 
+/// FCM's API.
+pub const DEFAULT_ENDPOINT: &str = "https://fcm.googleapis.com";
 /// The scope FCM's send call needs.
 const SCOPE: &str = "https://www.googleapis.com/auth/firebase.messaging";
 /// FCM refuses larger messages.
@@ -100,14 +102,16 @@ pub struct FcmNotifier {
 }
 
 impl FcmNotifier {
-    /// `endpoint`: the API's base URL (`https://fcm.googleapis.com`).
+    /// `endpoint`: the API's base URL, by default [`DEFAULT_ENDPOINT`].
     pub fn new(
         account: ServiceAccount,
-        endpoint: &Url,
+        endpoint: Option<&Url>,
         http: reqwest::Client,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, url::ParseError> {
-        let base = endpoint.as_str().trim_end_matches('/');
+        let base = endpoint
+            .map_or(DEFAULT_ENDPOINT, Url::as_str)
+            .trim_end_matches('/');
         let send_url = Url::parse(&format!(
             "{base}/v1/projects/{}/messages:send",
             account.project_id
