@@ -12,6 +12,8 @@
 //! (RFC 6749 §2.3.1), private_key_jwt (RFC 7523 §2.2, OIDC Core §9) or
 //! tls_client_auth (RFC 8705 §2).
 //!
+//! [`device`] is `ciba-proxy device`, the console authentication device.
+//!
 //! Layout: [`cli`] is the command line and its checks, [`auth`] client
 //! authentication (keys, assertions, Basic), [`request`] the backchannel
 //! request and its acknowledgement, `poll.rs` the token endpoint loop;
@@ -38,6 +40,7 @@ use serde_json::Value;
 
 pub mod auth;
 pub mod cli;
+pub mod device;
 mod discovery;
 mod http;
 mod poll;

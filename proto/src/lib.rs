@@ -13,7 +13,8 @@
 //!   needs: HTTP Basic client credentials (RFC 6749 §2.3.1) and optional
 //!   parameters;
 //! - [`claims`]: the JWT claim sets a client signs: client assertions
-//!   (RFC 7523 §3) and request objects (CIBA Core §7.1.1).
+//!   (RFC 7523 §3) and request objects (CIBA Core §7.1.1);
+//! - [`device`]: the authentication-device API's paths, limits and codes.
 //!
 //! No I/O, no HTTP types, no signing: callers bring their own.
 #![forbid(unsafe_code)]
@@ -23,6 +24,7 @@
 )]
 
 pub mod claims;
+pub mod device;
 pub mod error;
 pub mod form;
 

@@ -1,5 +1,5 @@
 //! The audit trail: one structured event per step of a request's life
-//! (opened, notified, decided, tokens issued, expired), on its own log
+//! (opened, notified, answered by the user, decided, tokens issued, expired), on its own log
 //! target `audit` so it can be shipped and kept apart from debug logs (in
 //! JSON with `log.format = "json"`). An event names the request by a short
 //! hash of its auth_req_id and the user by a hash of the normalised hint;
@@ -25,6 +25,12 @@ pub enum Step<'a> {
     Expired,
     /// The operator cancelled the request (admin API); it is `denied`.
     Cancelled,
+    /// The signed-in user answered `answer` (approve, deny, code_mismatch)
+    /// through `via` (a registered device, the account page).
+    Answered {
+        via: &'a str,
+        answer: &'a str,
+    },
 }
 
 impl Step<'_> {
@@ -36,6 +42,7 @@ impl Step<'_> {
             Step::TokensIssued => "tokens_issued",
             Step::Expired => "expired",
             Step::Cancelled => "cancelled",
+            Step::Answered { .. } => "answered",
         }
     }
 
@@ -51,6 +58,7 @@ impl Step<'_> {
             },
             Step::Expired => "expired",
             Step::Cancelled => "denied",
+            Step::Answered { answer, .. } => answer,
         }
     }
 }
@@ -71,6 +79,7 @@ pub fn event(step: Step<'_>, id: &AuthReqId, client_id: &str, login_hint: &str, 
     let reason = match step {
         Step::Decided(Outcome::Denied { reason, .. }) => reason.as_str(),
         Step::Cancelled => crate::routes::admin::CANCEL_REASON,
+        Step::Answered { via, .. } => via,
         _ => "",
     };
     tracing::info!(

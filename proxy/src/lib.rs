@@ -35,6 +35,9 @@
 //!   addresses, at startup and when a host name is resolved.
 //! - [`metrics`] names every Prometheus series; `/metrics` is served only on
 //!   `[metrics] bind` (the operator server in [`startup`]).
+//! - [`devices`] is the authentication devices' server: registration
+//!   from a QR code's enrolment, and signed calls that list, approve or
+//!   deny the user's requests (`docs/devices.md`).
 //! - [`error`] is the single OAuth error type rendered at the HTTP edge;
 //!   [`audit`] writes one event per step of a request's life.
 //! - `ciba-proxy client`, the console CIBA client, is the `client/` crate
@@ -53,6 +56,7 @@ pub mod clients;
 pub mod clock;
 pub mod configuration;
 pub mod crypto;
+pub mod devices;
 pub mod domain;
 pub mod error;
 pub mod flow;

@@ -1,7 +1,8 @@
 //! `ciba-proxy [--config FILE]` (or `CIBA_PROXY_CONFIG=FILE`) runs the proxy;
 //! `ciba-proxy check --config FILE` validates a configuration and exits;
 //! `ciba-proxy client ...` runs the console CIBA client (the
-//! `ciba-proxy-client` crate) instead.
+//! `ciba-proxy-client` crate) instead, and `ciba-proxy device ...` the
+//! console authentication device (its `device` module).
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -40,6 +41,8 @@ enum Command {
     },
     // Its help is the client's own (`ciba-proxy client --help`).
     Client(Box<ciba_proxy_client::Args>),
+    // Its help is the device's own (`ciba-proxy device --help`).
+    Device(Box<ciba_proxy_client::device::DeviceArgs>),
 }
 
 /// The file to read: given after the subcommand, or before it, or in the
@@ -81,6 +84,7 @@ async fn main() -> ExitCode {
     };
     match cli.command {
         Some(Command::Client(args)) => ciba_proxy_client::execute(*args).await,
+        Some(Command::Device(args)) => ciba_proxy_client::device::execute(*args).await,
         Some(Command::Check { config }) => check(config.or(cli.config)),
         None => serve(cli.config).await,
     }

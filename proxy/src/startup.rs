@@ -17,6 +17,7 @@ use crate::clients::ClientRegistry;
 use crate::clock::{Clock, SystemClock};
 use crate::configuration::{ConfigError, Settings, TokenEndpointAuthMethod, UpstreamKind};
 use crate::crypto::TokenCipher;
+use crate::devices::Devices;
 use crate::error::OAuthError;
 use crate::flow::{Flow, LongPoll};
 use crate::form;
@@ -28,6 +29,7 @@ use crate::pages::Pages;
 use crate::ping::ClientPinger;
 use crate::routes::{
     self, APPROVE_APPROVE_PATH, APPROVE_DENY_PATH, APPROVE_PATH, BACKCHANNEL_PATH, CALLBACK_PATH,
+    DEVICE_DECISION_PATH, DEVICE_REGISTER_PATH, DEVICE_REMOVE_PATH, DEVICE_REQUESTS_PATH,
     STYLESHEET_PATH, TOKEN_PATH, UPSTREAM_PING_PATH,
 };
 use crate::state::{AppState, CibaPolicy};
@@ -171,6 +173,26 @@ impl Application {
                 .service(
                     web::resource(APPROVE_DENY_PATH)
                         .route(web::post().to(routes::approve::deny))
+                        .default_service(method_not_allowed("POST")),
+                )
+                .service(
+                    web::resource(DEVICE_REGISTER_PATH)
+                        .route(web::post().to(routes::devices::register))
+                        .default_service(method_not_allowed("POST")),
+                )
+                .service(
+                    web::resource(DEVICE_REQUESTS_PATH)
+                        .route(web::get().to(routes::devices::requests))
+                        .default_service(method_not_allowed("GET")),
+                )
+                .service(
+                    web::resource(DEVICE_DECISION_PATH)
+                        .route(web::post().to(routes::devices::decision))
+                        .default_service(method_not_allowed("POST")),
+                )
+                .service(
+                    web::resource(DEVICE_REMOVE_PATH)
+                        .route(web::post().to(routes::devices::remove))
                         .default_service(method_not_allowed("POST")),
                 )
                 .service(
@@ -511,6 +533,10 @@ async fn build_state(
         mtls: Arc::new(mtls),
         store,
         upstream,
+        devices: Arc::new(Devices::new(
+            flow.clone(),
+            crate::clients::EndpointPolicy::from_settings(&settings.ciba),
+        )),
         flow,
         pages: Arc::new(Pages::from_settings(&settings.pages)?),
         clock,

@@ -3,6 +3,7 @@ use std::sync::Arc;
 
 use crate::clients::ClientRegistry;
 use crate::clock::Clock;
+use crate::devices::Devices;
 use crate::flow::Flow;
 use crate::hints::Hints;
 use crate::limits::Limits;
@@ -32,6 +33,8 @@ pub struct AppState {
     pub upstream: Arc<dyn Upstream>,
     /// Owns every request's life from here on.
     pub flow: Arc<Flow>,
+    /// The authentication devices' API.
+    pub devices: Arc<Devices>,
     /// The pages a person sees.
     pub pages: Arc<Pages>,
     pub clock: Arc<dyn Clock>,

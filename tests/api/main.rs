@@ -13,6 +13,8 @@ mod channels_push;
 mod client_authentication;
 mod configuration;
 mod consumption_device;
+mod device_cli;
+mod devices;
 mod discovery;
 mod flow;
 mod hints;

@@ -689,6 +689,70 @@ async fn pages_and_the_upstream_ping_are_answered_as_documented() {
     spec.check("POST", ping, &two_headers);
 }
 
+#[tokio::test]
+async fn device_answers_match_the_document() {
+    use ciba_proxy_e2e::app::StoreKind;
+    use ciba_proxy_e2e::device_key::{offer_enrolment, post_registration, DeviceKey, TestDevice};
+    let spec = Spec::load();
+    let app = TestApp::builder().store(StoreKind::Redis).spawn().await;
+    let (register, requests, decision, remove) = (
+        "/devices",
+        "/devices/requests",
+        "/devices/decision",
+        "/devices/remove",
+    );
+    let qr = offer_enrolment(&app, "alice").await;
+    let key = DeviceKey::generate();
+    let jws = key.registration(&qr, "Phone", "Pixel 8", None);
+    spec.check_reply(
+        "POST",
+        register,
+        &post_registration(&app, &jws, "text/plain").await,
+    );
+    spec.check_reply(
+        "POST",
+        register,
+        &post_registration(&app, "x.y.z", "application/jose").await,
+    );
+    let registered = post_registration(&app, &jws, "application/jose").await;
+    assert_eq!(registered.status, 201, "{registered:?}");
+    spec.check_reply("POST", register, &registered);
+    spec.check_reply(
+        "POST",
+        register,
+        &post_registration(&app, &jws, "application/jose").await,
+    );
+
+    let device = TestDevice::register(&app, "alice").await;
+    let bob = TestDevice::register(&app, "bob").await;
+    app.device.on("alice", Action::Ignore);
+    app.start("shop", "alice").await;
+    let listed = device.requests(&app).await;
+    assert_eq!(listed.status, 200, "{listed:?}");
+    spec.check_reply("GET", requests, &listed);
+    let handle = listed.body["requests"][0]["handle"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let unauthenticated = Answer::of(app.http.get(app.url(requests)).send().await.unwrap()).await;
+    unauthenticated.assert_error(401, "invalid_token");
+    spec.check("GET", requests, &unauthenticated);
+    for reply in [
+        bob.decide(&app, &handle, "approve", None).await,
+        device.decide(&app, "not-a-handle", "approve", None).await,
+        device.decide(&app, &handle, "maybe", None).await,
+        device.decide(&app, &handle, "approve", None).await,
+        device.decide(&app, &handle, "deny", None).await,
+        device.decide(&app, &handle, "deny", None).await,
+    ] {
+        spec.check_reply("POST", decision, &reply);
+    }
+    let removed = device.remove(&app).await;
+    assert_eq!(removed.status, 204, "{removed:?}");
+    spec.check_reply("POST", remove, &removed);
+    spec.check_reply("POST", remove, &device.remove(&app).await);
+}
+
 #[test]
 fn the_route_reader_sees_a_new_route_and_refuses_what_it_cannot_read() {
     let startup = |extra: &str| {

@@ -630,6 +630,11 @@ pub struct Reply {
 }
 
 impl Reply {
+    /// The reply to a request the test sent itself.
+    pub async fn read(response: reqwest::Response) -> Self {
+        Self::from(response).await
+    }
+
     async fn from(response: reqwest::Response) -> Self {
         let status = response.status();
         let headers = response.headers().clone();

@@ -31,6 +31,14 @@ pub const CLIENT_ES256: TestKey = TestKey {
     public_jwk: include_str!("keys/client-es256.jwk.json"),
 };
 
+/// Too weak for a device key (RSA under 2048 bits).
+pub const WEAK_RSA1024: TestKey = TestKey {
+    kid: "weak-rsa1024",
+    alg: Algorithm::RS256,
+    pem: include_str!("keys/weak-rsa1024.pem"),
+    public_jwk: include_str!("keys/weak-rsa1024.jwk.json"),
+};
+
 impl TestKey {
     /// `{"keys":[<public jwk>]}`
     pub fn jwks(&self) -> String {
@@ -47,6 +55,16 @@ impl TestKey {
         let mut header = Header::new(alg);
         header.kid = Some(self.kid.to_owned());
         encode(&header, claims, &key).expect("sign")
+    }
+
+    /// Signs `claims` under `header` as given (its `alg` must be this key's kind).
+    pub fn sign_header(&self, header: &Header, claims: &Value) -> String {
+        let key = match header.alg {
+            Algorithm::ES256 | Algorithm::ES384 => EncodingKey::from_ec_pem(self.pem.as_bytes()),
+            _ => EncodingKey::from_rsa_pem(self.pem.as_bytes()),
+        }
+        .expect("test key");
+        encode(header, claims, &key).expect("sign")
     }
 
     pub fn sign(&self, claims: &Value) -> String {

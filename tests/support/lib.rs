@@ -9,6 +9,7 @@ pub mod app;
 pub mod balancer;
 pub mod browser;
 pub mod device;
+pub mod device_key;
 pub mod fcm_fake;
 pub mod idp;
 pub mod keys;

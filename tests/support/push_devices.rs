@@ -1,51 +1,27 @@
 //! Registered devices with push targets, for the FCM and Web Push channel
-//! tests: seeded in the app's own accounts store (its Redis, its prefix)
-//! the way a registration leaves them, enrolment first. The one place the
-//! channel tests make devices.
+//! tests: registered as an app registers them, through `POST /devices`
+//! with an enrolment the account page would offer
+//! ([`crate::device_key`]). The one place the channel tests make devices.
 use std::time::Duration;
 
-use ciba_proxy::store::accounts::challenge_digest;
+use ciba_proto::device::JOSE_CONTENT_TYPE;
 use ciba_proxy::store::{
-    Accounts, Device, Enrolment, PushTarget, RedisStore, WebPushKeys, WebPushSubscription,
+    Accounts, Device, PushTarget, RedisStore, WebPushKeys, WebPushSubscription,
 };
 
-use crate::app::{now_secs, redis_url, TestApp};
+use crate::app::{redis_url, TestApp};
+use crate::device_key::{offer_enrolment, post_registration, DeviceKey};
 use crate::push_service::Subscription;
 
-/// Registers a device for `user` with `push` in `app`'s store (a Redis
-/// app); returns its `did`.
+/// Registers a new device for `user` with `push` at `app` (a Redis app);
+/// returns its `did`.
 pub async fn register(app: &TestApp, user: &str, push: PushTarget) -> String {
-    let accounts = accounts(app).await;
-    let did = format!("dev-{:016x}", rand::random::<u64>());
-    let challenge = format!("chg-{:016x}", rand::random::<u64>());
-    let now_ms = now_secs() * 1000;
-    accounts
-        .offer_enrolment(&Enrolment {
-            did: did.clone(),
-            user: user.to_owned(),
-            challenge_digest: challenge_digest(&challenge),
-            expires_at_ms: now_ms + 300_000,
-        })
-        .await
-        .expect("offer the enrolment");
-    let device = Device {
-        did: did.clone(),
-        user: user.to_owned(),
-        name: "Test phone".into(),
-        model: "Pixel Test".into(),
-        jwk: r#"{"kty":"EC","crv":"P-256","x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU","y":"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"}"#.into(),
-        push: Some(push),
-        registered_at_ms: now_ms,
-        last_used_at_ms: now_ms,
-    };
-    assert!(
-        accounts
-            .enrol(&device, &challenge_digest(&challenge), now_ms)
-            .await
-            .expect("enrol"),
-        "the enrolment was not accepted"
-    );
-    did
+    let qr = offer_enrolment(app, user).await;
+    let push = serde_json::to_value(&push).expect("a push target");
+    let jws = DeviceKey::generate().registration(&qr, "Test phone", "Pixel Test", Some(push));
+    let reply = post_registration(app, &jws, JOSE_CONTENT_TYPE).await;
+    assert_eq!(reply.status.as_u16(), 201, "{reply:?}");
+    qr.did
 }
 
 /// An FCM registration token for a device.

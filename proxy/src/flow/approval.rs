@@ -7,15 +7,21 @@
 //! token key: unguessable, unrelated to anything the client or the IdP
 //! sees, and resolved with one store read on any instance. It works while
 //! the request is pending; the forms carry a token bound to the handle.
+//!
+//! A signed-in user may also answer for themselves, without the page's
+//! form: from a registered device (`devices/`) or the account page. The
+//! same rules apply, and the request must be that user's.
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use sha2::{Digest, Sha256};
 use url::Url;
 
 use super::Flow;
+use crate::audit;
 use crate::clients::Client;
 use crate::configuration::BindingMessageCheck;
 use crate::domain::AuthReqId;
+use crate::limits::user_hash;
 use crate::store::{Denial, Outcome, RequestRecord, Status, StoreError};
 use crate::telemetry::{record_auth_req, record_client};
 
@@ -60,6 +66,28 @@ pub enum ApprovalRefused {
     Forged,
     /// The store is unavailable (503).
     Unavailable,
+    /// A signed-in user answering another user's request (403).
+    OtherUser,
+}
+
+/// A signed-in user answering for themselves, and through what
+/// (`device`, `account`), for the audit trail.
+#[derive(Debug, Clone, Copy)]
+pub struct UserAnswer<'a> {
+    /// The user (the subject-claim value, as in login hints).
+    pub user: &'a str,
+    pub via: &'static str,
+}
+
+/// One of a user's pending requests, as their devices and account page list it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingApproval {
+    /// The approval link's handle: what a decision names.
+    pub handle: String,
+    pub client_name: String,
+    pub binding_message: Option<String>,
+    pub scope: String,
+    pub expires_at_ms: u64,
 }
 
 impl From<StoreError> for ApprovalRefused {
@@ -122,6 +150,90 @@ impl Flow {
     ) -> Result<Approved, ApprovalRefused> {
         let live = self.live(handle).await?;
         self.check_form_token(handle, form_token)?;
+        let approved = self.approval_of(handle, &live, code).await?;
+        if matches!(approved, Approved::SignIn(_)) {
+            tracing::info!("the user approved on the approval page");
+        }
+        Ok(approved)
+    }
+
+    /// `who` approves their own request (having typed `code`, with number
+    /// matching): the approval page's rules, without its form.
+    pub async fn approve_as(
+        &self,
+        handle: &str,
+        who: UserAnswer<'_>,
+        code: Option<&str>,
+    ) -> Result<Approved, ApprovalRefused> {
+        let live = self.live(handle).await?;
+        check_owner(&live.record, who)?;
+        let approved = self.approval_of(handle, &live, code).await?;
+        let answer = match approved {
+            Approved::SignIn(_) => "approve",
+            Approved::CodeMismatch => "code_mismatch",
+        };
+        audit::record(
+            audit::Step::Answered {
+                via: who.via,
+                answer,
+            },
+            &live.record,
+            self.clock.now_ms(),
+        );
+        Ok(approved)
+    }
+
+    /// `who` denies their own request: it ends `access_denied` at once.
+    pub async fn deny_as(&self, handle: &str, who: UserAnswer<'_>) -> Result<(), ApprovalRefused> {
+        let live = self.live(handle).await?;
+        check_owner(&live.record, who)?;
+        audit::record(
+            audit::Step::Answered {
+                via: who.via,
+                answer: "deny",
+            },
+            &live.record,
+            self.clock.now_ms(),
+        );
+        self.end(&live.record, "the user declined", Denial::Declined)
+            .await
+    }
+
+    /// The user's requests that still wait for an answer and have an
+    /// approval link, newest first, each with a fresh handle.
+    pub async fn pending_approvals(&self, user: &str) -> Result<Vec<PendingApproval>, StoreError> {
+        let now_ms = self.clock.now_ms();
+        let mut pending = Vec::new();
+        for id in self.accounts.requests(user, now_ms).await? {
+            let Some((record, Status::Pending)) = self.store.get(&id).await? else {
+                continue;
+            };
+            let theirs = user_hash(&record.login_hint) == user_hash(user);
+            if !theirs || now_ms >= record.expires_at_ms || record.sealed_link.is_none() {
+                continue;
+            }
+            let Some(client) = self.clients.get(&record.client_id) else {
+                continue;
+            };
+            pending.push(PendingApproval {
+                handle: id.seal_reference(&self.cipher, HANDLE_AAD),
+                client_name: client.name.clone(),
+                binding_message: record.binding_message,
+                scope: record.scope,
+                expires_at_ms: record.expires_at_ms,
+            });
+        }
+        Ok(pending)
+    }
+
+    /// The approval rules once the answer is known to be the user's: with
+    /// number matching, a wrong code ends the request.
+    async fn approval_of(
+        &self,
+        handle: &str,
+        live: &Live,
+        code: Option<&str>,
+    ) -> Result<Approved, ApprovalRefused> {
         let must_match = live.client.binding_message_check == BindingMessageCheck::Match
             && choices(handle, live.record.binding_message.as_deref().unwrap_or("")).is_some();
         if must_match && code != live.record.binding_message.as_deref() {
@@ -130,8 +242,7 @@ impl Flow {
                 .await?;
             return Ok(Approved::CodeMismatch);
         }
-        tracing::info!("the user approved on the approval page");
-        Ok(Approved::SignIn(live.link))
+        Ok(Approved::SignIn(live.link.clone()))
     }
 
     /// The user denies: the request ends `access_denied` at once.
@@ -205,6 +316,19 @@ impl Flow {
 
     fn approval_target(&self, handle: &str) -> Option<AuthReqId> {
         AuthReqId::open_reference(&self.cipher, handle, HANDLE_AAD)
+    }
+}
+
+/// A user may answer only their own request (the hint names them).
+fn check_owner(record: &RequestRecord, who: UserAnswer<'_>) -> Result<(), ApprovalRefused> {
+    if user_hash(&record.login_hint) == user_hash(who.user) {
+        Ok(())
+    } else {
+        tracing::warn!(
+            via = who.via,
+            "a user answered another user's request; refused"
+        );
+        Err(ApprovalRefused::OtherUser)
     }
 }
 

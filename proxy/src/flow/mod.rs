@@ -47,7 +47,7 @@ pub mod tasks;
 
 pub use long_poll::LongPoll;
 
-pub use approval::{Approval, ApprovalRefused, Approved};
+pub use approval::{Approval, ApprovalRefused, Approved, PendingApproval, UserAnswer};
 
 pub use fan_out::Delivery;
 pub use tasks::Task;

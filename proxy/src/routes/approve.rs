@@ -123,7 +123,8 @@ fn refusal(state: &AppState, refused: ApprovalRefused) -> HttpResponse {
             text: "It expired or was already answered. If you still need to sign in, start again from where you began.",
             retry: false,
         },
-        ApprovalRefused::Forged => Message {
+        // Only a signed-in user's own answers can name another user.
+        ApprovalRefused::Forged | ApprovalRefused::OtherUser => Message {
             status: StatusCode::FORBIDDEN,
             tone: Tone::Warn,
             heading: "This form cannot be used",

@@ -14,6 +14,7 @@ pub mod admin;
 pub mod approve;
 pub mod backchannel_authentication;
 pub mod callback;
+pub mod devices;
 pub mod discovery;
 pub mod health;
 pub mod metrics;
@@ -28,6 +29,12 @@ pub const CALLBACK_PATH: &str = "/callback";
 pub const APPROVE_PATH: &str = "/approve/{handle}";
 pub const APPROVE_APPROVE_PATH: &str = "/approve/{handle}/approve";
 pub const APPROVE_DENY_PATH: &str = "/approve/{handle}/deny";
+/// The authentication-device API (`docs/devices.md`); the same paths as
+/// `ciba_proto::device`, spelled out for tests/api/openapi.rs's route reader.
+pub const DEVICE_REGISTER_PATH: &str = "/devices";
+pub const DEVICE_REQUESTS_PATH: &str = "/devices/requests";
+pub const DEVICE_DECISION_PATH: &str = "/devices/decision";
+pub const DEVICE_REMOVE_PATH: &str = "/devices/remove";
 /// The pages' stylesheet.
 pub const STYLESHEET_PATH: &str = "/assets/ciba.css";
 /// Where a native-CIBA IdP in ping delivery notifies the proxy.
@@ -66,4 +73,16 @@ pub(crate) async fn authenticated_form(
         })?;
     record_client(&client.id);
     Ok((form, client))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn device_paths_are_the_protocol_s() {
+        use ciba_proto::device;
+        assert_eq!(super::DEVICE_REGISTER_PATH, device::REGISTER_PATH);
+        assert_eq!(super::DEVICE_REQUESTS_PATH, device::REQUESTS_PATH);
+        assert_eq!(super::DEVICE_DECISION_PATH, device::DECISION_PATH);
+        assert_eq!(super::DEVICE_REMOVE_PATH, device::REMOVE_PATH);
+    }
 }
