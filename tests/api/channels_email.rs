@@ -1,7 +1,10 @@
 //! The e-mail channel, through a real SMTP server (Debian's aiosmtpd): the
 //! mail reaches the user's address, and its link opens the approval page
 //! in Chromium. It never carries a token or a code.
-use ciba_proxy_e2e::app::TestApp;
+use std::time::Duration;
+
+use ciba_proxy::store::{Accounts, RedisStore};
+use ciba_proxy_e2e::app::{redis_url, StoreKind, TestApp};
 use ciba_proxy_e2e::browser::Browser;
 use ciba_proxy_e2e::smtp::SmtpServer;
 
@@ -59,4 +62,29 @@ async fn the_mail_reaches_an_address_hint_and_its_link_opens_the_approval_page()
     assert!(text.contains("W4SCT"), "{text}");
     browser.screenshot("channels/email-link").await.unwrap();
     browser.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_mail_goes_to_the_accounts_address_when_the_hint_is_not_one() {
+    let smtp = SmtpServer::start().await.unwrap();
+    let app = TestApp::builder()
+        .store(StoreKind::Redis)
+        .channels(&format!(
+            "[[notifier.channels]]\nkind = \"email\"\nsmtp_url = \"{}\"\nfrom = \"no-reply@bank.example\"\n",
+            smtp.url()
+        ))
+        .spawn()
+        .await;
+    // What the account page's sign-in keeps: the ID token's email claim.
+    RedisStore::connect(&redis_url(), &app.prefix, Duration::from_secs(2))
+        .await
+        .unwrap()
+        .accounts()
+        .set_email("nora", "nora.smith@bank.example")
+        .await
+        .unwrap();
+    let id = app.start("shop", "nora").await;
+    let mail = smtp.wait_for_mail("nora.smith@bank.example").await;
+    assert!(mail.body.contains(&app.url("/approve/")), "{}", mail.body);
+    assert!(!mail.raw.contains(&id));
 }
