@@ -548,3 +548,40 @@ async fn a_call_updates_the_devices_last_use() {
         ("Test phone", "Pixel 8")
     );
 }
+
+#[tokio::test]
+async fn device_answers_are_audited_without_the_device_id_or_the_handle() {
+    let (app, proxy) = builder()
+        .spawn_process(&[("CIBA_PROXY__LOG__FORMAT", "json")])
+        .await;
+    let device = TestDevice::register(&app, "alice").await;
+    pending_request(&app, "alice").await;
+    let handle = only_handle(&app, &device).await;
+    assert_eq!(
+        device.decide(&app, &handle, "approve", None).await.status,
+        200
+    );
+    assert_eq!(device.decide(&app, &handle, "deny", None).await.status, 200);
+
+    let log = proxy.logs();
+    let answers: Vec<(String, String)> = log
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|e| e["target"] == "audit" && e["event"] == "answered")
+        .map(|e| {
+            (
+                e["outcome"].as_str().unwrap_or_default().to_owned(),
+                e["reason"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    let device_answer = |answer: &str| (answer.to_owned(), "device".to_owned());
+    assert_eq!(
+        answers,
+        vec![device_answer("approve"), device_answer("deny")],
+        "{log}"
+    );
+    for secret in [&handle, &device.did, &device.user] {
+        assert!(!log.contains(secret.as_str()), "{secret} is in the log");
+    }
+}

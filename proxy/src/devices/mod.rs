@@ -90,6 +90,24 @@ pub struct Devices {
     endpoints: EndpointPolicy,
 }
 
+/// A Web Push endpoint: https (http only with
+/// `ciba.allow_http_notification_endpoints`), and public unless private
+/// endpoints are allowed; the sender checks resolved names again.
+fn check_endpoint(endpoint: &str, policy: EndpointPolicy) -> Result<(), DeviceError> {
+    let bad = |m: String| DeviceError::BadRequest(format!("push.subscription.endpoint {m}"));
+    let url = Url::parse(endpoint).map_err(|_| bad("is not a URL".into()))?;
+    match url.scheme() {
+        "https" => {}
+        "http" if policy.allow_http => {}
+        "http" => return Err(bad("must be https".into())),
+        _ => return Err(bad("must be an https URL".into())),
+    }
+    if !policy.allow_private {
+        net_policy::check_url(&url).map_err(|e| bad(format!("is refused: {e}")))?;
+    }
+    Ok(())
+}
+
 fn unauthorized(e: JwsError) -> DeviceError {
     DeviceError::Unauthorized(e.to_string())
 }
@@ -109,7 +127,7 @@ impl Devices {
             }
         })?;
         if let Some(PushTarget::Webpush { subscription }) = &registration.push {
-            self.check_endpoint(&subscription.endpoint)?;
+            check_endpoint(&subscription.endpoint, self.endpoints)?;
         }
         let tag = log_tag(&registration.did);
         let refused = || {
@@ -147,24 +165,6 @@ impl Devices {
             "device registered"
         );
         Ok(device.did)
-    }
-
-    /// A Web Push endpoint: https (http only with
-    /// `ciba.allow_http_notification_endpoints`), and public unless private
-    /// endpoints are allowed; the sender checks resolved names again.
-    fn check_endpoint(&self, endpoint: &str) -> Result<(), DeviceError> {
-        let bad = |m: String| DeviceError::BadRequest(format!("push.subscription.endpoint {m}"));
-        let url = Url::parse(endpoint).map_err(|_| bad("is not a URL".into()))?;
-        match url.scheme() {
-            "https" => {}
-            "http" if self.endpoints.allow_http => {}
-            "http" => return Err(bad("must be https".into())),
-            _ => return Err(bad("must be an https URL".into())),
-        }
-        if !self.endpoints.allow_private {
-            net_policy::check_url(&url).map_err(|e| bad(format!("is refused: {e}")))?;
-        }
-        Ok(())
     }
 
     /// Every other call: `Authorization: Device <jws>`, signed by the
@@ -255,5 +255,35 @@ impl Devices {
             "device removed"
         );
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn web_push_endpoints_are_https_and_public_unless_allowed() {
+        let strict = EndpointPolicy::default();
+        let development = EndpointPolicy::from(true);
+        assert!(check_endpoint("https://push.example/sub/1", strict).is_ok());
+        for refused in [
+            "http://push.example/sub/1",
+            "https://127.0.0.1/sub",
+            "https://localhost/sub",
+            "https://10.0.0.1/sub",
+            "ftp://push.example/1",
+            "not a url",
+        ] {
+            assert!(
+                matches!(
+                    check_endpoint(refused, strict),
+                    Err(DeviceError::BadRequest(_))
+                ),
+                "{refused}"
+            );
+        }
+        assert!(check_endpoint("http://127.0.0.1:8080/sub", development).is_ok());
+        assert!(check_endpoint("ftp://push.example/1", development).is_err());
     }
 }

@@ -187,6 +187,8 @@ impl Flow {
     pub async fn deny_as(&self, handle: &str, who: UserAnswer<'_>) -> Result<(), ApprovalRefused> {
         let live = self.live(handle).await?;
         check_owner(&live.record, who)?;
+        self.end(&live.record, "the user declined", Denial::Declined)
+            .await?;
         audit::record(
             audit::Step::Answered {
                 via: who.via,
@@ -195,8 +197,7 @@ impl Flow {
             &live.record,
             self.clock.now_ms(),
         );
-        self.end(&live.record, "the user declined", Denial::Declined)
-            .await
+        Ok(())
     }
 
     /// The user's requests that still wait for an answer and have an
