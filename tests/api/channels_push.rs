@@ -151,6 +151,18 @@ async fn fcm_throttling_and_outages_are_retried_until_delivered() {
 }
 
 #[tokio::test]
+async fn fcm_gets_a_new_access_token_once_when_its_token_is_refused() {
+    let fake = FcmFake::start().await.unwrap();
+    let app = app(&fake.channel_toml()).await;
+    push_devices::register(&app, "owen", fcm("token-owen")).await;
+    fake.script(&[FcmAnswer::Unauthenticated]);
+    request(&app, "owen").await;
+    fake.wait_for_messages(1).await;
+    assert_eq!(fake.token_calls(), 2);
+    assert_eq!(fake.send_calls(), 2);
+}
+
+#[tokio::test]
 async fn web_push_decrypts_to_the_notification_with_valid_vapid() {
     for pkcs8 in [false, true] {
         let service = PushService::start().await.unwrap();

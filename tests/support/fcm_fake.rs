@@ -34,6 +34,8 @@ pub enum FcmAnswer {
     TooMany { retry_after_secs: u64 },
     /// 503.
     Unavailable,
+    /// 401: the access token was revoked (it stops working).
+    Unauthenticated,
 }
 
 /// A message FCM accepted.
@@ -283,7 +285,8 @@ async fn send(
             message["android"]["priority"]
         ));
     }
-    if let Some(answer) = inner.script.lock().unwrap().pop_front() {
+    let scripted = inner.script.lock().unwrap().pop_front();
+    if let Some(answer) = scripted {
         return match answer {
             FcmAnswer::Unregistered => fcm_error(
                 404,
@@ -304,6 +307,10 @@ async fn send(
                 .insert_header(("Retry-After", retry_after_secs.to_string()))
                 .json(json!({"error": {"code": 429, "status": "RESOURCE_EXHAUSTED", "message": "quota"}})),
             FcmAnswer::Unavailable => fcm_error(503, "UNAVAILABLE", "The service is currently unavailable.", json!([])),
+            FcmAnswer::Unauthenticated => {
+                inner.issued.lock().unwrap().remove(&bearer);
+                fcm_error(401, "UNAUTHENTICATED", "Request had invalid authentication credentials.", json!([]))
+            }
         };
     }
     inner.accepted.lock().unwrap().push(FcmMessage {

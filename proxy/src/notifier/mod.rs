@@ -180,7 +180,50 @@ pub fn classify(status: reqwest::StatusCode) -> Result<(), NotifyError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use reqwest::header::{HeaderMap, HeaderValue, RETRY_AFTER};
     use reqwest::StatusCode;
+
+    fn retry_after_of(value: &str) -> Option<Duration> {
+        let mut headers = HeaderMap::new();
+        headers.insert(RETRY_AFTER, HeaderValue::from_str(value).unwrap());
+        retry_after(&headers)
+    }
+
+    #[test]
+    fn retry_after_is_read_as_seconds_or_a_date_and_capped() {
+        assert_eq!(retry_after_of("7"), Some(Duration::from_secs(7)));
+        assert_eq!(retry_after_of("999999"), Some(Duration::from_secs(3600)));
+        // A date in the past: retry now.
+        assert_eq!(
+            retry_after_of("Wed, 21 Oct 2015 07:28:00 GMT"),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(retry_after_of("soon"), None);
+        assert_eq!(retry_after(&HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn push_data_holds_strings_and_the_handle_of_the_approval_link() {
+        let n = UserNotification {
+            login_hint: "alice".into(),
+            binding_message: None,
+            client_id: "shop".into(),
+            scope: "openid".into(),
+            authorization_url: Some("https://idp.example/auth?state=S".into()),
+            approval_url: "https://proxy.example/approve/H4ndle".into(),
+            expires_at: 42,
+        };
+        let message = Message {
+            notification: &n,
+            client_name: "Acme",
+            ttl_secs: 1,
+        };
+        let data = message.push_data();
+        assert_eq!(data["handle"], "H4ndle");
+        assert_eq!(data["expires_at"], "42");
+        assert!(!data.contains_key("binding_message"));
+        assert!(!data.values().any(|v| v.contains("state=")));
+    }
 
     #[test]
     fn statuses_are_classified() {
