@@ -54,8 +54,14 @@ browser-deps: ## Check that Chromium and ChromeDriver (the browser tests) are in
 		echo "make test needs Chromium and ChromeDriver for the browser tests: apt-get install chromium chromium-driver" >&2; \
 		exit 1; }
 
+.PHONY: smtp-deps
+smtp-deps: ## Check that Debian's aiosmtpd (the e-mail channel's tests' SMTP server) is installed
+	@/usr/bin/python3 -c 'import aiosmtpd' 2>/dev/null || { \
+		echo "make test needs a real SMTP server for the e-mail channel's tests: apt-get install python3-aiosmtpd" >&2; \
+		exit 1; }
+
 .PHONY: test
-test: browser-deps idp-deps schemathesis-deps redis ## Unit and end-to-end tests (real Redis, real oidc-provider, headless Chromium), then schemathesis
+test: browser-deps smtp-deps idp-deps schemathesis-deps redis ## Unit and end-to-end tests (real Redis, real oidc-provider, headless Chromium), then schemathesis
 	cargo build --workspace --bins
 	CIBA_TEST_REDIS_URL=redis://$(REDIS_HOST):$(REDIS_PORT) cargo test --workspace
 	CIBA_TEST_REDIS_URL=redis://$(REDIS_HOST):$(REDIS_PORT) SCHEMATHESIS_VENV=$(SCHEMATHESIS_VENV) bash tests/schemathesis/run.sh

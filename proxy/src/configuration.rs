@@ -4,7 +4,7 @@
 //! are checked where they are turned into their runtime types; every such
 //! failure is a [`ConfigError`] that names the key.
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
@@ -701,20 +701,206 @@ pub enum NotifierKind {
     Webhook,
 }
 
+/// `[notifier]`: how the user's device hears of a request. Two forms, never
+/// mixed: the single webhook (`kind`, `url`, `secret`), or a list of
+/// `[[notifier.channels]]`, each used for every user it can reach.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NotifierSettings {
-    pub kind: NotifierKind,
-    pub url: Url,
+    /// The single-webhook form.
+    pub kind: Option<NotifierKind>,
+    pub url: Option<Url>,
     /// HMAC-SHA256 key for the `X-Ciba-Signature` header.
-    pub secret: SecretString,
-    /// Timeout for one delivery attempt, milliseconds.
+    pub secret: Option<SecretString>,
+    /// The channels form.
+    #[serde(default)]
+    pub channels: Vec<ChannelSettings>,
+    /// Timeout for one delivery attempt, milliseconds (every channel).
     #[serde(default = "default_notifier_timeout_ms")]
     pub timeout_ms: u64,
-    /// Whether the payload carries the IdP's `authorization_url` beside the
-    /// `approval_url`; `false` makes the phone only ever see the approval page.
+    /// Whether the webhook's payload carries the IdP's `authorization_url`
+    /// beside the `approval_url`; `false` makes the phone only ever see the
+    /// approval page. Other channels only ever carry the approval link.
     #[serde(default = "default_true")]
     pub send_authorization_url: bool,
+}
+
+/// One `[[notifier.channels]]` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ChannelSettings {
+    Webhook(WebhookChannel),
+    Email(EmailChannel),
+    Fcm(FcmChannel),
+    Webpush(WebPushChannel),
+}
+
+impl ChannelSettings {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Webhook(_) => "webhook",
+            Self::Email(_) => "email",
+            Self::Fcm(_) => "fcm",
+            Self::Webpush(_) => "webpush",
+        }
+    }
+}
+
+/// The operator's push gateway, as in the single-webhook form.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookChannel {
+    pub url: Url,
+    pub secret: SecretString,
+}
+
+/// Mail to the user's address (the account's `email` claim, or a login
+/// hint that is an address).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmailChannel {
+    /// lettre's syntax: `smtp://host:port`, `smtps://user:password@host`,
+    /// `smtp://host?tls=required` for STARTTLS.
+    pub smtp_url: SecretString,
+    /// `Name <address>` or an address.
+    pub from: String,
+}
+
+/// Firebase Cloud Messaging (HTTP v1) to the user's registered devices.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FcmChannel {
+    /// A Google service-account key (JSON: project_id, client_email,
+    /// private_key, token_uri); relative to the configuration file.
+    pub service_account_file: PathBuf,
+    /// The API's base URL; unset: `https://fcm.googleapis.com`.
+    pub endpoint: Option<Url>,
+}
+
+/// Web Push (RFC 8030, 8291, 8292) to the user's registered devices.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebPushChannel {
+    /// The VAPID key: EC P-256, PKCS#8 or SEC1 PEM; relative to the
+    /// configuration file.
+    pub vapid_private_key_file: PathBuf,
+    /// RFC 8292 §2.1 contact: `mailto:` or `https:`.
+    pub subject: String,
+}
+
+impl NotifierSettings {
+    /// The channels, whichever form the file uses: the single-webhook form
+    /// is one webhook channel.
+    pub fn channels(&self) -> Vec<ChannelSettings> {
+        match (&self.url, &self.secret) {
+            (Some(url), Some(secret)) if self.channels.is_empty() => {
+                vec![ChannelSettings::Webhook(WebhookChannel {
+                    url: url.clone(),
+                    secret: secret.clone(),
+                })]
+            }
+            _ => self.channels.clone(),
+        }
+    }
+
+    /// The key of channel `index`'s `field`, for error messages.
+    pub fn channel_key(index: usize, field: &str) -> String {
+        format!("notifier.channels[{index}].{field}")
+    }
+
+    /// Relative key-file paths are relative to the configuration file.
+    fn resolve_paths(&mut self, base: &Path) {
+        for channel in &mut self.channels {
+            let path = match channel {
+                ChannelSettings::Fcm(fcm) => &mut fcm.service_account_file,
+                ChannelSettings::Webpush(webpush) => &mut webpush.vapid_private_key_file,
+                _ => continue,
+            };
+            if path.is_relative() {
+                *path = base.join(&*path);
+            }
+        }
+    }
+
+    fn validate(&self, allow_http: bool) -> Result<(), ConfigError> {
+        let single = self.kind.is_some() || self.url.is_some() || self.secret.is_some();
+        if single && !self.channels.is_empty() {
+            return Err(ConfigError::new(
+                "notifier",
+                "use either the single webhook (kind, url, secret) or [[notifier.channels]], not both",
+            ));
+        }
+        if !single && self.channels.is_empty() {
+            return Err(ConfigError::new(
+                "notifier",
+                "needs kind, url and secret, or at least one [[notifier.channels]]",
+            ));
+        }
+        if single {
+            let url = self
+                .url
+                .as_ref()
+                .ok_or_else(|| ConfigError::new("notifier.url", "is required"))?;
+            check_http_url("notifier.url", url)?;
+            let secret = self
+                .secret
+                .as_ref()
+                .ok_or_else(|| ConfigError::new("notifier.secret", "is required"))?;
+            if secret.expose_secret().is_empty() {
+                return Err(ConfigError::new("notifier.secret", "must not be empty"));
+            }
+            if self.kind.is_none() {
+                return Err(ConfigError::new("notifier.kind", "is required"));
+            }
+            return Ok(());
+        }
+        let mut kinds = std::collections::BTreeSet::new();
+        for (i, channel) in self.channels.iter().enumerate() {
+            let key = |field: &str| Self::channel_key(i, field);
+            // One channel per kind: every channel already reaches every
+            // user it can, so a second one would only send twice.
+            if !kinds.insert(channel.kind()) {
+                return Err(ConfigError::new(
+                    key("kind"),
+                    format!("{} appears twice; each kind at most once", channel.kind()),
+                ));
+            }
+            match channel {
+                ChannelSettings::Webhook(hook) => {
+                    check_http_url(&key("url"), &hook.url)?;
+                    if hook.secret.expose_secret().is_empty() {
+                        return Err(ConfigError::new(key("secret"), "must not be empty"));
+                    }
+                }
+                ChannelSettings::Email(email) => {
+                    if email.from.trim().is_empty() {
+                        return Err(ConfigError::new(key("from"), "must not be empty"));
+                    }
+                }
+                ChannelSettings::Fcm(fcm) => match fcm.endpoint.as_ref().map(|e| (e.scheme(), e.host().is_some())) {
+                    None | Some(("https", true)) => {}
+                    Some(("http", true)) if allow_http => {}
+                    _ => {
+                        return Err(ConfigError::new(
+                            key("endpoint"),
+                            "must be an https URL (set ciba.allow_http_notification_endpoints = true for development)",
+                        ))
+                    }
+                },
+                ChannelSettings::Webpush(webpush) => {
+                    if !(webpush.subject.starts_with("mailto:")
+                        || webpush.subject.starts_with("https://"))
+                    {
+                        return Err(ConfigError::new(
+                            key("subject"),
+                            "must be a mailto: or https: URI (RFC 8292 §2.1)",
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 fn default_notifier_timeout_ms() -> u64 {
@@ -864,7 +1050,12 @@ impl Settings {
             )
             .build()
             .map_err(|e| ConfigError::new(path.display().to_string(), e.to_string()))?;
-        Self::from_config(raw)
+        let mut settings = Self::from_config(raw)?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        if let Some(notifier) = &mut settings.notifier {
+            notifier.resolve_paths(base);
+        }
+        Ok(settings)
     }
 
     /// Parses settings from a TOML string (no environment overrides).
@@ -984,12 +1175,7 @@ impl Settings {
             }
         }
         match &self.notifier {
-            Some(notifier) => {
-                check_http_url("notifier.url", &notifier.url)?;
-                if notifier.secret.expose_secret().is_empty() {
-                    return Err(ConfigError::new("notifier.secret", "must not be empty"));
-                }
-            }
+            Some(notifier) => notifier.validate(self.ciba.allow_http_notification_endpoints)?,
             None if self.upstream.kind == UpstreamKind::AuthorizationCode => {
                 return Err(ConfigError::new(
                     "notifier",

@@ -40,6 +40,12 @@ pub enum Step<T> {
     Done,
     /// Failed for now: try again after a growing backoff, until the deadline.
     RetryLater(String),
+    /// Failed for now, and the other side said when to come back (an
+    /// HTTP `Retry-After`): as `RetryLater`, waiting at least `after`.
+    RetryAfter {
+        reason: String,
+        after: Duration,
+    },
     /// Not finished, as planned: run `task` again after `after`, until the
     /// deadline (a periodic check, not a failure).
     Again {
@@ -237,7 +243,7 @@ where
     }
 
     async fn handle<H: TaskHandler<T>>(&self, handler: &H, job: &QueuedJob) {
-        let mut envelope = match self.open(job) {
+        let envelope = match self.open(job) {
             Ok(envelope) => envelope,
             Err(e) => {
                 tracing::error!(error = %e, "dropping a job that cannot be read");
@@ -271,37 +277,57 @@ where
                 }
             }
             Ok(Step::RetryLater(reason)) => {
-                let now = self.clock.now_ms();
-                let left = envelope.deadline_ms.saturating_sub(now);
-                // The last try comes just before the deadline, not a whole
-                // backoff step early.
-                let wait = backoff(envelope.attempt).min(Duration::from_millis(
-                    left.saturating_sub(LAST_TRY_MARGIN_MS),
-                ));
-                if left <= LAST_TRY_MARGIN_MS {
-                    tracing::error!(auth_req = %tag, %reason, attempts = envelope.attempt + 1,
-                        "{what} never succeeded before its deadline");
-                    match handler.gave_up(&envelope.task).await {
-                        // The job returns when its lease ends, to give up again.
-                        Err(e) => Err(e),
-                        Ok(()) => self.store.complete(&job.id).await,
-                    }
-                } else {
-                    tracing::warn!(auth_req = %tag, %reason, attempt = envelope.attempt, "{what} failed; retrying");
-                    envelope.attempt += 1;
-                    match self.seal(&job.id, &envelope) {
-                        Ok(next) => {
-                            self.store
-                                .reschedule(&next, now + wait.as_millis() as u64)
-                                .await
-                        }
-                        Err(e) => Err(e),
-                    }
-                }
+                self.retry(handler, job, envelope, &reason, Duration::ZERO)
+                    .await
+            }
+            Ok(Step::RetryAfter { reason, after }) => {
+                self.retry(handler, job, envelope, &reason, after).await
             }
         };
         if let Err(e) = result {
             tracing::warn!(auth_req = %tag, error = %e, "could not update the job; it returns when its lease ends");
+        }
+    }
+
+    /// A failed attempt: tried again after a backoff of at least
+    /// `at_least`, or given up when the deadline has come.
+    async fn retry<H: TaskHandler<T>>(
+        &self,
+        handler: &H,
+        job: &QueuedJob,
+        mut envelope: Envelope<T>,
+        reason: &str,
+        at_least: Duration,
+    ) -> Result<(), StoreError> {
+        let (what, tag) = handler.describe(&envelope.task);
+        let now = self.clock.now_ms();
+        let left = envelope.deadline_ms.saturating_sub(now);
+        // The last try comes just before the deadline, not a whole
+        // backoff step early.
+        let wait = backoff(envelope.attempt)
+            .max(at_least)
+            .min(Duration::from_millis(
+                left.saturating_sub(LAST_TRY_MARGIN_MS),
+            ));
+        if left <= LAST_TRY_MARGIN_MS {
+            tracing::error!(auth_req = %tag, %reason, attempts = envelope.attempt + 1,
+                        "{what} never succeeded before its deadline");
+            match handler.gave_up(&envelope.task).await {
+                // The job returns when its lease ends, to give up again.
+                Err(e) => Err(e),
+                Ok(()) => self.store.complete(&job.id).await,
+            }
+        } else {
+            tracing::warn!(auth_req = %tag, %reason, attempt = envelope.attempt, "{what} failed; retrying");
+            envelope.attempt += 1;
+            match self.seal(&job.id, &envelope) {
+                Ok(next) => {
+                    self.store
+                        .reschedule(&next, now + wait.as_millis() as u64)
+                        .await
+                }
+                Err(e) => Err(e),
+            }
         }
     }
 }

@@ -15,9 +15,7 @@ use url::Url;
 
 use crate::clients::ClientRegistry;
 use crate::clock::{Clock, SystemClock};
-use crate::configuration::{
-    ConfigError, NotifierKind, Settings, TokenEndpointAuthMethod, UpstreamKind,
-};
+use crate::configuration::{ConfigError, Settings, TokenEndpointAuthMethod, UpstreamKind};
 use crate::crypto::TokenCipher;
 use crate::devices::Devices;
 use crate::error::OAuthError;
@@ -26,7 +24,7 @@ use crate::form;
 use crate::hints::Hints;
 use crate::jobs::Jobs;
 use crate::limits::Limits;
-use crate::notifier::{Notifier, WebhookNotifier};
+use crate::notifier::Channels;
 use crate::pages::Pages;
 use crate::ping::ClientPinger;
 use crate::routes::account::{
@@ -407,9 +405,8 @@ pub fn check(settings: &Settings) -> Result<(), StartupError> {
     }
     Hints::from_settings(&settings.hints, &upstream_http)?;
     settings.upstream.discovery_url()?;
-    if let Some(notifier) = &settings.notifier {
-        http_client(Duration::from_millis(notifier.timeout_ms))?;
-    }
+    // Reads and checks the channels' key files.
+    Channels::from_settings(settings, Arc::new(crate::clock::SystemClock))?;
     let store_url = settings.store.url.expose_secret();
     if store_url != "memory://" {
         // Parses only; the message names no part of the URL (it may hold a password).
@@ -491,19 +488,7 @@ async fn build_state(
     if settings.upstream.kind == UpstreamKind::Ciba {
         check_upstream_kind(upstream.as_ref()).await?;
     }
-    let notifier = settings
-        .notifier
-        .as_ref()
-        .map(|n| -> Result<Arc<dyn Notifier>, StartupError> {
-            Ok(match n.kind {
-                NotifierKind::Webhook => Arc::new(WebhookNotifier::new(
-                    n.url.clone(),
-                    n.secret.clone(),
-                    http_client(Duration::from_millis(n.timeout_ms))?,
-                )),
-            })
-        })
-        .transpose()?;
+    let channels = Channels::from_settings(settings, clock.clone())?;
     let store_url = settings.store.url.expose_secret();
     if settings.metrics.bind.is_some() {
         // Installs the process's recorder before anything records.
@@ -548,7 +533,7 @@ async fn build_state(
         clients: clients.clone(),
         cipher,
         clock: clock.clone(),
-        notifier,
+        channels,
         pinger,
         interval: settings.ciba.interval,
         approval_base: format!("{issuer}/approve/"),

@@ -6,7 +6,8 @@ use std::process::Command;
 
 use ciba_proxy_e2e::app::binary_path;
 
-const VALID: &str = r#"
+/// A valid configuration (also the base of tests/api/channels.rs).
+pub(crate) const VALID: &str = r#"
 [server]
 bind = "127.0.0.1:0"
 issuer = "http://127.0.0.1:8080"
@@ -26,7 +27,7 @@ scope = "openid profile"
 "#;
 
 /// Runs the binary on `toml` (with `env`), returns (exit code, stderr).
-fn run(toml: &str, env: &[(&str, &str)]) -> (Option<i32>, String) {
+pub(crate) fn run(toml: &str, env: &[(&str, &str)]) -> (Option<i32>, String) {
     let mut file = tempfile();
     file.1.write_all(toml.as_bytes()).unwrap();
     let mut cmd = Command::new(binary_path());

@@ -147,6 +147,8 @@ pub struct TestAppBuilder {
     /// Native CIBA at the IdP: `Some("poll")` or `Some("ping")`.
     ciba_upstream: Option<&'static str>,
     notifier_toml: String,
+    /// `[[notifier.channels]]` entries instead of the single webhook.
+    channels_toml: Option<String>,
     client_toml: String,
     ciba_toml: String,
     /// `[account]`: extra keys, when the account page is on.
@@ -168,6 +170,7 @@ impl Default for TestAppBuilder {
             https: false,
             ciba_upstream: None,
             notifier_toml: String::new(),
+            channels_toml: None,
             client_toml: String::new(),
             ciba_toml: String::new(),
             account_toml: None,
@@ -236,6 +239,13 @@ impl TestAppBuilder {
         self.notifier_toml = toml.to_owned();
         self
     }
+    /// `[[notifier.channels]]` entries instead of the single-webhook
+    /// `[notifier]`; `DEVICE_URL` and `DEVICE_SECRET` in `toml` become the
+    /// simulated device's webhook URL and secret.
+    pub fn channels(mut self, toml: &str) -> Self {
+        self.channels_toml = Some(toml.to_owned());
+        self
+    }
     /// Appended to the generated `[ciba]` section (e.g. `long_poll_secs = 5`).
     pub fn ciba_toml(mut self, toml: &str) -> Self {
         self.ciba_toml = toml.to_owned();
@@ -292,10 +302,8 @@ impl TestAppBuilder {
             {kind}
             {extra}
             [notifier]
-            kind = "webhook"
-            url = "{device_url}"
-            secret = "{device_secret}"
             {notifier_extra}
+            {notifier_form}
             [worker]
             lease_ms = {lease_ms}
             poll_ms = 50
@@ -307,8 +315,15 @@ impl TestAppBuilder {
                 None => String::new(),
             },
             extra = self.extra_toml,
-            device_url = device.url,
-            device_secret = device.secret,
+            notifier_form = match &self.channels_toml {
+                Some(channels) => channels
+                    .replace("DEVICE_URL", &device.url)
+                    .replace("DEVICE_SECRET", &device.secret),
+                None => format!(
+                    "kind = \"webhook\"\nurl = \"{}\"\nsecret = \"{}\"",
+                    device.url, device.secret
+                ),
+            },
             notifier_extra = self.notifier_toml,
             ciba_extra = self.ciba_toml,
         );
@@ -795,6 +810,19 @@ impl TestApp {
             &[("grant_type", CIBA_GRANT), ("auth_req_id", auth_req_id)],
         )
         .await
+    }
+
+    /// Polls `client_id`'s request (at a 1 s interval) until the answer is
+    /// not pending, for at most 30 s.
+    pub async fn poll_until_decided(&self, client_id: &str, auth_req_id: &str) -> Reply {
+        for _ in 0..30 {
+            let reply = self.poll(client_id, auth_req_id).await;
+            if !matches!(reply.error(), "authorization_pending" | "slow_down") {
+                return reply;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+        }
+        panic!("the request was never decided");
     }
 
     pub async fn get(&self, path: &str) -> Reply {

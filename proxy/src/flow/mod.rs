@@ -28,7 +28,7 @@ use crate::error::OAuthError;
 use crate::hints::Hint;
 use crate::jobs::Jobs;
 use crate::limits::Limits;
-use crate::notifier::{Notifier, UserNotification};
+use crate::notifier::{Channels, UserNotification};
 use crate::ping::ClientPinger;
 use crate::store::{
     Accounts, Confirmation, Decisions, Denial, Outcome, PollOutcome, RequestRecord, Status, Store,
@@ -40,6 +40,7 @@ use crate::upstream::{
 };
 
 mod approval;
+mod fan_out;
 mod landing;
 mod long_poll;
 pub mod tasks;
@@ -48,6 +49,7 @@ pub use long_poll::LongPoll;
 
 pub use approval::{Approval, ApprovalRefused, Approved, PendingApproval, UserAnswer};
 
+pub use fan_out::Delivery;
 pub use tasks::Task;
 
 /// A backchannel request whose every parameter has been checked.
@@ -118,8 +120,9 @@ pub struct Flow {
     pub(crate) clients: ClientRegistry,
     pub(crate) cipher: TokenCipher,
     pub(crate) clock: Arc<dyn Clock>,
-    /// Optional with a native-CIBA upstream, which reaches the user itself.
-    pub(crate) notifier: Option<Arc<dyn Notifier>>,
+    /// The notification channels; none with a native-CIBA upstream, which
+    /// reaches the user itself.
+    pub(crate) channels: Channels,
     pub(crate) pinger: ClientPinger,
     /// The interval clients are told to poll at, seconds.
     pub(crate) interval: u64,
@@ -248,6 +251,20 @@ impl Flow {
             .map_or(request.expires_in, |idp| idp.min(request.expires_in))
             .max(1);
         let expires_at_ms = now_ms + expires_in * 1000;
+        // Who can be told, decided before anything is stored: a user no
+        // channel reaches is refused with nothing left behind.
+        let deliveries = match (&begun.user_link, self.channels.any()) {
+            (Some(_), true) => {
+                let deliveries = self.deliveries(request.login_hint.as_str()).await?;
+                if deliveries.is_empty() {
+                    return Err(OAuthError::UnknownUserId(
+                        "no notification channel reaches the user: no registered device, no known e-mail address, and no webhook".into(),
+                    ));
+                }
+                deliveries
+            }
+            _ => Vec::new(),
+        };
         let record = RequestRecord {
             id: id.clone(),
             client_id: request.client.id.clone(),
@@ -293,8 +310,8 @@ impl Flow {
                 .enqueue_as(&tasks::ask_upstream_job(id), task, due, expires_at_ms)
                 .await?;
         }
-        match (begun.user_link, &self.notifier) {
-            (Some(link), Some(_)) => {
+        match begun.user_link {
+            Some(link) if !deliveries.is_empty() => {
                 let notification = UserNotification {
                     login_hint: record.login_hint.clone(),
                     binding_message: record.binding_message.clone(),
@@ -304,16 +321,22 @@ impl Flow {
                     approval_url: self.approval_url(id),
                     expires_at: expires_at_ms / 1000,
                 };
-                let task = Task::NotifyUser {
-                    auth_req_id: id.clone(),
-                    notification,
-                };
-                self.jobs.enqueue(task, expires_at_ms).await?;
+                // One durable job per delivery: each is retried on its own.
+                let count = deliveries.len() as u32;
+                for delivery in deliveries {
+                    let task = Task::NotifyUser {
+                        auth_req_id: id.clone(),
+                        notification: notification.clone(),
+                        delivery,
+                        deliveries: count,
+                    };
+                    self.jobs.enqueue(task, expires_at_ms).await?;
+                }
             }
-            (Some(_), None) => tracing::warn!(
+            Some(_) => tracing::warn!(
                 "the identity provider returned a link for the user, but no [notifier] is configured to deliver it"
             ),
-            (None, _) => {}
+            None => {}
         }
         Ok(expires_in)
     }

@@ -7,12 +7,13 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+use super::fan_out::Delivery;
 use super::{Flow, Rejection, Verdict};
 use crate::crypto::log_tag;
 use crate::domain::AuthReqId;
 use crate::jobs::{Step, TaskHandler};
-use crate::notifier::{NotifyError, UserNotification};
-use crate::store::{Denial, Outcome, Status, StoreError, SLOW_DOWN_STEP_SECS};
+use crate::notifier::{Message, NotifyError, UserNotification};
+use crate::store::{Denial, Outcome, RequestRecord, Status, StoreError, SLOW_DOWN_STEP_SECS};
 use crate::upstream::{FollowUp, Grant};
 
 /// What a job does. Stored sealed; the wire format only has to survive a
@@ -20,10 +21,18 @@ use crate::upstream::{FollowUp, Grant};
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Task {
-    /// Deliver the sign-in link to the user's device.
+    /// Deliver the sign-in link to the user's device, through one channel.
     NotifyUser {
         auth_req_id: AuthReqId,
         notification: UserNotification,
+        /// Which channel and device; jobs queued before there were
+        /// channels carry none and mean the webhook.
+        #[serde(default)]
+        delivery: Delivery,
+        /// How many deliveries the request has (a refusal ends the request
+        /// only once each was refused); older jobs had one.
+        #[serde(default = "one")]
+        deliveries: u32,
     },
     /// Tell a ping-mode client that its request has an outcome.
     PingClient { auth_req_id: AuthReqId },
@@ -40,6 +49,10 @@ pub enum Task {
         /// The code (and RFC 9207 `iss`), sealed.
         sealed_response: String,
     },
+}
+
+fn one() -> u32 {
+    1
 }
 
 /// The job id of a request's `RedeemCode` task: fixed, so a browser retry
@@ -61,7 +74,12 @@ impl TaskHandler<Task> for Flow {
             Task::NotifyUser {
                 auth_req_id,
                 notification,
-            } => self.notify_user(auth_req_id, notification).await,
+                delivery,
+                deliveries,
+            } => {
+                self.notify_user(auth_req_id, notification, delivery, *deliveries)
+                    .await
+            }
             Task::PingClient { auth_req_id } => self.ping_client(auth_req_id).await,
             Task::AskUpstream {
                 auth_req_id,
@@ -89,9 +107,19 @@ impl TaskHandler<Task> for Flow {
 
     fn describe(&self, task: &Task) -> (&'static str, String) {
         match task {
-            Task::NotifyUser { auth_req_id, .. } => {
-                ("user notification", log_tag(auth_req_id.as_str()))
-            }
+            Task::NotifyUser {
+                auth_req_id,
+                delivery,
+                ..
+            } => (
+                match delivery {
+                    Delivery::Webhook => "user notification (webhook)",
+                    Delivery::Email => "user notification (email)",
+                    Delivery::Fcm { .. } => "user notification (fcm)",
+                    Delivery::Webpush { .. } => "user notification (webpush)",
+                },
+                log_tag(auth_req_id.as_str()),
+            ),
             Task::PingClient { auth_req_id } => ("client ping", log_tag(auth_req_id.as_str())),
             Task::AskUpstream { auth_req_id, .. } => {
                 ("upstream check", log_tag(auth_req_id.as_str()))
@@ -104,47 +132,125 @@ impl TaskHandler<Task> for Flow {
 }
 
 impl Flow {
+    /// One delivery of the user's notification, logged and counted per
+    /// channel. A refusal ends the request only when every delivery of it
+    /// was refused ([`Self::refused`]).
     async fn notify_user(
         &self,
         id: &AuthReqId,
         notification: &UserNotification,
+        delivery: &Delivery,
+        deliveries: u32,
     ) -> Result<Step<Task>, StoreError> {
-        let Some(notifier) = &self.notifier else {
-            return Ok(Step::Done);
-        };
         let Some(record) = self.pending(id).await? else {
             // Already answered, expired or gone: nothing to tell the user.
             return Ok(Step::Done);
         };
         let tag = log_tag(id.as_str());
-        match notifier.notify(notification).await {
+        let channel = delivery.kind();
+        let Some((notifier, target)) = self.target(delivery, &record.login_hint).await? else {
+            tracing::info!(auth_req = %tag, channel, "the channel no longer reaches the user");
+            crate::metrics::delivered(channel, "refused");
+            self.refused(&record, delivery, deliveries).await?;
+            return Ok(Step::Done);
+        };
+        let client_name = self
+            .clients
+            .get(&record.client_id)
+            .map(|c| c.name.clone())
+            .unwrap_or_else(|| record.client_id.clone());
+        let message = Message {
+            notification,
+            client_name: &client_name,
+            ttl_secs: record
+                .expires_at_ms
+                .saturating_sub(self.clock.now_ms())
+                .div_ceil(1000)
+                .max(1),
+        };
+        match notifier.notify(&message, target.recipient()).await {
             Ok(()) => {
-                crate::metrics::delivered(notifier.channel(), "ok");
-                tracing::info!(auth_req = %tag, "user notified");
+                crate::metrics::delivered(channel, "ok");
+                tracing::info!(auth_req = %tag, channel, "user notified");
                 crate::audit::record(
-                    crate::audit::Step::Notified {
-                        channel: notifier.channel(),
-                    },
+                    crate::audit::Step::Notified { channel },
                     &record,
                     self.clock.now_ms(),
                 );
                 Ok(Step::Done)
             }
             Err(NotifyError::Retryable(reason)) => {
-                crate::metrics::delivered(notifier.channel(), "retry");
+                crate::metrics::delivered(channel, "retry");
                 Ok(Step::RetryLater(reason))
             }
+            Err(NotifyError::RetryAfter { reason, after }) => {
+                crate::metrics::delivered(channel, "retry");
+                Ok(Step::RetryAfter { reason, after })
+            }
+            Err(NotifyError::Gone(reason)) => {
+                crate::metrics::delivered(channel, "gone");
+                if let Some(did) = delivery.did() {
+                    tracing::warn!(auth_req = %tag, channel, device = %log_tag(did), %reason,
+                        "the device's push target is gone; dropping it");
+                    self.accounts.drop_push(did).await?;
+                }
+                self.refused(&record, delivery, deliveries).await?;
+                Ok(Step::Done)
+            }
             Err(NotifyError::Permanent(reason)) => {
-                crate::metrics::delivered(notifier.channel(), "refused");
-                tracing::error!(auth_req = %tag, %reason, "user notification refused; ending the request");
-                let outcome = Outcome::Denied {
-                    reason: "the user's authentication device could not be notified".into(),
-                    kind: Denial::Failed,
-                };
-                self.decide(&record, &outcome).await?;
+                crate::metrics::delivered(channel, "refused");
+                tracing::error!(auth_req = %tag, channel, %reason, "user notification refused");
+                self.refused(&record, delivery, deliveries).await?;
                 Ok(Step::Done)
             }
         }
+    }
+
+    /// One delivery of the request can never succeed. The request fails
+    /// once every one of its `deliveries` was refused: with a single one
+    /// (the single-webhook form) at once, as before; with several, the
+    /// others may still reach the user. Each delivery is counted once,
+    /// however often its job runs.
+    async fn refused(
+        &self,
+        record: &RequestRecord,
+        delivery: &Delivery,
+        deliveries: u32,
+    ) -> Result<(), StoreError> {
+        if deliveries > 1 {
+            let digest = record.id.digest();
+            let which = match delivery.did() {
+                Some(did) => format!("{}:{}", delivery.kind(), log_tag(did)),
+                None => delivery.kind().to_owned(),
+            };
+            let ttl = record
+                .expires_at_ms
+                .saturating_sub(self.clock.now_ms())
+                .div_ceil(1000)
+                + 60;
+            let first = self
+                .store
+                .use_once(&format!("notify-refused:{digest}:{which}"), ttl)
+                .await?;
+            let refused = match first {
+                true => {
+                    self.store
+                        .count(&format!("notify-refusals:{digest}"), ttl)
+                        .await?
+                }
+                false => 0,
+            };
+            if refused < u64::from(deliveries) {
+                return Ok(());
+            }
+        }
+        tracing::error!(auth_req = %log_tag(record.id.as_str()), "no notification reached the user; ending the request");
+        let outcome = Outcome::Denied {
+            reason: "the user's authentication device could not be notified".into(),
+            kind: Denial::Failed,
+        };
+        self.decide(record, &outcome).await?;
+        Ok(())
     }
 
     /// One token call to a native-CIBA IdP. A lease in the store makes it
@@ -235,11 +341,11 @@ impl Flow {
                 tracing::info!(auth_req = %tag, client_id = %record.client_id, "client pinged");
                 Ok(Step::Done)
             }
-            Err(NotifyError::Retryable(reason)) => {
+            Err(NotifyError::Retryable(reason) | NotifyError::RetryAfter { reason, .. }) => {
                 crate::metrics::delivered("ping", "retry");
                 Ok(Step::RetryLater(reason))
             }
-            Err(NotifyError::Permanent(reason)) => {
+            Err(NotifyError::Permanent(reason) | NotifyError::Gone(reason)) => {
                 crate::metrics::delivered("ping", "refused");
                 tracing::warn!(auth_req = %tag, client_id = %record.client_id, %reason,
                     "client refused the ping; it can still poll");
