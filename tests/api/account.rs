@@ -9,7 +9,7 @@ use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};
 use reqwest::StatusCode;
 use url::Url;
 
-use crate::account_browser::{app_with_account, sign_in};
+use ciba_proxy_e2e::account::{app_with_account, sign_in};
 
 /// Answers as the browser gets them, with `cookie` sent.
 async fn get(app: &TestApp, path: &str, cookie: Option<&str>) -> reqwest::Response {
@@ -305,7 +305,7 @@ async fn the_account_page_logs_no_user_address_cookie_or_challenge_even_at_trace
         .await;
     let browser = Browser::start().await.unwrap();
     sign_in(&app, &browser, "nadia").await;
-    let qr = crate::account_browser::qr_on_page(&browser).await;
+    let qr = ciba_proxy_e2e::account::qr_on_page(&browser).await;
     let session = browser
         .client()
         .get_named_cookie("ciba_account")

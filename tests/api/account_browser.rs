@@ -4,50 +4,12 @@
 //! with, and removing a device. Screenshots go to
 //! `target/browser-screenshots/account/`.
 use ciba_proto::device::JOSE_CONTENT_TYPE;
+use ciba_proxy_e2e::account::{app_with_account, qr_on_page, sign_in};
 use ciba_proxy_e2e::app::{StoreKind, TestApp};
 use ciba_proxy_e2e::browser::Browser;
 use ciba_proxy_e2e::device::Action;
 use ciba_proxy_e2e::device_key::{post_registration, DeviceKey, Qr, TestDevice};
-use serde_json::Value;
 use url::Url;
-
-/// A proxy with the account page on, whose client "shop" is "Acme Shop".
-pub(crate) async fn app_with_account(store: StoreKind) -> TestApp {
-    TestApp::builder()
-        .store(store)
-        .client_toml("client_name = \"Acme Shop\"\n")
-        .account("")
-        .spawn()
-        .await
-}
-
-/// Opens `/account` and signs in at the test IdP as `user`; returns once
-/// the account page shows.
-pub(crate) async fn sign_in(app: &TestApp, browser: &Browser, user: &str) -> String {
-    browser.goto(&app.url("/account")).await.unwrap();
-    let landed = browser.sign_in_at_test_idp(user).await.unwrap();
-    assert!(
-        landed.as_str().starts_with(&app.url("/account")),
-        "{landed}"
-    );
-    browser.wait_for_text("Your account").await.unwrap()
-}
-
-/// The registration QR code's JSON, as the page shows it in text.
-pub(crate) async fn qr_on_page(browser: &Browser) -> Value {
-    let text = browser
-        .find("#qr-json")
-        .await
-        .unwrap()
-        .html(true)
-        .await
-        .unwrap();
-    let text = text
-        .replace("&quot;", "\"")
-        .replace("&#34;", "\"")
-        .replace("&amp;", "&");
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"))
-}
 
 /// Opens a request for `user` from "shop" (binding message W4SCT); returns
 /// its auth_req_id.
@@ -162,21 +124,7 @@ async fn the_register_section_shows_a_qr_code_and_its_json_fresh_on_each_render(
     let browser = Browser::start().await.unwrap();
     sign_in(&app, &browser, "frank").await;
     assert!(browser.exists(".qr svg").await.unwrap());
-    let read = || async {
-        let html = browser
-            .find("#qr-json")
-            .await
-            .unwrap()
-            .html(true)
-            .await
-            .unwrap();
-        let text = html
-            .replace("&quot;", "\"")
-            .replace("&#34;", "\"")
-            .replace("&amp;", "&");
-        serde_json::from_str::<Value>(&text).unwrap_or_else(|e| panic!("{e}: {text}"))
-    };
-    let qr = read().await;
+    let qr = qr_on_page(&browser).await;
     assert_eq!(qr["un"], "frank");
     assert_eq!(qr["hst"], app.issuer.as_str());
     assert_eq!(qr["re"], "/devices");

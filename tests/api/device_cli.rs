@@ -1,12 +1,15 @@
 //! `ciba-proxy device`, the console authentication device, run as the real
 //! binary: it registers with a QR code's JSON, sees the user's request,
 //! approves it, and the user's sign-in at the real test IdP completes the
-//! client's login.
+//! client's login. The journey starts where a user's would: the QR code on
+//! their account page.
 use std::path::PathBuf;
 use std::process::Output;
 use std::time::Duration;
 
+use ciba_proxy_e2e::account::{app_with_account, qr_on_page, sign_in as sign_in_to_account};
 use ciba_proxy_e2e::app::{binary_path, StoreKind, TestApp};
+use ciba_proxy_e2e::browser::Browser;
 use ciba_proxy_e2e::device::{sign_in, Action};
 use ciba_proxy_e2e::device_key::offer_enrolment;
 use serde_json::Value;
@@ -53,10 +56,14 @@ impl Drop for KeyFile {
 
 #[tokio::test]
 async fn a_user_signs_in_with_the_console_device() {
-    let app = TestApp::builder().store(StoreKind::Redis).spawn().await;
+    let app = app_with_account(StoreKind::Redis).await;
     let key = KeyFile::new();
-    let qr = offer_enrolment(&app, "alice").await;
-    let qr_json = serde_json::to_string(&qr).unwrap();
+    // The user signs in to their account page and "scans" its QR code.
+    let browser = Browser::start().await.unwrap();
+    sign_in_to_account(&app, &browser, "alice").await;
+    let qr = qr_on_page(&browser).await;
+    browser.close().await.unwrap();
+    let qr_json = qr.to_string();
 
     let (code, _, stderr) = device(&[
         "register",
@@ -71,7 +78,7 @@ async fn a_user_signs_in_with_the_console_device() {
     assert_eq!(code, Some(0), "{stderr}");
     let file: Value =
         serde_json::from_str(&std::fs::read_to_string(&key.path).unwrap()).expect("JSON");
-    assert_eq!(file["did"], qr.did.as_str());
+    assert_eq!(file["did"], qr["did"]);
     assert_eq!(file["hst"], app.issuer.as_str());
     assert!(file["key"].as_str().unwrap().contains("BEGIN PRIVATE KEY"));
     #[cfg(unix)]
@@ -91,7 +98,7 @@ async fn a_user_signs_in_with_the_console_device() {
     assert_eq!(code, Some(0), "{stderr}");
     let pending: Value = serde_json::from_str(stdout.trim()).expect("a JSON list");
     assert_eq!(pending[0]["binding_message"], "W4SCT", "{stdout}");
-    assert_eq!(pending[0]["client_name"], "shop");
+    assert_eq!(pending[0]["client_name"], "Acme Shop");
     let handle = pending[0]["handle"].as_str().unwrap();
 
     let (code, stdout, stderr) = device(&["approve", handle, "--key", &key.path]).await;

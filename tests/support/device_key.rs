@@ -18,8 +18,9 @@ pub const CHALLENGE_TTL_SECS: u64 = 300;
 
 /// What the account page's QR code would offer `user`: an enrolment for a
 /// fresh did, saved in the app's Redis under its prefix (the app must use
-/// Redis). The one place tests make offers: switch it to the account page
-/// once that page makes them.
+/// Redis). The device API's rule tests start from it to skip a browser
+/// sign-in each; the user's journey (`device_cli.rs`,
+/// `account_browser.rs`) takes the QR code from the account page itself.
 pub async fn offer_enrolment(app: &TestApp, user: &str) -> Qr {
     let store = RedisStore::connect(&redis_url(), &app.prefix, Duration::from_secs(2))
         .await

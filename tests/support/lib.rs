@@ -5,6 +5,7 @@
 //! person sees. The notification channels' counterparts: a real SMTP
 //! server ([`smtp`]), a local Web Push service ([`push_service`]), a fake
 //! of FCM ([`fcm_fake`]), and devices with push targets ([`push_devices`]).
+pub mod account;
 pub mod app;
 pub mod balancer;
 pub mod browser;
