@@ -149,6 +149,7 @@ pub struct TestAppBuilder {
     notifier_toml: String,
     client_toml: String,
     ciba_toml: String,
+    store_toml: String,
 }
 
 impl Default for TestAppBuilder {
@@ -168,6 +169,7 @@ impl Default for TestAppBuilder {
             notifier_toml: String::new(),
             client_toml: String::new(),
             ciba_toml: String::new(),
+            store_toml: String::new(),
         }
     }
 }
@@ -233,6 +235,11 @@ impl TestAppBuilder {
         self.notifier_toml = toml.to_owned();
         self
     }
+    /// Appended to the generated `[store]` section (e.g. `ca_file = "..."`).
+    pub fn store_toml(mut self, toml: &str) -> Self {
+        self.store_toml = toml.to_owned();
+        self
+    }
     /// Appended to the generated `[ciba]` section (e.g. `long_poll_secs = 5`).
     pub fn ciba_toml(mut self, toml: &str) -> Self {
         self.ciba_toml = toml.to_owned();
@@ -269,6 +276,7 @@ impl TestAppBuilder {
             [store]
             url = "{store_url}"
             key_prefix = "{prefix}"
+            {store_extra}
             [ciba]
             expires_in = {expires_in}
             max_expires_in = {max_expires_in}
@@ -290,6 +298,7 @@ impl TestAppBuilder {
             poll_ms = 50
             "#,
             lease_ms = self.lease_ms,
+            store_extra = self.store_toml,
             idp_issuer = idp.issuer,
             kind = match self.ciba_upstream {
                 Some(delivery) => format!("kind = \"ciba\"\ndelivery = \"{delivery}\""),
