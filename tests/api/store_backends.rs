@@ -18,10 +18,13 @@ use ciba_proxy_e2e::redis_deployments::{backends_for, mtls_settings, store_setti
 use ciba_proxy_e2e::redis_sentinel::RedisSentinel;
 use ciba_proxy_e2e::redis_tls::RedisTls;
 
-/// Long enough that a device signs in after the failover it races with;
-/// the job lease outlasts it, so a webhook in flight is not sent twice.
-const ACK: Duration = Duration::from_secs(4);
-const LEASE_MS: u64 = 7000;
+/// Long enough that a device signs in after the failover it races with
+/// (a browser that hit the failover would retry; the test device does
+/// not); the webhook timeout and the job lease outlast it, so a webhook in
+/// flight is not sent twice.
+const ACK: Duration = Duration::from_secs(8);
+const WEBHOOK_TIMEOUT: &str = "timeout_ms = 15000";
+const LEASE_MS: u64 = 20_000;
 
 fn record(client: &str) -> RequestRecord {
     let now = SystemClock.now_ms();
@@ -40,12 +43,12 @@ fn record(client: &str) -> RequestRecord {
     }
 }
 
-/// Starts `n` logins for user0..user{n-1}, each device answering its
+/// Starts `n` logins for `<user>0..<user>{n-1}`, each device answering its
 /// webhook slowly; returns (hint, auth_req_id).
-async fn start_logins(app: &TestApp, n: usize) -> Vec<(String, String)> {
+async fn start_logins(app: &TestApp, user: &str, n: usize) -> Vec<(String, String)> {
     let mut logins = Vec::new();
     for i in 0..n {
-        let hint = format!("user{i}");
+        let hint = format!("{user}{i}");
         app.device.on(&hint, Action::SlowAck(ACK));
         logins.push((hint.clone(), app.start("shop", &hint).await));
     }
@@ -59,7 +62,8 @@ async fn assert_every_login_completes_once(app: &TestApp, logins: &[(String, Str
         assert_eq!(page.status, 200, "{hint}: {page:?}");
     }
     for (hint, id) in logins {
-        let reply = app.poll("shop", id).await;
+        // A code exchange that met the failover finishes in the background.
+        let reply = app.poll_until_decided("shop", id).await;
         assert_eq!(reply.status, 200, "{hint}: {reply:?}");
         for _ in 0..2 {
             app.poll("shop", id)
@@ -78,10 +82,11 @@ async fn the_flow_runs_on_a_cluster_behind_three_instances_and_survives_a_primar
     let cluster = TestApp::builder()
         .redis_at(&redis.url())
         .lease_ms(LEASE_MS)
+        .notifier_toml(WEBHOOK_TIMEOUT)
         .spawn_cluster(3)
         .await;
     let app = &cluster.app;
-    let logins = start_logins(app, 6).await;
+    let logins = start_logins(app, "user", 6).await;
     // The primary holding the first login's keys dies while every login
     // is pending; its replica takes over.
     let victim = redis
@@ -94,7 +99,7 @@ async fn the_flow_runs_on_a_cluster_behind_three_instances_and_survives_a_primar
         .expect("the replica is promoted");
     assert_every_login_completes_once(app, &logins).await;
     // And new logins work on the promoted node.
-    let more = start_logins(app, 2).await;
+    let more = start_logins(app, "later", 2).await;
     assert_every_login_completes_once(app, &more).await;
 }
 
@@ -107,9 +112,10 @@ async fn the_proxy_follows_a_new_sentinel_primary_without_a_restart() {
     let app = TestApp::builder()
         .redis_at(&group.url())
         .lease_ms(LEASE_MS)
+        .notifier_toml(WEBHOOK_TIMEOUT)
         .spawn()
         .await;
-    let logins = start_logins(&app, 3).await;
+    let logins = start_logins(&app, "user", 3).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     group.kill_primary();
     // Keep asking while the sentinels agree on the replica: count what a
@@ -266,6 +272,6 @@ async fn the_flow_runs_over_tls_with_a_client_certificate() {
         ))
         .spawn()
         .await;
-    let logins = start_logins(&app, 1).await;
+    let logins = start_logins(&app, "user", 1).await;
     assert_every_login_completes_once(&app, &logins).await;
 }

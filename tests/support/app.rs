@@ -779,6 +779,19 @@ impl TestApp {
         .await
     }
 
+    /// Polls as `client_id` (at a 1 s interval) until the answer is no
+    /// longer pending, for up to about 40 s.
+    pub async fn poll_until_decided(&self, client_id: &str, auth_req_id: &str) -> Reply {
+        for _ in 0..36 {
+            let reply = self.poll(client_id, auth_req_id).await;
+            if !matches!(reply.error(), "authorization_pending" | "slow_down") {
+                return reply;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+        }
+        panic!("the login {auth_req_id} was never decided");
+    }
+
     pub async fn get(&self, path: &str) -> Reply {
         Reply::from(self.http.get(self.url(path)).send().await.expect("request")).await
     }
