@@ -275,3 +275,26 @@ async fn the_flow_runs_over_tls_with_a_client_certificate() {
     let logins = start_logins(&app, "user", 1).await;
     assert_every_login_completes_once(&app, &logins).await;
 }
+
+#[tokio::test]
+async fn a_cluster_is_reached_through_any_one_seed_that_answers() {
+    let cluster = tokio::task::spawn_blocking(RedisCluster::shared)
+        .await
+        .unwrap();
+    // Port 1 on loopback: nobody listens there.
+    let url = format!(
+        "redis+cluster://127.0.0.1:1,127.0.0.1:{}",
+        cluster.ports()[2]
+    );
+    let backends = backends_for(&store_settings(&url))
+        .await
+        .expect("one live seed is enough");
+    backends.store.ping().await.expect("ping");
+    let r = record("c");
+    backends
+        .store
+        .create(&r, None, SystemClock.now_ms())
+        .await
+        .expect("a write on whichever node holds the slot");
+    assert!(backends.store.get(&r.id).await.unwrap().is_some());
+}

@@ -275,14 +275,15 @@ pub(crate) fn parse_url(url: &str) -> Result<ParsedUrl, String> {
     };
     let topology = match kind {
         Kind::Single => {
-            if nodes.len() != 1 {
-                return Err("names more than one host: use redis+cluster:// or redis+sentinel:// for several".into());
-            }
+            let [node] = <[Node; 1]>::try_from(nodes).map_err(|_| {
+                "names more than one host: use redis+cluster:// or redis+sentinel:// for several"
+                    .to_owned()
+            })?;
             if segments.len() > 1 {
                 return Err("has a path beyond /db".into());
             }
             Topology::Single {
-                node: nodes.into_iter().next().expect("one node"),
+                node,
                 db: db(segments.first())?,
             }
         }
