@@ -382,11 +382,11 @@ pub struct StoreSettings {
     pub sentinel_username: Option<String>,
     #[serde(default)]
     pub sentinel_password: Option<SecretString>,
-    /// Replicas that must acknowledge the writes finishing a login (WAIT);
-    /// 0 = off. Reserved: not applied yet.
+    /// Replicas that must acknowledge the writes opening and finishing a
+    /// login (WAIT); 0 = off.
     #[serde(default)]
     pub wait_replicas: u32,
-    /// How long such a WAIT may take, ms. Reserved: not applied yet.
+    /// How long such a WAIT may take, ms.
     #[serde(default = "default_wait_timeout_ms")]
     pub wait_timeout_ms: u64,
 }

@@ -298,3 +298,61 @@ async fn a_cluster_is_reached_through_any_one_seed_that_answers() {
         .expect("a write on whichever node holds the slot");
     assert!(backends.store.get(&r.id).await.unwrap().is_some());
 }
+
+/// How many times the node on `port` ran WAIT.
+fn waits_on(port: u16) -> u64 {
+    let mut c = ciba_proxy_e2e::redis_process::connection(port).expect("connect");
+    let stats: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query(&mut c)
+        .expect("INFO");
+    stats
+        .lines()
+        .find_map(|l| l.strip_prefix("cmdstat_wait:calls="))
+        .and_then(|rest| rest.split(',').next())
+        .map_or(0, |n| n.parse().unwrap())
+}
+
+#[tokio::test]
+async fn with_wait_replicas_a_login_s_writes_wait_for_a_replica_on_its_primary() {
+    let group = tokio::task::spawn_blocking(RedisSentinel::shared)
+        .await
+        .unwrap();
+    let cluster = tokio::task::spawn_blocking(RedisCluster::shared)
+        .await
+        .unwrap();
+    for url in [group.url(), cluster.url()] {
+        let mut settings = store_settings(&url);
+        settings.wait_replicas = 1;
+        settings.wait_timeout_ms = 2000;
+        let backends = backends_for(&settings).await.expect("connect");
+        let r = record("c");
+        let primary = if url == group.url() {
+            group.primary_port()
+        } else {
+            cluster
+                .primary_for(&format!("{{{}}}", r.id))
+                .expect("the primary")
+        };
+        let before = waits_on(primary);
+        backends
+            .store
+            .create(&r, None, SystemClock.now_ms())
+            .await
+            .unwrap();
+        assert!(backends
+            .store
+            .finish(
+                &r.id,
+                &ciba_proxy::store::Outcome::Denied {
+                    reason: "no".into(),
+                    kind: ciba_proxy::store::Denial::Declined
+                },
+                SystemClock.now_ms()
+            )
+            .await
+            .unwrap());
+        // Opening and finishing each waited on the request's own primary.
+        assert!(waits_on(primary) >= before + 2, "{url}");
+    }
+}

@@ -94,6 +94,17 @@ pub struct StoreTarget {
     pub sentinel_auth: Credentials,
     pub key_prefix: String,
     pub timeout: Duration,
+    /// `WAIT` after the writes that open and finish a login.
+    pub wait: WaitPolicy,
+}
+
+/// `[store] wait_replicas` / `wait_timeout_ms`: how many replicas must
+/// acknowledge a login's writes, and how long to wait for them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WaitPolicy {
+    /// 0: no WAIT.
+    pub replicas: u32,
+    pub timeout_ms: u64,
 }
 
 impl StoreTarget {
@@ -158,6 +169,13 @@ impl StoreTarget {
                 "and store.sentinel_password apply only to a redis+sentinel:// store.url",
             ));
         }
+        if settings.wait_replicas > 0 && settings.wait_timeout_ms == 0 {
+            // WAIT with timeout 0 blocks until enough replicas answer: forever.
+            return Err(ConfigError::new(
+                "store.wait_timeout_ms",
+                "must be at least 1 when store.wait_replicas is set",
+            ));
+        }
         Ok(Self {
             topology: parsed.topology,
             tls,
@@ -165,6 +183,10 @@ impl StoreTarget {
             sentinel_auth,
             key_prefix: settings.key_prefix.clone(),
             timeout: Duration::from_millis(settings.timeout_ms),
+            wait: WaitPolicy {
+                replicas: settings.wait_replicas,
+                timeout_ms: settings.wait_timeout_ms,
+            },
         })
     }
 }
@@ -371,7 +393,7 @@ pub async fn connect(target: &StoreTarget, clock: Arc<dyn Clock>) -> Result<Back
         });
     }
     let Connections { conn, subscriber } = connection::open(target).await?;
-    let redis = RedisStore::new(conn, subscriber, &target.key_prefix);
+    let redis = RedisStore::new(conn, subscriber, &target.key_prefix).waiting(target.wait);
     Ok(Backends {
         decisions: redis.decisions(),
         accounts: Arc::new(redis.accounts()),
@@ -529,6 +551,25 @@ mod tests {
         let tls = target.tls.unwrap();
         assert!(tls.ca.is_some() && tls.client.is_some());
         std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[test]
+    fn waiting_for_replicas_needs_a_timeout() {
+        let mut s = settings("redis://h:1");
+        s.wait_replicas = 1;
+        s.wait_timeout_ms = 0;
+        assert_eq!(
+            StoreTarget::from_settings(&s).err().unwrap().key,
+            "store.wait_timeout_ms"
+        );
+        s.wait_timeout_ms = 50;
+        assert_eq!(
+            StoreTarget::from_settings(&s).unwrap().wait,
+            WaitPolicy {
+                replicas: 1,
+                timeout_ms: 50
+            }
+        );
     }
 
     #[test]

@@ -9,10 +9,11 @@ use parking_lot::Mutex;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
 use redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
 use redis::{
-    Client, Cmd, ConnectionAddr, ConnectionInfo, ErrorKind, Pipeline, RedisConnectionInfo,
-    RedisError, RedisFuture, RedisResult, TlsMode, Value,
+    Client, Cmd, ConnectionAddr, ConnectionInfo, ErrorKind, FromRedisValue, Pipeline,
+    RedisConnectionInfo, RedisError, RedisFuture, RedisResult, TlsMode, Value,
 };
 use secrecy::ExposeSecret;
 
@@ -176,6 +177,57 @@ pub async fn open(target: &StoreTarget) -> Result<Connections, StoreError> {
     }
 }
 
+impl RedisConn {
+    /// `WAIT replicas timeout_ms` on the connection that wrote `key` (on a
+    /// cluster: to the primary of its slot); how many replicas acknowledged.
+    pub async fn wait_replicas(
+        &mut self,
+        key: &str,
+        replicas: u32,
+        timeout_ms: u64,
+    ) -> RedisResult<i64> {
+        let mut cmd = redis::cmd("WAIT");
+        cmd.arg(replicas).arg(timeout_ms);
+        match self {
+            Self::Cluster(c) => {
+                let route = Route::new(key_slot(key.as_bytes()), SlotAddr::Master);
+                let value = c
+                    .route_command(
+                        &cmd,
+                        RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route)),
+                    )
+                    .await?;
+                i64::from_owned_redis_value(value)
+            }
+            _ => cmd.query_async(self).await,
+        }
+    }
+}
+
+/// The Redis Cluster slot of `key`: CRC16 (XMODEM) of its hash tag (the
+/// text inside the first non-empty `{...}`) or of the whole key, mod 16384.
+fn key_slot(key: &[u8]) -> u16 {
+    let tagged = key.iter().position(|b| *b == b'{').and_then(|open| {
+        let rest = &key[open + 1..];
+        rest.iter()
+            .position(|b| *b == b'}')
+            .filter(|close| *close > 0)
+            .map(|close| &rest[..close])
+    });
+    let mut crc: u16 = 0;
+    for byte in tagged.unwrap_or(key) {
+        crc ^= u16::from(*byte) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
+    }
+    crc % 16384
+}
+
 impl ConnectionLike for RedisConn {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
@@ -329,5 +381,20 @@ impl ConnectionLike for SentinelConn {
 
     fn get_db(&self) -> i64 {
         self.current().1.get_db()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::key_slot;
+
+    #[test]
+    fn slots_are_redis_cluster_slots() {
+        // CLUSTER KEYSLOT answers, from the Redis Cluster specification.
+        assert_eq!(key_slot(b"123456789"), 12739);
+        assert_eq!(key_slot(b"{user1000}.following"), key_slot(b"user1000"));
+        assert_eq!(key_slot(b"foo{}{bar}"), key_slot(b"foo{}{bar}"));
+        assert_ne!(key_slot(b"foo{}{bar}"), key_slot(b"bar"));
+        assert_eq!(key_slot(b"foo{{bar}}zap"), key_slot(b"{bar"));
     }
 }

@@ -194,6 +194,8 @@ pub struct RedisStore {
     take_slot: Script,
     /// Where the next lease starts, so every shard gets its turn.
     next_shard: Arc<AtomicUsize>,
+    /// `WAIT` after the writes that open and finish a login.
+    wait: super::connect::WaitPolicy,
 }
 
 fn unavailable(e: redis::RedisError) -> StoreError {
@@ -235,6 +237,36 @@ impl RedisStore {
             lease: timed(LEASE),
             take_slot: script(TAKE_SLOT),
             next_shard: Arc::new(AtomicUsize::new(rand::random::<u8>() as usize)),
+            wait: super::connect::WaitPolicy::default(),
+        }
+    }
+
+    /// Waits for `policy.replicas` replicas after a login's writes.
+    pub(crate) fn waiting(mut self, policy: super::connect::WaitPolicy) -> Self {
+        self.wait = policy;
+        self
+    }
+
+    /// `[store] wait_replicas`: waits until that many replicas hold what
+    /// was written to `key`'s node. Falling short fails nothing (the write
+    /// is done); it is logged, as the write may be lost in a failover.
+    async fn replicate(&self, key: &str) {
+        let policy = self.wait;
+        if policy.replicas == 0 {
+            return;
+        }
+        let mut conn = self.conn.clone();
+        match conn
+            .wait_replicas(key, policy.replicas, policy.timeout_ms)
+            .await
+        {
+            Ok(acked) if acked >= i64::from(policy.replicas) => {}
+            Ok(acked) => tracing::warn!(
+                acked,
+                wanted = policy.replicas,
+                "fewer replicas than store.wait_replicas acknowledged a login's write in time"
+            ),
+            Err(e) => tracing::warn!(error = %e, "WAIT for replicas failed"),
         }
     }
 
@@ -395,6 +427,7 @@ impl Store for RedisStore {
             .query_async::<()>(&mut conn)
             .await
             .map_err(unavailable)?;
+        self.replicate(&key).await;
         // The state only once the request is there: a crash in between
         // leaves a request nobody was told of (it expires), never a state
         // naming nothing. It lives `live_ms`, the request longer.
@@ -532,6 +565,7 @@ impl Store for RedisStore {
             .await
             .map_err(unavailable)?;
         if changed == 1 {
+            self.replicate(&self.request_key(id)).await;
             // Best effort: a leftover entry drops out of the count at expiry.
             if let Err(e) = conn.zrem::<_, _, ()>(self.pending_key(), id.as_str()).await {
                 tracing::debug!(error = %e, "could not drop a request from the pending count");
