@@ -284,8 +284,14 @@ struct SentinelInner {
     sentinel: tokio::sync::Mutex<SentinelClient>,
     /// The current primary's connection and how many times it was replaced.
     current: Mutex<(u64, ConnectionManager)>,
+    /// Where the current primary is, as the sentinels named it.
+    address: Mutex<String>,
     config: ConnectionManagerConfig,
 }
+
+/// How often the sentinels are asked whether the primary moved, so that
+/// reads follow a failover too (a demoted primary still answers reads).
+const SENTINEL_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Whether an error may mean the primary moved.
 fn primary_moved(e: &RedisError) -> bool {
@@ -306,22 +312,27 @@ impl SentinelConn {
         mut sentinel: SentinelClient,
         config: ConnectionManagerConfig,
     ) -> Result<Self, StoreError> {
-        let manager = Self::primary(&mut sentinel, &config)
+        let (address, manager) = Self::primary(&mut sentinel, &config)
             .await
             .map_err(unavailable)?;
-        Ok(Self(Arc::new(SentinelInner {
+        let conn = Self(Arc::new(SentinelInner {
             sentinel: tokio::sync::Mutex::new(sentinel),
             current: Mutex::new((0, manager)),
+            address: Mutex::new(address),
             config,
-        })))
+        }));
+        tokio::spawn(watch(Arc::downgrade(&conn.0)));
+        Ok(conn)
     }
 
     async fn primary(
         sentinel: &mut SentinelClient,
         config: &ConnectionManagerConfig,
-    ) -> RedisResult<ConnectionManager> {
+    ) -> RedisResult<(String, ConnectionManager)> {
         let client = sentinel.async_get_client().await?;
-        ConnectionManager::new_with_config(client, config.clone()).await
+        let address = client.get_connection_info().addr.to_string();
+        let manager = ConnectionManager::new_with_config(client, config.clone()).await?;
+        Ok((address, manager))
     }
 
     fn current(&self) -> (u64, ConnectionManager) {
@@ -336,11 +347,35 @@ impl SentinelConn {
             return;
         }
         match Self::primary(&mut sentinel, &self.0.config).await {
-            Ok(manager) => {
+            Ok((address, manager)) => {
                 tracing::info!("connected to the primary the sentinels name");
+                *self.0.address.lock() = address;
                 *self.0.current.lock() = (seen + 1, manager);
             }
             Err(e) => tracing::warn!(error = %e, "cannot reach the primary the sentinels name"),
+        }
+    }
+}
+
+/// Asks the sentinels every [`SENTINEL_CHECK`] where the primary is, and
+/// reconnects when it moved; ends with the connection.
+async fn watch(inner: std::sync::Weak<SentinelInner>) {
+    loop {
+        tokio::time::sleep(SENTINEL_CHECK).await;
+        let Some(inner) = inner.upgrade() else {
+            return;
+        };
+        let named = inner.sentinel.lock().await.async_get_client().await;
+        let moved = match named {
+            Ok(client) => client.get_connection_info().addr.to_string() != *inner.address.lock(),
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot ask the sentinels for the primary");
+                false
+            }
+        };
+        if moved {
+            let seen = inner.current.lock().0;
+            SentinelConn(inner).refresh(seen).await;
         }
     }
 }
