@@ -340,9 +340,12 @@ impl SentinelConn {
     }
 
     /// Asks the sentinels for the primary, unless another caller already
-    /// replaced connection `seen`.
+    /// replaced connection `seen` or is asking right now (a failing command
+    /// then fails at once rather than queue behind it).
     async fn refresh(&self, seen: u64) {
-        let mut sentinel = self.0.sentinel.lock().await;
+        let Ok(mut sentinel) = self.0.sentinel.try_lock() else {
+            return;
+        };
         if self.0.current.lock().0 != seen {
             return;
         }
