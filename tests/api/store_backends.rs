@@ -62,7 +62,8 @@ async fn assert_every_login_completes_once(app: &TestApp, logins: &[(String, Str
         assert_eq!(page.status, 200, "{hint}: {page:?}");
     }
     for (hint, id) in logins {
-        // A code exchange that met the failover finishes in the background.
+        // Until decided: an exchange that met the failover is retried in
+        // the background (RedeemCode) and decides a little later.
         let reply = app.poll_until_decided("shop", id).await;
         assert_eq!(reply.status, 200, "{hint}: {reply:?}");
         for _ in 0..2 {
