@@ -446,7 +446,9 @@ fn default_bind() -> String {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoreSettings {
-    /// `memory://` or `redis://host:port[/db]` / `rediss://...`.
+    /// `memory://`, `redis://host:port[/db]`, `redis+cluster://h:p,h:p`,
+    /// `redis+sentinel://h:p,h:p/<master>[/db]`, or their `rediss` (TLS)
+    /// forms; parsed by `store::StoreTarget`.
     #[serde(default = "default_store_url")]
     pub url: SecretString,
     /// Prefix of every Redis key, so several deployments can share a server.
@@ -455,6 +457,29 @@ pub struct StoreSettings {
     /// Give up on one Redis command after this long, in milliseconds.
     #[serde(default = "default_store_timeout_ms")]
     pub timeout_ms: u64,
+    /// `rediss` forms: the CA (PEM) that signed the servers' certificates;
+    /// unset, the system's roots. Certificates are always verified.
+    #[serde(default)]
+    pub ca_file: Option<std::path::PathBuf>,
+    /// `rediss` forms: a client certificate (PEM chain) and its key, for
+    /// servers that require one.
+    #[serde(default)]
+    pub client_cert_file: Option<std::path::PathBuf>,
+    #[serde(default)]
+    pub client_key_file: Option<std::path::PathBuf>,
+    /// Sentinel forms: the sentinels' own ACL user and password (the URL's
+    /// are the data nodes').
+    #[serde(default)]
+    pub sentinel_username: Option<String>,
+    #[serde(default)]
+    pub sentinel_password: Option<SecretString>,
+    /// Replicas that must acknowledge the writes opening and finishing a
+    /// login (WAIT); 0 = off.
+    #[serde(default)]
+    pub wait_replicas: u32,
+    /// How long such a WAIT may take, ms.
+    #[serde(default = "default_wait_timeout_ms")]
+    pub wait_timeout_ms: u64,
 }
 
 impl Default for StoreSettings {
@@ -463,8 +488,19 @@ impl Default for StoreSettings {
             url: default_store_url(),
             key_prefix: default_key_prefix(),
             timeout_ms: default_store_timeout_ms(),
+            ca_file: None,
+            client_cert_file: None,
+            client_key_file: None,
+            sentinel_username: None,
+            sentinel_password: None,
+            wait_replicas: 0,
+            wait_timeout_ms: default_wait_timeout_ms(),
         }
     }
+}
+
+fn default_wait_timeout_ms() -> u64 {
+    100
 }
 
 fn default_store_url() -> SecretString {
@@ -1206,16 +1242,9 @@ impl Settings {
                 "must not be empty",
             ));
         }
-        let store = self.store.url.expose_secret();
-        if !(store == "memory://"
-            || store.starts_with("redis://")
-            || store.starts_with("rediss://"))
-        {
-            return Err(ConfigError::new(
-                "store.url",
-                "expected memory://, redis://host:port[/db] or rediss://...",
-            ));
-        }
+        // The one parser of store.url; its messages never quote the URL.
+        crate::store::connect::parse_url(self.store.url.expose_secret())
+            .map_err(|message| ConfigError::new("store.url", message))?;
         Ok(())
     }
 }

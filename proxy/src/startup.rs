@@ -8,7 +8,6 @@ use actix_web::dev::{Server, Service as _};
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::{KeepAlive, StatusCode};
 use actix_web::{web, App, HttpMessage as _, HttpRequest, HttpServer, ResponseError as _};
-use secrecy::ExposeSecret;
 use tokio::sync::watch;
 use tracing_actix_web::TracingLogger;
 use url::Url;
@@ -36,9 +35,7 @@ use crate::routes::{
     STYLESHEET_PATH, TOKEN_PATH, UPSTREAM_PING_PATH,
 };
 use crate::state::{AppState, CibaPolicy};
-use crate::store::{
-    Accounts, Decisions, MemoryAccounts, MemoryStore, RedisStore, Store, StoreError,
-};
+use crate::store::{Backends, Store, StoreError, StoreTarget};
 use crate::telemetry::RequestSpan;
 use crate::tls::{remember_peer_certificate, server_config, Mtls};
 use crate::upstream::{http_client, AuthorizationCode, Ciba, Provider, Upstream, UpstreamError};
@@ -407,16 +404,9 @@ pub fn check(settings: &Settings) -> Result<(), StartupError> {
     settings.upstream.discovery_url()?;
     // Reads and checks the channels' key files.
     Channels::from_settings(settings, Arc::new(crate::clock::SystemClock))?;
-    let store_url = settings.store.url.expose_secret();
-    if store_url != "memory://" {
-        // Parses only; the message names no part of the URL (it may hold a password).
-        redis::Client::open(store_url).map_err(|e| {
-            ConfigError::new(
-                "store.url",
-                format!("not a Redis URL this build can use: {e}"),
-            )
-        })?;
-    }
+    // Parses only (and reads the TLS files); the message names no part of
+    // the URL (it may hold a password).
+    StoreTarget::from_settings(&settings.store)?;
     ClientPinger::new(
         Duration::from_millis(settings.ciba.ping_timeout_ms),
         settings.ciba.private_notification_endpoints_allowed(),
@@ -489,29 +479,16 @@ async fn build_state(
         check_upstream_kind(upstream.as_ref()).await?;
     }
     let channels = Channels::from_settings(settings, clock.clone())?;
-    let store_url = settings.store.url.expose_secret();
+    let target = StoreTarget::from_settings(&settings.store)?;
     if settings.metrics.bind.is_some() {
         // Installs the process's recorder before anything records.
         crate::metrics::handle();
     }
-    let (store, decisions, accounts): (Arc<dyn Store>, Arc<Decisions>, Arc<dyn Accounts>) =
-        if store_url == "memory://" {
-            (
-                Arc::new(MemoryStore::new(clock.clone())),
-                Decisions::local(),
-                Arc::new(MemoryAccounts::new(clock.clone())),
-            )
-        } else {
-            let redis = RedisStore::connect(
-                store_url,
-                &settings.store.key_prefix,
-                Duration::from_millis(settings.store.timeout_ms),
-            )
-            .await?;
-            let decisions = redis.decisions();
-            let accounts = Arc::new(redis.accounts());
-            (Arc::new(redis), decisions, accounts)
-        };
+    let Backends {
+        store,
+        accounts,
+        decisions,
+    } = crate::store::connect(&target, clock.clone()).await?;
     let store: Arc<dyn Store> = Arc::new(crate::store::Metered(store));
     let pinger = ClientPinger::new(
         Duration::from_millis(settings.ciba.ping_timeout_ms),

@@ -384,3 +384,24 @@ fn check_refuses_a_bad_account_section_naming_the_key() {
     );
     assert_check_refuses(&no_id, "account.upstream_client_id");
 }
+
+#[test]
+fn store_urls_that_cannot_work_are_refused_without_their_password() {
+    for url in [
+        // A cluster has only database 0.
+        "redis+cluster://app:hunter2@127.0.0.1:7000,127.0.0.1:7001/0",
+        "redis+sentinel://app:hunter2@127.0.0.1:26379",
+        "redis://app:hunter2@127.0.0.1:6379,127.0.0.1:6380",
+        "mysql://app:hunter2@127.0.0.1",
+    ] {
+        let toml = format!("[store]\nurl = \"{url}\"\n{VALID}");
+        let (code, stderr) = run(&toml, &[]);
+        assert_eq!(code, Some(2), "{url}: {stderr}");
+        assert!(stderr.contains("store.url"), "{url}: {stderr}");
+        assert!(!stderr.contains("hunter2"), "{url}: {stderr}");
+    }
+    // TLS files only with a rediss URL.
+    let toml =
+        format!("[store]\nurl = \"redis://127.0.0.1:6379\"\nca_file = \"/nonexistent\"\n{VALID}");
+    assert_rejected(&toml, &[], "store.ca_file");
+}

@@ -33,6 +33,7 @@ mod outages;
 mod ping;
 mod request_object;
 mod retry_safety;
+mod store_backends;
 mod store_contract;
 mod test_idp_ciba;
 mod token;

@@ -1,5 +1,7 @@
-//! One contract, two backends: every test runs against the in-memory store
-//! and against Redis.
+//! One contract, every backend: each test runs against the in-memory store,
+//! a single Redis, a Redis Cluster (3 primaries, 3 replicas), a Sentinel
+//! group and a TLS Redis that requires a client certificate (the last three
+//! started once per test binary, see tests/support).
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -8,24 +10,20 @@ use ciba_proxy::domain::AuthReqId;
 use ciba_proxy::store::accounts::challenge_digest;
 use ciba_proxy::store::{
     Accounts, Binding, Confirmation, Denial, Device, Enrolment, HistoryEntry, MemoryAccounts,
-    MemoryStore, Outcome, PollOutcome, PushTarget, QueuedJob, RedisStore, RequestRecord, Status,
-    Store, StoreStats, WebPushKeys, WebPushSubscription,
+    MemoryStore, Outcome, PollOutcome, PushTarget, QueuedJob, RequestRecord, Status, Store,
+    StoreStats, WebPushKeys, WebPushSubscription,
 };
 use ciba_proxy_e2e::app::redis_url;
+use ciba_proxy_e2e::redis_deployments::shared_redis_backends;
 
 async fn backends() -> Vec<(&'static str, Arc<dyn Store>, ManualClock)> {
     let memory_clock = ManualClock::default();
     let memory: Arc<dyn Store> = Arc::new(MemoryStore::new(Arc::new(memory_clock.clone())));
-    let prefix = format!("contract-{}", rand::random::<u64>());
-    let redis: Arc<dyn Store> = Arc::new(
-        RedisStore::connect(&redis_url(), &prefix, Duration::from_secs(2))
-            .await
-            .expect("redis"),
-    );
-    vec![
-        ("memory", memory, memory_clock),
-        ("redis", redis, ManualClock::default()),
-    ]
+    let mut all = vec![("memory", memory, memory_clock)];
+    for (name, backends, _) in shared_redis_backends().await {
+        all.push((name, backends.store, ManualClock::default()));
+    }
+    all
 }
 
 fn record(clock: &ManualClock, client: &str) -> RequestRecord {
@@ -582,19 +580,12 @@ async fn recent_lists_kept_requests_newest_first() {
 async fn account_backends() -> Vec<(&'static str, Arc<dyn Accounts>, ManualClock, String)> {
     let memory_clock = ManualClock::default();
     let memory: Arc<dyn Accounts> = Arc::new(MemoryAccounts::new(Arc::new(memory_clock.clone())));
-    let prefix = format!("contract-{}", rand::random::<u64>());
-    let redis = RedisStore::connect(&redis_url(), &prefix, Duration::from_secs(2))
-        .await
-        .expect("redis");
-    vec![
-        ("memory", memory, memory_clock, String::new()),
-        (
-            "redis",
-            Arc::new(redis.accounts()),
-            ManualClock::default(),
-            prefix,
-        ),
-    ]
+    let mut all = vec![("memory", memory, memory_clock, String::new())];
+    // The single Redis last: redis_account_keys_that_can_end_expire takes it.
+    for (name, backends, prefix) in shared_redis_backends().await.into_iter().rev() {
+        all.push((name, backends.accounts, ManualClock::default(), prefix));
+    }
+    all
 }
 
 fn device(did: &str, user: &str, now_ms: u64) -> Device {

@@ -153,6 +153,7 @@ pub struct TestAppBuilder {
     ciba_toml: String,
     /// `[account]`: extra keys, when the account page is on.
     account_toml: Option<String>,
+    store_toml: String,
 }
 
 impl Default for TestAppBuilder {
@@ -174,6 +175,7 @@ impl Default for TestAppBuilder {
             client_toml: String::new(),
             ciba_toml: String::new(),
             account_toml: None,
+            store_toml: String::new(),
         }
     }
 }
@@ -246,6 +248,13 @@ impl TestAppBuilder {
         self.channels_toml = Some(toml.to_owned());
         self
     }
+
+    /// Appended to the generated `[store]` section (e.g. `ca_file = "..."`).
+    pub fn store_toml(mut self, toml: &str) -> Self {
+        self.store_toml = toml.to_owned();
+        self
+    }
+
     /// Appended to the generated `[ciba]` section (e.g. `long_poll_secs = 5`).
     pub fn ciba_toml(mut self, toml: &str) -> Self {
         self.ciba_toml = toml.to_owned();
@@ -290,6 +299,7 @@ impl TestAppBuilder {
             [store]
             url = "{store_url}"
             key_prefix = "{prefix}"
+            {store_extra}
             [ciba]
             expires_in = {expires_in}
             max_expires_in = {max_expires_in}
@@ -309,6 +319,7 @@ impl TestAppBuilder {
             poll_ms = 50
             "#,
             lease_ms = self.lease_ms,
+            store_extra = self.store_toml,
             idp_issuer = idp.issuer,
             kind = match self.ciba_upstream {
                 Some(delivery) => format!("kind = \"ciba\"\ndelivery = \"{delivery}\""),
@@ -812,17 +823,17 @@ impl TestApp {
         .await
     }
 
-    /// Polls `client_id`'s request (at a 1 s interval) until the answer is
-    /// not pending, for at most 30 s.
+    /// Polls as `client_id` (at a 1 s interval) until the answer is no
+    /// longer pending, for up to about 40 s.
     pub async fn poll_until_decided(&self, client_id: &str, auth_req_id: &str) -> Reply {
-        for _ in 0..30 {
+        for _ in 0..36 {
             let reply = self.poll(client_id, auth_req_id).await;
             if !matches!(reply.error(), "authorization_pending" | "slow_down") {
                 return reply;
             }
             tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
         }
-        panic!("the request was never decided");
+        panic!("the login {auth_req_id} was never decided");
     }
 
     pub async fn get(&self, path: &str) -> Reply {

@@ -11,17 +11,18 @@
 //! - `{prefix}:{u:<user hash>}:history` (sorted set by time): trimmed on
 //!   write, the key expiring when its newest entry is no longer kept.
 //!
-//! Enrolling is one script over the did's two keys, so a challenge is used
+//! Cluster-safe: every script or transaction touches one key, or the did's
+//! two keys under one tag. Enrolling is one script over the did's two keys, so a challenge is used
 //! up exactly when a device is registered with it. Dids are hashed into key
 //! names: a did is the device's to send, and must not shape a key.
 use std::collections::HashMap;
 
 use async_trait::async_trait;
-use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Script};
 use sha2::{Digest, Sha256};
 
 use super::accounts::{Accounts, Device, Enrolment, HistoryEntry, PushTarget};
+use super::connection::RedisConn;
 use super::StoreError;
 use crate::crypto::random_token;
 use crate::domain::AuthReqId;
@@ -48,7 +49,7 @@ return 1
 
 #[derive(Clone)]
 pub struct RedisAccounts {
-    conn: ConnectionManager,
+    conn: RedisConn,
     prefix: String,
     enrol: Script,
     set_if_exists: Script,
@@ -68,7 +69,7 @@ fn did_digest(did: &str) -> String {
 
 impl RedisAccounts {
     /// Shares the connection of the request store (see `RedisStore::accounts`).
-    pub(crate) fn new(conn: ConnectionManager, prefix: &str) -> Self {
+    pub(crate) fn new(conn: RedisConn, prefix: &str) -> Self {
         Self {
             conn,
             prefix: prefix.to_owned(),
@@ -228,12 +229,16 @@ impl Accounts for RedisAccounts {
         if dids.is_empty() {
             return Ok(Vec::new());
         }
-        let mut pipe = redis::pipe();
-        for did in &dids {
-            pipe.hgetall(self.device_key(did));
-        }
+        // Each device in its own slot: one read each, side by side (a
+        // pipeline over several slots is refused on a cluster).
         let maps: Vec<HashMap<String, String>> =
-            pipe.query_async(&mut conn).await.map_err(unavailable)?;
+            futures::future::try_join_all(dids.iter().map(|did| {
+                let mut conn = conn.clone();
+                let key = self.device_key(did);
+                async move { conn.hgetall(key).await }
+            }))
+            .await
+            .map_err(unavailable)?;
         let mut devices = Vec::with_capacity(dids.len());
         let user = user_hash(user);
         for (did, map) in dids.iter().zip(maps) {

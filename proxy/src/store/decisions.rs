@@ -3,7 +3,10 @@
 //! deciding instance announces it; every instance wakes its polls waiting
 //! on that request. With Redis the announcement goes through pub/sub, so a
 //! poll waiting on one instance wakes when another decided; in memory it is
-//! a local wake-up. A missed announcement (Redis briefly gone) costs only
+//! a local wake-up. On a Redis Cluster a PUBLISH reaches the subscribers of
+//! every node, so each instance listens on any one node (the next, if that
+//! one goes away); with Sentinel it listens on the current primary. A
+//! missed announcement (Redis briefly gone) costs only
 //! time: the waiting poll looks again when its wait ends.
 use std::collections::HashMap;
 use std::sync::{Arc, Weak};
@@ -11,9 +14,9 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use parking_lot::Mutex;
-use redis::aio::ConnectionManager;
 use tokio::sync::Notify;
 
+use super::connection::{RedisConn, Subscriber};
 use crate::domain::AuthReqId;
 
 /// How long the subscriber waits before it connects again.
@@ -22,7 +25,7 @@ const RESUBSCRIBE_AFTER: Duration = Duration::from_secs(1);
 /// Where this instance learns of decisions, and tells the others.
 pub struct Decisions {
     waiting: Mutex<HashMap<String, Weak<Notify>>>,
-    announce: Option<(ConnectionManager, String)>,
+    announce: Option<(RedisConn, String)>,
 }
 
 /// A poll's interest in one request; dropped, it stops listening.
@@ -45,13 +48,13 @@ impl Decisions {
 
     /// Many instances on one Redis: announcements go through the channel
     /// `{prefix}:decided`, heard by a subscriber task of this instance.
-    pub fn redis(client: redis::Client, publisher: ConnectionManager, prefix: &str) -> Arc<Self> {
+    pub fn redis(subscriber: Subscriber, publisher: RedisConn, prefix: &str) -> Arc<Self> {
         let channel = format!("{prefix}:decided");
         let decisions = Arc::new(Self {
             waiting: Mutex::default(),
             announce: Some((publisher, channel.clone())),
         });
-        tokio::spawn(listen(client, channel, Arc::downgrade(&decisions)));
+        tokio::spawn(listen(subscriber, channel, Arc::downgrade(&decisions)));
         decisions
     }
 
@@ -99,9 +102,10 @@ impl Decisions {
 }
 
 /// Hears every instance's announcements until the proxy stops.
-async fn listen(client: redis::Client, channel: String, decisions: Weak<Decisions>) {
+async fn listen(subscriber: Subscriber, channel: String, decisions: Weak<Decisions>) {
+    let mut attempt = 0;
     loop {
-        match client.get_async_pubsub().await {
+        match subscriber.pubsub(attempt).await {
             Ok(mut pubsub) => match pubsub.subscribe(&channel).await {
                 Ok(()) => {
                     let mut messages = pubsub.on_message();
@@ -124,6 +128,7 @@ async fn listen(client: redis::Client, channel: String, decisions: Weak<Decision
         if decisions.strong_count() == 0 {
             return;
         }
+        attempt += 1;
         tokio::time::sleep(RESUBSCRIBE_AFTER).await;
     }
 }

@@ -13,6 +13,8 @@ use crate::domain::AuthReqId;
 pub mod accounts;
 mod accounts_memory;
 mod accounts_redis;
+pub mod connect;
+mod connection;
 pub mod decisions;
 mod memory;
 mod metered;
@@ -23,6 +25,7 @@ pub use self::accounts::{
 };
 pub use self::accounts_memory::MemoryAccounts;
 pub use self::accounts_redis::RedisAccounts;
+pub use self::connect::{connect, Backends, StoreTarget};
 pub use self::decisions::Decisions;
 pub use self::memory::MemoryStore;
 pub use self::metered::Metered;

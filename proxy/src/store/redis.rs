@@ -1,16 +1,26 @@
-//! The shared store: one Redis, any number of proxy instances.
+//! The shared store: one Redis deployment (a server, a Sentinel-watched
+//! primary or a Redis Cluster), any number of proxy instances.
 //!
-//! Keys of one request share a hash tag (`{prefix}:{<id>}:req|tok`) so the
-//! scripts stay valid on Redis Cluster. Every key has a TTL. The poll and the
-//! finish step are Lua scripts, so each is one atomic round trip; the redis
-//! crate's `Script` reloads a script after a failover (NOSCRIPT).
+//! Cluster-safe by construction: every script and transaction declares all
+//! the keys it touches in `KEYS`, and they share one hash tag (one slot):
+//! a request's keys `{prefix}:{<id>}:req|tok`, a job-queue shard's
+//! `{prefix:jobs:<n>}:queue|jobs`. Keys touched beside a request (the
+//! state, the pending and recent sets) are written in separate steps, in
+//! an order that never leaves a key pointing at nothing. Every request key
+//! has a TTL. The poll and the finish step are Lua scripts, so each is one
+//! atomic round trip; the redis crate's `Script` answers NOSCRIPT (after a
+//! failover or SCRIPT FLUSH) by sending the script again.
 use std::collections::HashMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{AsyncCommands, Script};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
+use redis::{AsyncCommands, Script};
+use sha2::{Digest, Sha256};
+
+use super::connection::{RedisConn, Subscriber};
 use super::{
     Binding, Confirmation, Denial, Outcome, PollOutcome, QueuedJob, RequestRecord, Status, Store,
     StoreError, StoreStats, CONFIRM_WINDOW_MS, EXPIRED_RETENTION_MS, SLOW_DOWN_STEP_SECS,
@@ -102,19 +112,55 @@ end
 return 1
 ";
 
+/// How many hash tags (slots) the job queue is spread over, so a cluster
+/// shares its load; a job id always maps to the same shard.
+pub const JOB_SHARDS: usize = 8;
+
+const NOW: &str = r"
+local t = redis.call('TIME')
+local rnow = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+";
+
+// One queue shard: KEYS[1] a sorted set of job ids by due time, KEYS[2] a
+// hash of job id -> '<deadline by Redis's clock, ms> <sealed payload>'.
+const ENQUEUE: &str = r"
+-- ARGV: id, payload, visible_at_ms, ttl_ms
+redis.call('HSET', KEYS[2], ARGV[1], (rnow + tonumber(ARGV[4])) .. ' ' .. ARGV[2])
+redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
+return 1
+";
+
+const RESCHEDULE: &str = r"
+-- ARGV: id, payload, visible_at_ms. An expired job is not brought back and
+-- keeps its deadline.
+local cur = redis.call('HGET', KEYS[2], ARGV[1])
+if not cur then return 0 end
+local space = string.find(cur, ' ', 1, true)
+local deadline = string.sub(cur, 1, space - 1)
+if tonumber(deadline) <= rnow then
+  redis.call('HDEL', KEYS[2], ARGV[1])
+  redis.call('ZREM', KEYS[1], ARGV[1])
+  return 0
+end
+redis.call('HSET', KEYS[2], ARGV[1], deadline .. ' ' .. ARGV[2])
+redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
+return 1
+";
+
 const LEASE: &str = r"
--- KEYS[1] the queue (a sorted set of job ids by due time)
--- ARGV: now_ms, lease_ms, max, job key prefix (same hash tag as the queue)
+-- ARGV: now_ms, lease_ms, max
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
 local out = {}
 for _, id in ipairs(ids) do
-  local payload = redis.call('GET', ARGV[4] .. id)
-  if payload then
+  local cur = redis.call('HGET', KEYS[2], id)
+  local space = cur and string.find(cur, ' ', 1, true)
+  if space and tonumber(string.sub(cur, 1, space - 1)) > rnow then
     redis.call('ZADD', KEYS[1], tonumber(ARGV[1]) + tonumber(ARGV[2]), id)
     table.insert(out, id)
-    table.insert(out, payload)
+    table.insert(out, string.sub(cur, space + 1))
   else
     -- The job expired with its request: forget it.
+    redis.call('HDEL', KEYS[2], id)
     redis.call('ZREM', KEYS[1], id)
   end
 end
@@ -135,15 +181,21 @@ return 1
 #[derive(Clone)]
 pub struct RedisStore {
     /// For the decision subscriber's own connection.
-    client: redis::Client,
-    conn: ConnectionManager,
+    subscriber: Subscriber,
+    conn: RedisConn,
     prefix: String,
     poll: Script,
     confirm: Script,
     bind_callback: Script,
     finish: Script,
+    enqueue: Script,
+    reschedule: Script,
     lease: Script,
     take_slot: Script,
+    /// Where the next lease starts, so every shard gets its turn.
+    next_shard: Arc<AtomicUsize>,
+    /// `WAIT` after the writes that open and finish a login.
+    wait: super::connect::WaitPolicy,
 }
 
 fn unavailable(e: redis::RedisError) -> StoreError {
@@ -151,38 +203,76 @@ fn unavailable(e: redis::RedisError) -> StoreError {
 }
 
 impl RedisStore {
-    /// Connects to `url`; every command gives up after `timeout`.
+    /// Connects to `url` (any Redis form of `store.url`, without TLS files);
+    /// every command gives up after `timeout`. [`super::connect`] is what
+    /// the proxy uses; this is for tools and tests.
     pub async fn connect(url: &str, prefix: &str, timeout: Duration) -> Result<Self, StoreError> {
-        let client =
-            redis::Client::open(url).map_err(|e| StoreError::Unavailable(e.to_string()))?;
-        // Reconnect quickly and keep trying: with the crate's defaults the
-        // backoff between attempts grows to minutes, so a Redis restart would
-        // keep the proxy unavailable long after Redis is back.
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(timeout)
-            .set_response_timeout(timeout)
-            .set_factor(2)
-            .set_max_delay(1000)
-            .set_number_of_retries(3);
-        let conn = ConnectionManager::new_with_config(client.clone(), config)
-            .await
-            .map_err(unavailable)?;
-        Ok(Self {
-            client,
+        let settings = crate::configuration::StoreSettings {
+            url: secrecy::SecretString::from(url.to_owned()),
+            key_prefix: prefix.to_owned(),
+            timeout_ms: timeout.as_millis() as u64,
+            ..Default::default()
+        };
+        let target = super::connect::StoreTarget::from_settings(&settings)
+            .map_err(|e| StoreError::Unavailable(format!("store.url {}", e.message)))?;
+        let super::connection::Connections { conn, subscriber } =
+            super::connection::open(&target).await?;
+        Ok(Self::new(conn, subscriber, prefix))
+    }
+
+    /// The store over connections made by [`super::connection::open`].
+    pub(crate) fn new(conn: RedisConn, subscriber: Subscriber, prefix: &str) -> Self {
+        let script = |body: &str| Script::new(body);
+        let timed = |body: &str| Script::new(&format!("{NOW}{body}"));
+        Self {
+            subscriber,
             conn,
             prefix: prefix.to_owned(),
-            poll: Script::new(POLL),
-            confirm: Script::new(CONFIRM),
-            bind_callback: Script::new(BIND_CALLBACK),
-            finish: Script::new(FINISH),
-            lease: Script::new(LEASE),
-            take_slot: Script::new(TAKE_SLOT),
-        })
+            poll: script(POLL),
+            confirm: script(CONFIRM),
+            bind_callback: script(BIND_CALLBACK),
+            finish: script(FINISH),
+            enqueue: timed(ENQUEUE),
+            reschedule: timed(RESCHEDULE),
+            lease: timed(LEASE),
+            take_slot: script(TAKE_SLOT),
+            next_shard: Arc::new(AtomicUsize::new(rand::random::<u8>() as usize)),
+            wait: super::connect::WaitPolicy::default(),
+        }
+    }
+
+    /// Waits for `policy.replicas` replicas after a login's writes.
+    pub(crate) fn waiting(mut self, policy: super::connect::WaitPolicy) -> Self {
+        self.wait = policy;
+        self
+    }
+
+    /// `[store] wait_replicas`: waits until that many replicas hold what
+    /// was written to `key`'s node. Falling short fails nothing (the write
+    /// is done); it is logged, as the write may be lost in a failover.
+    async fn replicate(&self, key: &str) {
+        let policy = self.wait;
+        if policy.replicas == 0 {
+            return;
+        }
+        let mut conn = self.conn.clone();
+        match conn
+            .wait_replicas(key, policy.replicas, policy.timeout_ms)
+            .await
+        {
+            Ok(acked) if acked >= i64::from(policy.replicas) => {}
+            Ok(acked) => tracing::warn!(
+                acked,
+                wanted = policy.replicas,
+                "fewer replicas than store.wait_replicas acknowledged a login's write in time"
+            ),
+            Err(e) => tracing::warn!(error = %e, "WAIT for replicas failed"),
+        }
     }
 
     /// The decision channel on this Redis, for long polls on any instance.
     pub fn decisions(&self) -> std::sync::Arc<super::Decisions> {
-        super::Decisions::redis(self.client.clone(), self.conn.clone(), &self.prefix)
+        super::Decisions::redis(self.subscriber.clone(), self.conn.clone(), &self.prefix)
     }
 
     /// The users' accounts (devices, enrolments, history) on this Redis,
@@ -199,19 +289,29 @@ impl RedisStore {
         format!("{}:{{{}}}:tok", self.prefix, id)
     }
 
-    /// The job queue and its jobs share one hash tag, so the lease script
-    /// touches a single Redis Cluster slot.
-    fn queue_key(&self) -> String {
-        format!("{{{}:jobs}}:queue", self.prefix)
+    /// The shard a job id always lands in.
+    fn shard_of(job_id: &str) -> usize {
+        Sha256::digest(job_id.as_bytes())[0] as usize % JOB_SHARDS
     }
 
-    fn job_key_prefix(&self) -> String {
-        format!("{{{}:jobs}}:job:", self.prefix)
+    /// A queue shard's keys: its due times and its jobs, under one hash
+    /// tag, so each script touches a single Redis Cluster slot.
+    fn shard_keys(&self, shard: usize) -> (String, String) {
+        (
+            format!("{{{}:jobs:{shard}}}:queue", self.prefix),
+            format!("{{{}:jobs:{shard}}}:jobs", self.prefix),
+        )
+    }
+
+    fn job_keys(&self, job_id: &str) -> (String, String) {
+        self.shard_keys(Self::shard_of(job_id))
     }
 
     /// Pending requests scored by expiry, for the cluster-wide pending
     /// count. Kept beside the request (not in its script: another slot);
     /// an entry that outlives its request's decision drops out at expiry.
+    /// One key, so one slot: on a cluster it is one node's load, one write
+    /// per request opened and decided.
     fn pending_key(&self) -> String {
         format!("{}:pending-requests", self.prefix)
     }
@@ -222,6 +322,9 @@ impl RedisStore {
         format!("{}:recent-requests", self.prefix)
     }
 
+    /// The callback `state`'s pointer to its request: its own slot, written
+    /// only once the request is stored, and expiring before it, so it never
+    /// names a request that is not there.
     fn state_key(&self, state: &str) -> String {
         format!("{}:state:{}", self.prefix, state)
     }
@@ -315,40 +418,49 @@ impl Store for RedisStore {
             ("link", record.sealed_link.clone().unwrap_or_default()),
         ];
         let mut conn = self.conn.clone();
-        let mut pipe = redis::pipe();
-        pipe.atomic()
+        redis::pipe()
+            .atomic()
             .hset_multiple(&key, &fields)
             .ignore()
             .pexpire(&key, (live_ms + EXPIRED_RETENTION_MS) as i64)
-            .ignore();
+            .ignore()
+            .query_async::<()>(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        self.replicate(&key).await;
+        // The state only once the request is there: a crash in between
+        // leaves a request nobody was told of (it expires), never a state
+        // naming nothing. It lives `live_ms`, the request longer.
         if let Some(state) = state {
-            pipe.set_options(
+            conn.set_options::<_, _, ()>(
                 self.state_key(state),
                 record.id.as_str(),
                 redis::SetOptions::default().with_expiration(redis::SetExpiry::PX(live_ms)),
             )
-            .ignore();
-        }
-        pipe.query_async::<()>(&mut conn)
             .await
             .map_err(unavailable)?;
-        // Beside the request, not in its transaction: other keys, other slots.
+        }
+        // Beside the request, not in its transaction: other keys, other
+        // slots, so one pipeline per key.
         let oldest_kept = now_ms.saturating_sub(
             crate::configuration::MAX_REQUEST_LIFETIME_SECS * 1000 + EXPIRED_RETENTION_MS,
         );
         // Each set lives as long as its latest member matters (NX for a
         // new key, then GT: never shorten it).
         let kept_until = record.expires_at_ms + EXPIRED_RETENTION_MS;
-        let mut pipe = redis::pipe();
-        pipe.zadd(self.pending_key(), record.id.as_str(), record.expires_at_ms)
-            .ignore()
+        let mut pending = redis::pipe();
+        pending
+            .zadd(self.pending_key(), record.id.as_str(), record.expires_at_ms)
+            .ignore();
+        let mut recent = redis::pipe();
+        recent
             .zadd(self.recent_key(), record.id.as_str(), record.created_at_ms)
             .ignore()
             .zrembyscore(self.recent_key(), "-inf", format!("({oldest_kept}"))
             .ignore();
-        for (key, until) in [
-            (self.pending_key(), record.expires_at_ms),
-            (self.recent_key(), kept_until),
+        for (pipe, key, until) in [
+            (&mut pending, self.pending_key(), record.expires_at_ms),
+            (&mut recent, self.recent_key(), kept_until),
         ] {
             for option in ["NX", "GT"] {
                 pipe.cmd("PEXPIREAT")
@@ -358,7 +470,12 @@ impl Store for RedisStore {
                     .ignore();
             }
         }
-        pipe.query_async::<()>(&mut conn).await.map_err(unavailable)
+        let mut other = conn.clone();
+        let (a, b) = futures::join!(
+            pending.query_async::<()>(&mut conn),
+            recent.query_async::<()>(&mut other)
+        );
+        a.and(b).map_err(unavailable)
     }
 
     async fn state_owner(&self, state: &str) -> Result<Option<AuthReqId>, StoreError> {
@@ -448,6 +565,7 @@ impl Store for RedisStore {
             .await
             .map_err(unavailable)?;
         if changed == 1 {
+            self.replicate(&self.request_key(id)).await;
             // Best effort: a leftover entry drops out of the count at expiry.
             if let Err(e) = conn.zrem::<_, _, ()>(self.pending_key(), id.as_str()).await {
                 tracing::debug!(error = %e, "could not drop a request from the pending count");
@@ -536,20 +654,20 @@ impl Store for RedisStore {
         visible_at_ms: u64,
         ttl_ms: u64,
     ) -> Result<(), StoreError> {
+        let (queue, jobs) = self.job_keys(&job.id);
         let mut conn = self.conn.clone();
-        redis::pipe()
-            .atomic()
-            .set_options(
-                format!("{}{}", self.job_key_prefix(), job.id),
-                &job.payload,
-                redis::SetOptions::default().with_expiration(redis::SetExpiry::PX(ttl_ms.max(1))),
-            )
-            .ignore()
-            .zadd(self.queue_key(), &job.id, visible_at_ms)
-            .ignore()
-            .query_async::<()>(&mut conn)
+        let _: i64 = self
+            .enqueue
+            .key(queue)
+            .key(jobs)
+            .arg(&job.id)
+            .arg(&job.payload)
+            .arg(visible_at_ms)
+            .arg(ttl_ms.max(1))
+            .invoke_async(&mut conn)
             .await
-            .map_err(unavailable)
+            .map_err(unavailable)?;
+        Ok(())
     }
 
     async fn lease(
@@ -559,52 +677,66 @@ impl Store for RedisStore {
         max: usize,
     ) -> Result<Vec<QueuedJob>, StoreError> {
         let mut conn = self.conn.clone();
-        let flat: Vec<String> = self
-            .lease
-            .key(self.queue_key())
-            .arg(now_ms)
-            .arg(lease_ms)
-            .arg(max)
-            .arg(self.job_key_prefix())
-            .invoke_async(&mut conn)
-            .await
-            .map_err(unavailable)?;
-        Ok(flat
-            .chunks_exact(2)
-            .map(|pair| QueuedJob {
+        let mut leased = Vec::new();
+        // Every shard in turn, starting where the last lease left off, until
+        // `max` jobs are taken; a shard that fails leaves the others usable.
+        let first = self.next_shard.fetch_add(1, Ordering::Relaxed);
+        let mut failure = None;
+        for i in 0..JOB_SHARDS {
+            let want = max.saturating_sub(leased.len());
+            if want == 0 {
+                break;
+            }
+            let (queue, jobs) = self.shard_keys((first + i) % JOB_SHARDS);
+            let flat: Vec<String> = match self
+                .lease
+                .key(queue)
+                .key(jobs)
+                .arg(now_ms)
+                .arg(lease_ms)
+                .arg(want)
+                .invoke_async(&mut conn)
+                .await
+            {
+                Ok(flat) => flat,
+                Err(e) => {
+                    failure = Some(e);
+                    continue;
+                }
+            };
+            leased.extend(flat.chunks_exact(2).map(|pair| QueuedJob {
                 id: pair[0].clone(),
                 payload: pair[1].clone(),
-            })
-            .collect())
+            }));
+        }
+        match failure {
+            Some(e) if leased.is_empty() => Err(unavailable(e)),
+            _ => Ok(leased),
+        }
     }
 
     async fn reschedule(&self, job: &QueuedJob, visible_at_ms: u64) -> Result<(), StoreError> {
+        let (queue, jobs) = self.job_keys(&job.id);
         let mut conn = self.conn.clone();
-        // XX + KEEPTTL: an expired job is not brought back, and keeps its deadline.
-        let kept: Option<String> = conn
-            .set_options(
-                format!("{}{}", self.job_key_prefix(), job.id),
-                &job.payload,
-                redis::SetOptions::default()
-                    .conditional_set(redis::ExistenceCheck::XX)
-                    .with_expiration(redis::SetExpiry::KEEPTTL),
-            )
+        let _: i64 = self
+            .reschedule
+            .key(queue)
+            .key(jobs)
+            .arg(&job.id)
+            .arg(&job.payload)
+            .arg(visible_at_ms)
+            .invoke_async(&mut conn)
             .await
             .map_err(unavailable)?;
-        if kept.is_some() {
-            let _: () = conn
-                .zadd(self.queue_key(), &job.id, visible_at_ms)
-                .await
-                .map_err(unavailable)?;
-        }
         Ok(())
     }
 
     async fn expedite(&self, job_id: &str, now_ms: u64) -> Result<(), StoreError> {
+        let (queue, _) = self.job_keys(job_id);
         let mut conn = self.conn.clone();
         // XX: only a job still in the queue is moved.
         redis::cmd("ZADD")
-            .arg(self.queue_key())
+            .arg(queue)
             .arg("XX")
             .arg(now_ms)
             .arg(job_id)
@@ -615,12 +747,13 @@ impl Store for RedisStore {
     }
 
     async fn complete(&self, job_id: &str) -> Result<(), StoreError> {
+        let (queue, jobs) = self.job_keys(job_id);
         let mut conn = self.conn.clone();
         redis::pipe()
             .atomic()
-            .zrem(self.queue_key(), job_id)
+            .zrem(queue, job_id)
             .ignore()
-            .del(format!("{}{}", self.job_key_prefix(), job_id))
+            .hdel(jobs, job_id)
             .ignore()
             .query_async::<()>(&mut conn)
             .await
@@ -677,20 +810,32 @@ impl Store for RedisStore {
 
     async fn stats(&self, now_ms: u64) -> Result<StoreStats, StoreError> {
         let mut conn = self.conn.clone();
-        let (pending, queued_jobs, first): (u64, u64, Vec<(String, u64)>) = redis::pipe()
+        let (pending,): (u64,) = redis::pipe()
             .zrembyscore(self.pending_key(), "-inf", now_ms)
             .ignore()
             .zcard(self.pending_key())
-            .zcard(self.queue_key())
-            .zrange_withscores(self.queue_key(), 0, 0)
             .query_async(&mut conn)
             .await
             .map_err(unavailable)?;
-        Ok(StoreStats {
-            queued_jobs,
-            oldest_due_ms: first.first().map(|(_, due)| *due),
+        let mut stats = StoreStats {
             pending,
-        })
+            ..StoreStats::default()
+        };
+        // One pipeline per shard: each is its own slot.
+        for shard in 0..JOB_SHARDS {
+            let (queue, _) = self.shard_keys(shard);
+            let (queued, first): (u64, Vec<(String, u64)>) = redis::pipe()
+                .zcard(&queue)
+                .zrange_withscores(&queue, 0, 0)
+                .query_async(&mut conn)
+                .await
+                .map_err(unavailable)?;
+            stats.queued_jobs += queued;
+            if let Some((_, due)) = first.first() {
+                stats.oldest_due_ms = Some(stats.oldest_due_ms.map_or(*due, |d| d.min(*due)));
+            }
+        }
+        Ok(stats)
     }
 
     async fn recent(&self, _now_ms: u64, max: usize) -> Result<Vec<AuthReqId>, StoreError> {

@@ -1,0 +1,359 @@
+//! The proxy on every Redis deployment it speaks to, with real servers
+//! started by the tests (tests/support/redis_{cluster,sentinel,tls}.rs):
+//! the whole flow on a Redis Cluster behind three instances, a cluster
+//! primary and a Sentinel primary killed mid-flow, scripts flushed under
+//! the proxy, and TLS with the right CA, a wrong one and a client
+//! certificate. The store contract itself runs per backend in
+//! store_contract.rs.
+use std::time::Duration;
+
+use ciba_proxy::clock::{Clock, SystemClock};
+use ciba_proxy::domain::AuthReqId;
+use ciba_proxy::store::{PollOutcome, RequestRecord};
+use ciba_proxy_e2e::app::TestApp;
+use ciba_proxy_e2e::device::Action;
+use ciba_proxy_e2e::pki::TestPki;
+use ciba_proxy_e2e::redis_cluster::RedisCluster;
+use ciba_proxy_e2e::redis_deployments::{backends_for, mtls_settings, store_settings};
+use ciba_proxy_e2e::redis_sentinel::RedisSentinel;
+use ciba_proxy_e2e::redis_tls::RedisTls;
+
+/// Long enough that a device signs in after the failover it races with
+/// (a browser that hit the failover would retry; the test device does
+/// not); the webhook timeout and the job lease outlast it, so a webhook in
+/// flight is not sent twice.
+const ACK: Duration = Duration::from_secs(8);
+const WEBHOOK_TIMEOUT: &str = "timeout_ms = 15000";
+const LEASE_MS: u64 = 20_000;
+
+fn record(client: &str) -> RequestRecord {
+    let now = SystemClock.now_ms();
+    RequestRecord {
+        id: AuthReqId::generate(),
+        client_id: client.into(),
+        login_hint: "alice".into(),
+        scope: "openid".into(),
+        sealed_upstream: "sealed".into(),
+        created_at_ms: now,
+        expires_at_ms: now + 60_000,
+        interval_secs: 0,
+        sealed_ping_token: None,
+        binding_message: None,
+        sealed_link: None,
+    }
+}
+
+/// Starts `n` logins for `<user>0..<user>{n-1}`, each device answering its
+/// webhook slowly; returns (hint, auth_req_id).
+async fn start_logins(app: &TestApp, user: &str, n: usize) -> Vec<(String, String)> {
+    let mut logins = Vec::new();
+    for i in 0..n {
+        let hint = format!("{user}{i}");
+        app.device.on(&hint, Action::SlowAck(ACK));
+        logins.push((hint.clone(), app.start("shop", &hint).await));
+    }
+    logins
+}
+
+/// Every login reaches the device's page and its tokens leave exactly once.
+async fn assert_every_login_completes_once(app: &TestApp, logins: &[(String, String)]) {
+    for (hint, _) in logins {
+        let page = app.device.wait_for_page(hint).await;
+        assert_eq!(page.status, 200, "{hint}: {page:?}");
+    }
+    for (hint, id) in logins {
+        // Until decided: an exchange that met the failover is retried in
+        // the background (RedeemCode) and decides a little later.
+        let reply = app.poll_until_decided("shop", id).await;
+        assert_eq!(reply.status, 200, "{hint}: {reply:?}");
+        for _ in 0..2 {
+            app.poll("shop", id)
+                .await
+                .assert_error(400, "invalid_grant");
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_flow_runs_on_a_cluster_behind_three_instances_and_survives_a_primary_failure() {
+    let mut redis = tokio::task::spawn_blocking(RedisCluster::start)
+        .await
+        .unwrap()
+        .expect("start a Redis Cluster");
+    let cluster = TestApp::builder()
+        .redis_at(&redis.url())
+        .lease_ms(LEASE_MS)
+        .notifier_toml(WEBHOOK_TIMEOUT)
+        .spawn_cluster(3)
+        .await;
+    let app = &cluster.app;
+    let logins = start_logins(app, "user", 6).await;
+    // The primary holding the first login's keys dies while every login
+    // is pending; its replica takes over.
+    let victim = redis
+        .primary_for(&format!("{{{}}}", logins[0].1))
+        .expect("find the primary");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    redis.kill(victim);
+    redis
+        .wait_healthy(Duration::from_secs(30))
+        .expect("the replica is promoted");
+    assert_every_login_completes_once(app, &logins).await;
+    // And new logins work on the promoted node.
+    let more = start_logins(app, "later", 2).await;
+    assert_every_login_completes_once(app, &more).await;
+}
+
+#[tokio::test]
+async fn the_proxy_follows_a_new_sentinel_primary_without_a_restart() {
+    let mut group = tokio::task::spawn_blocking(RedisSentinel::start)
+        .await
+        .unwrap()
+        .expect("start a Sentinel group");
+    let app = TestApp::builder()
+        .redis_at(&group.url())
+        .lease_ms(LEASE_MS)
+        .notifier_toml(WEBHOOK_TIMEOUT)
+        .spawn()
+        .await;
+    let logins = start_logins(&app, "user", 3).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    group.kill_primary();
+    // Keep asking while the sentinels agree on the replica: count what a
+    // client sees meanwhile.
+    let mut unavailable = 0;
+    let mut answered = 0;
+    for probe in 0.. {
+        let hint = format!("probe{probe}");
+        app.device.on(&hint, Action::Ignore);
+        let reply = app
+            .bc_authorize("shop", &[("scope", "openid"), ("login_hint", &hint)])
+            .await;
+        match reply.status.as_u16() {
+            503 => unavailable += 1,
+            200 => answered += 1,
+            other => panic!("unexpected {other}: {reply:?}"),
+        }
+        if answered >= 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    group
+        .wait_failover(Duration::from_secs(30))
+        .expect("the sentinels promoted the replica");
+    println!("sentinel failover: {unavailable} requests got 503 before the proxy followed the new primary");
+    assert_every_login_completes_once(&app, &logins).await;
+}
+
+#[tokio::test]
+async fn scripts_flushed_under_the_proxy_are_sent_again() {
+    let cluster = tokio::task::spawn_blocking(RedisCluster::shared)
+        .await
+        .unwrap();
+    let backends = backends_for(&store_settings(&cluster.url()))
+        .await
+        .expect("connect to the cluster");
+    let store = backends.store;
+    let r = record("c");
+    store
+        .create(&r, Some(&format!("state-{}", r.id)), SystemClock.now_ms())
+        .await
+        .unwrap();
+    let now = SystemClock.now_ms();
+    assert_eq!(
+        store.poll(&r.id, "c", "a1", now).await.unwrap(),
+        PollOutcome::Pending
+    );
+    // As after a failover to a node that never saw the scripts.
+    cluster
+        .on_every_primary(&["SCRIPT", "FLUSH"])
+        .expect("SCRIPT FLUSH");
+    assert_eq!(
+        store
+            .poll(&r.id, "c", "a2", SystemClock.now_ms())
+            .await
+            .unwrap(),
+        PollOutcome::Pending
+    );
+    cluster
+        .on_every_primary(&["SCRIPT", "FLUSH"])
+        .expect("SCRIPT FLUSH");
+    assert!(store
+        .finish(
+            &r.id,
+            &ciba_proxy::store::Outcome::Approved {
+                sealed_tokens: "t".into()
+            },
+            SystemClock.now_ms()
+        )
+        .await
+        .unwrap());
+}
+
+#[tokio::test]
+async fn a_decision_on_one_cluster_node_wakes_long_polls_listening_on_another() {
+    let cluster = tokio::task::spawn_blocking(RedisCluster::shared)
+        .await
+        .unwrap();
+    let settings = store_settings(&cluster.url());
+    let announcer = backends_for(&settings).await.expect("connect");
+    // The listener's only seed is a node other than the announcer's first.
+    let ports = cluster.ports();
+    let mut listener_settings = settings.clone();
+    listener_settings.url = secrecy::SecretString::from(format!(
+        "redis+cluster://127.0.0.1:{}",
+        ports[ports.len() - 1]
+    ));
+    let listener = backends_for(&listener_settings).await.expect("connect");
+    let id = AuthReqId::generate();
+    let watch = listener.decisions.watch(&id);
+    // Until the subscriber is listening, an announcement is lost: announce
+    // until one is heard.
+    let heard = async {
+        loop {
+            announcer.decisions.announce(&id).await;
+            if tokio::time::timeout(Duration::from_millis(200), watch.notify().notified())
+                .await
+                .is_ok()
+            {
+                return;
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), heard)
+        .await
+        .expect("the decision reached the other node's subscriber");
+}
+
+#[tokio::test]
+async fn rediss_needs_the_right_ca_and_a_client_certificate_where_required() {
+    let pki = TestPki::shared();
+    let tls = tokio::task::spawn_blocking(RedisTls::shared).await.unwrap();
+    // A CA that did not sign the server's certificate.
+    let mut wrong = store_settings(&tls.url());
+    wrong.ca_file = Some(pki.self_signed.cert_path.clone());
+    assert!(
+        backends_for(&wrong).await.is_err(),
+        "a server certificate from another CA is refused"
+    );
+    let mut right = store_settings(&tls.url());
+    right.ca_file = Some(pki.ca_path.clone());
+    let backends = backends_for(&right).await.expect("the right CA works");
+    backends.store.ping().await.expect("ping over TLS");
+
+    // The server that requires a client certificate.
+    let mtls = tokio::task::spawn_blocking(RedisTls::shared_with_client_certs)
+        .await
+        .unwrap();
+    let mut anonymous = store_settings(&mtls.url());
+    anonymous.ca_file = Some(pki.ca_path.clone());
+    let refused = match backends_for(&anonymous).await {
+        Err(_) => true,
+        Ok(b) => b.store.ping().await.is_err(),
+    };
+    assert!(refused, "no client certificate, no store");
+    let backends = backends_for(&mtls_settings())
+        .await
+        .expect("with the client certificate");
+    backends.store.ping().await.expect("ping over mutual TLS");
+}
+
+#[tokio::test]
+async fn the_flow_runs_over_tls_with_a_client_certificate() {
+    let pki = TestPki::shared();
+    let mtls = tokio::task::spawn_blocking(RedisTls::shared_with_client_certs)
+        .await
+        .unwrap();
+    let app = TestApp::builder()
+        .redis_at(&mtls.url())
+        .store_toml(&format!(
+            "ca_file = {:?}\nclient_cert_file = {:?}\nclient_key_file = {:?}",
+            pki.ca_path, pki.client.cert_path, pki.client.key_path
+        ))
+        .spawn()
+        .await;
+    let logins = start_logins(&app, "user", 1).await;
+    assert_every_login_completes_once(&app, &logins).await;
+}
+
+#[tokio::test]
+async fn a_cluster_is_reached_through_any_one_seed_that_answers() {
+    let cluster = tokio::task::spawn_blocking(RedisCluster::shared)
+        .await
+        .unwrap();
+    // Port 1 on loopback: nobody listens there.
+    let url = format!(
+        "redis+cluster://127.0.0.1:1,127.0.0.1:{}",
+        cluster.ports()[2]
+    );
+    let backends = backends_for(&store_settings(&url))
+        .await
+        .expect("one live seed is enough");
+    backends.store.ping().await.expect("ping");
+    let r = record("c");
+    backends
+        .store
+        .create(&r, None, SystemClock.now_ms())
+        .await
+        .expect("a write on whichever node holds the slot");
+    assert!(backends.store.get(&r.id).await.unwrap().is_some());
+}
+
+/// How many times the node on `port` ran WAIT.
+fn waits_on(port: u16) -> u64 {
+    let mut c = ciba_proxy_e2e::redis_process::connection(port).expect("connect");
+    let stats: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query(&mut c)
+        .expect("INFO");
+    stats
+        .lines()
+        .find_map(|l| l.strip_prefix("cmdstat_wait:calls="))
+        .and_then(|rest| rest.split(',').next())
+        .map_or(0, |n| n.parse().unwrap())
+}
+
+#[tokio::test]
+async fn with_wait_replicas_a_login_s_writes_wait_for_a_replica_on_its_primary() {
+    let group = tokio::task::spawn_blocking(RedisSentinel::shared)
+        .await
+        .unwrap();
+    let cluster = tokio::task::spawn_blocking(RedisCluster::shared)
+        .await
+        .unwrap();
+    for url in [group.url(), cluster.url()] {
+        let mut settings = store_settings(&url);
+        settings.wait_replicas = 1;
+        settings.wait_timeout_ms = 2000;
+        let backends = backends_for(&settings).await.expect("connect");
+        let r = record("c");
+        let primary = if url == group.url() {
+            group.primary_port()
+        } else {
+            cluster
+                .primary_for(&format!("{{{}}}", r.id))
+                .expect("the primary")
+        };
+        let before = waits_on(primary);
+        backends
+            .store
+            .create(&r, None, SystemClock.now_ms())
+            .await
+            .unwrap();
+        assert!(backends
+            .store
+            .finish(
+                &r.id,
+                &ciba_proxy::store::Outcome::Denied {
+                    reason: "no".into(),
+                    kind: ciba_proxy::store::Denial::Declined
+                },
+                SystemClock.now_ms()
+            )
+            .await
+            .unwrap());
+        // Opening and finishing each waited on the request's own primary.
+        assert!(waits_on(primary) >= before + 2, "{url}");
+    }
+}
