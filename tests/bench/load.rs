@@ -27,6 +27,9 @@ pub struct Sample {
     pub latencies: Vec<Duration>,
     /// `"<status> <error>"` → count.
     pub answers: HashMap<String, u64>,
+    /// CPU time of the watched processes during the run, in their order,
+    /// and of the load's own thread (last).
+    pub cpu: Vec<Duration>,
 }
 
 impl Sample {
@@ -38,9 +41,22 @@ impl Sample {
         self.polls += other.polls;
         self.elapsed += other.elapsed;
         self.latencies.extend(other.latencies);
+        self.cpu
+            .resize(other.cpu.len().max(self.cpu.len()), Duration::ZERO);
+        for (mine, theirs) in self.cpu.iter_mut().zip(other.cpu) {
+            *mine += theirs;
+        }
         for (k, v) in other.answers {
             *self.answers.entry(k).or_default() += v;
         }
+    }
+
+    /// CPU microseconds per poll of each watched process, then of the load.
+    pub fn cpu_micros_per_poll(&self) -> Vec<f64> {
+        self.cpu
+            .iter()
+            .map(|c| c.as_secs_f64() * 1e6 / self.polls.max(1) as f64)
+            .collect()
     }
 
     /// The `p` quantile (0..=1) of the latencies; sorts them.
@@ -52,25 +68,41 @@ impl Sample {
 }
 
 /// Sends `requests` round robin over `connections` connections to `addr`
-/// for `duration`; connection `c` starts at request `c`.
+/// for `duration`; connection `c` starts at request `c`. Measures the CPU
+/// time the processes `watch` spend meanwhile.
 pub fn run(
     addr: SocketAddr,
     requests: &[Vec<u8>],
     connections: usize,
     duration: Duration,
+    watch: &[u32],
 ) -> anyhow::Result<Sample> {
+    let cpu_before: Vec<Duration> = watch
+        .iter()
+        .map(|pid| cpu_time(&format!("/proc/{pid}/stat")))
+        .collect();
+    let own_before = cpu_time("/proc/thread-self/stat");
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async {
         let started = Instant::now();
         let deadline = started + duration;
-        let workers = (0..connections).map(|c| connection(addr, requests, c, connections, deadline));
+        let workers =
+            (0..connections).map(|c| connection(addr, requests, c, connections, deadline));
         let results = futures::future::try_join_all(workers).await?;
         let mut sample = Sample {
             elapsed: started.elapsed(),
             ..Sample::default()
         };
+        sample.cpu = watch
+            .iter()
+            .zip(&cpu_before)
+            .map(|(pid, before)| cpu_time(&format!("/proc/{pid}/stat")).saturating_sub(*before))
+            .collect();
+        sample
+            .cpu
+            .push(cpu_time("/proc/thread-self/stat").saturating_sub(own_before));
         for (latencies, answers) in results {
             sample.polls += latencies.len() as u64;
             sample.latencies.extend(latencies);
@@ -101,7 +133,8 @@ async fn connection(
     let mut i = first;
     while Instant::now() < deadline {
         let t = Instant::now();
-        let (answer, close) = exchange(&mut stream, &requests[i % requests.len()], &mut buf).await?;
+        let (answer, close) =
+            exchange(&mut stream, &requests[i % requests.len()], &mut buf).await?;
         latencies.push(t.elapsed());
         match answers.get_mut(answer) {
             Some(n) => *n += 1,
@@ -169,6 +202,20 @@ async fn exchange<'a>(
     buf[3] = b' ';
     buf.truncate(4 + len);
     Ok((&buf[..], close))
+}
+
+/// utime + stime of a `/proc/.../stat` file (zero when unreadable: not
+/// Linux, or a Redis on another host).
+fn cpu_time(stat: &str) -> Duration {
+    let ticks = std::fs::read_to_string(stat).ok().and_then(|s| {
+        // The fields after the command name, which is in parentheses.
+        let rest = &s[s.rfind(')')? + 2..];
+        let fields: Vec<&str> = rest.split(' ').collect();
+        // Fields 14 and 15 of proc(5), counted from field 3 here.
+        Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+    });
+    // USER_HZ is 100 on every Linux the bench runs on.
+    Duration::from_millis(ticks.unwrap_or(0) * 10)
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {

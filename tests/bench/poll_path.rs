@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
-use ciba_proxy_e2e::app::{redis_url, StoreKind, TestApp, CIBA_GRANT};
 use ciba_proxy::configuration::LogSettings;
+use ciba_proxy_e2e::app::{redis_url, StoreKind, TestApp, CIBA_GRANT};
 use ciba_proxy_e2e::device::Action;
 
 use crate::load::{self, Sample};
@@ -82,14 +82,28 @@ pub async fn against_the_floor() -> anyhow::Result<()> {
          {ROUNDS} turns of {}s each, alternating; proxy log level {level:?}",
         TURN.as_secs()
     );
+    let redis_pid = redis_pid().await.unwrap_or(0);
+    let (proxy_pid, floor_pid) = (proxy.pid(), floor.child.id());
     let (mut proxy_total, mut floor_total, ratios) = tokio::task::spawn_blocking(move || {
-        load::run(floor.addr, &to_floor, CONNECTIONS, WARM_UP)?;
-        load::run(proxy_addr, &to_proxy, CONNECTIONS, WARM_UP)?;
+        load::run(floor.addr, &to_floor, CONNECTIONS, WARM_UP, &[])?;
+        load::run(proxy_addr, &to_proxy, CONNECTIONS, WARM_UP, &[])?;
         let (mut proxy_total, mut floor_total) = (Sample::default(), Sample::default());
         let mut ratios = Vec::new();
         for _ in 0..ROUNDS {
-            let floor_turn = load::run(floor.addr, &to_floor, CONNECTIONS, TURN)?;
-            let proxy_turn = load::run(proxy_addr, &to_proxy, CONNECTIONS, TURN)?;
+            let floor_turn = load::run(
+                floor.addr,
+                &to_floor,
+                CONNECTIONS,
+                TURN,
+                &[floor_pid, redis_pid],
+            )?;
+            let proxy_turn = load::run(
+                proxy_addr,
+                &to_proxy,
+                CONNECTIONS,
+                TURN,
+                &[proxy_pid, redis_pid],
+            )?;
             ratios.push(proxy_turn.per_sec() / floor_turn.per_sec());
             floor_total.add(floor_turn);
             proxy_total.add(proxy_turn);
@@ -101,14 +115,22 @@ pub async fn against_the_floor() -> anyhow::Result<()> {
     let idp_during = app.idp.stats().await?.total - idp_before;
     let log_lines = proxy.logs().lines().count() - log_lines_before;
 
-    println!("  side  |  polls/s | p50 ms | p99 ms | answers");
+    println!(
+        "  side  |  polls/s | p50 ms | p99 ms | CPU µs per poll: server, redis, load | answers"
+    );
     for (name, sample) in [("floor", &mut floor_total), ("proxy", &mut proxy_total)] {
         let (p50, p99) = (sample.percentile(0.5), sample.percentile(0.99));
+        let cpu: Vec<String> = sample
+            .cpu_micros_per_poll()
+            .iter()
+            .map(|c| format!("{c:.0}"))
+            .collect();
         println!(
-            "  {name} | {:>8.0} | {:>6.2} | {:>6.2} | {:?}",
+            "  {name} | {:>8.0} | {:>6.2} | {:>6.2} | {:>36} | {:?}",
             sample.per_sec(),
             p50.as_secs_f64() * 1000.0,
             p99.as_secs_f64() * 1000.0,
+            cpu.join(", "),
             sample.answers.iter().collect::<BTreeMap<_, _>>()
         );
     }
@@ -117,13 +139,33 @@ pub async fn against_the_floor() -> anyhow::Result<()> {
     println!(
         "  ratio proxy/floor: {ratio:.2} (goal >= {RATIO_GOAL}; per round {}){}",
         turns.join(", "),
-        if ratio >= RATIO_GOAL { "" } else { "  BELOW GOAL" }
+        if ratio >= RATIO_GOAL {
+            ""
+        } else {
+            "  BELOW GOAL"
+        }
     );
     println!("  proxy log lines while polling: {log_lines}");
     println!("  requests that reached the IdP while polling: {idp_during}");
     anyhow::ensure!(idp_during == 0, "polls reached the IdP");
     drop(proxy);
     Ok(())
+}
+
+/// The local Redis's process id (its CPU time is read from /proc), if
+/// it says.
+async fn redis_pid() -> anyhow::Result<u32> {
+    let mut conn = redis::Client::open(redis_url())?
+        .get_multiplexed_async_connection()
+        .await?;
+    let info: String = redis::cmd("INFO")
+        .arg("server")
+        .query_async(&mut conn)
+        .await?;
+    info.lines()
+        .find_map(|l| l.strip_prefix("process_id:"))
+        .and_then(|pid| pid.trim().parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("no process_id in INFO"))
 }
 
 /// MEMORY USAGE of every key under `prefix`, per request and by kind
