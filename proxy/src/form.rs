@@ -164,24 +164,60 @@ pub fn with_deadline(payload: Payload, timeout: Duration) -> Payload {
     if matches!(payload, Payload::None) {
         return payload;
     }
-    let deadline = tokio::time::Instant::now() + timeout;
-    let timed = futures::stream::unfold(Some(payload), move |state| async move {
-        let mut payload = state?;
-        match tokio::time::timeout_at(deadline, payload.next()).await {
-            Ok(Some(chunk)) => Some((chunk, Some(payload))),
-            Ok(None) => None,
-            Err(_) => Some((
-                Err(PayloadError::Io(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    DEADLINE_MESSAGE,
-                ))),
-                None,
-            )),
-        }
-    });
+    let timed = Deadline {
+        payload,
+        deadline: tokio::time::Instant::now() + timeout,
+        timer: None,
+        done: false,
+    };
     let boxed: std::pin::Pin<Box<dyn futures::Stream<Item = Result<web::Bytes, PayloadError>>>> =
         Box::pin(timed);
     Payload::from(boxed)
+}
+
+/// [`with_deadline`]'s stream. The timer starts only when the body is not
+/// all there yet: a small form that came with its headers (every poll)
+/// costs no timer.
+struct Deadline {
+    payload: Payload,
+    deadline: tokio::time::Instant,
+    timer: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+    done: bool,
+}
+
+impl futures::Stream for Deadline {
+    type Item = Result<web::Bytes, PayloadError>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        use std::future::Future;
+        use std::task::Poll;
+        let this = &mut *self;
+        if this.done {
+            return Poll::Ready(None);
+        }
+        // The body first: what has arrived is read even after the deadline.
+        if let Poll::Ready(item) = std::pin::Pin::new(&mut this.payload).poll_next(cx) {
+            this.done = item.is_none();
+            return Poll::Ready(item);
+        }
+        let deadline = this.deadline;
+        let timer = this
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        match timer.as_mut().poll(cx) {
+            Poll::Ready(()) => {
+                this.done = true;
+                Poll::Ready(Some(Err(PayloadError::Io(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    DEADLINE_MESSAGE,
+                )))))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
 }
 
 const DEADLINE_MESSAGE: &str = "the request body did not arrive in time";

@@ -7,9 +7,9 @@ use std::time::Duration;
 use actix_web::dev::{Server, Service as _};
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::{KeepAlive, StatusCode};
+use actix_web::middleware::from_fn;
 use actix_web::{web, App, HttpMessage as _, HttpRequest, HttpServer, ResponseError as _};
 use tokio::sync::watch;
-use tracing_actix_web::TracingLogger;
 use url::Url;
 
 use crate::clients::ClientRegistry;
@@ -36,7 +36,7 @@ use crate::routes::{
 };
 use crate::state::{AppState, CibaPolicy};
 use crate::store::{Backends, Store, StoreError, StoreTarget};
-use crate::telemetry::RequestSpan;
+use crate::telemetry;
 use crate::tls::{remember_peer_certificate, server_config, Mtls};
 use crate::upstream::{http_client, AuthorizationCode, Ciba, Provider, Upstream, UpstreamError};
 use rustls::ServerConfig;
@@ -134,7 +134,7 @@ impl Application {
                     req.set_payload(form::with_deadline(body, body_timeout));
                     srv.call(req)
                 })
-                .wrap(TracingLogger::<RequestSpan>::new())
+                .wrap(from_fn(telemetry::in_request_span))
                 .app_data(data.clone())
                 .app_data(input.clone())
                 .service(

@@ -1,14 +1,14 @@
 //! Logging: readable text in development, JSON in production. The request
-//! span carries method, path (never the query string, which holds
-//! authorization codes) and status; handler spans add the client_id and a
-//! hash of the auth_req_id.
+//! span carries method, route pattern (never the query string, which holds
+//! authorization codes) and status; handlers add the client_id and a hash
+//! of the auth_req_id, to it or to a span of their own.
 use std::io::IsTerminal;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::middleware::Next;
 use actix_web::Error;
-use tracing::Span;
-use tracing_actix_web::RootSpanBuilder;
+use tracing::{Instrument, Span};
 use tracing_subscriber::EnvFilter;
 
 use crate::configuration::{LogFormat, LogSettings};
@@ -27,33 +27,33 @@ pub fn init(settings: &LogSettings) {
     };
 }
 
-pub struct RequestSpan;
-
-impl RootSpanBuilder for RequestSpan {
-    fn on_request_start(request: &ServiceRequest) -> Span {
-        // The route's pattern, not the path: `/approve/{handle}` carries a
-        // bearer secret in its path.
-        let path = request
-            .match_pattern()
-            .unwrap_or_else(|| request.path().to_owned());
-        tracing::info_span!(
-            "request",
-            method = %request.method(),
-            path = %path,
-            status = tracing::field::Empty,
-        )
-    }
-
-    fn on_request_end<B: MessageBody>(span: Span, outcome: &Result<ServiceResponse<B>, Error>) {
-        match outcome {
-            Ok(response) => {
-                span.record("status", response.status().as_u16());
-            }
-            Err(error) => {
-                span.record("status", error.as_response_error().status_code().as_u16());
-            }
-        }
-    }
+/// The span around every request: method, the route's pattern (never the
+/// path: `/approve/{handle}` carries a bearer secret in it, and never the
+/// query string, which holds authorization codes), status, and the
+/// client and auth_req a handler records. It runs on every poll, so it is
+/// one span and nothing more: no request id (a `getrandom` call each),
+/// no wrapper around the response body.
+pub async fn in_request_span(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, Error> {
+    let path = req.match_pattern().unwrap_or_else(|| req.path().to_owned());
+    let span = tracing::info_span!(
+        "request",
+        method = req.method().as_str(),
+        path = path.as_str(),
+        status = tracing::field::Empty,
+        client_id = tracing::field::Empty,
+        auth_req = tracing::field::Empty,
+    );
+    let call = span.in_scope(|| next.call(req));
+    let outcome = call.instrument(span.clone()).await;
+    let status = match &outcome {
+        Ok(response) => response.status(),
+        Err(error) => error.as_response_error().status_code(),
+    };
+    span.record("status", status.as_u16());
+    outcome
 }
 
 /// Tags the current request span with the client.

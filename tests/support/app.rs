@@ -627,6 +627,11 @@ impl ProxyProcess {
         let _ = self.child.wait();
     }
 
+    /// Its process id (the bench reads its CPU time).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Everything the process has logged so far.
     pub fn logs(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()

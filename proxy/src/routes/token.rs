@@ -26,7 +26,8 @@ struct TokenResponse {
     id_token: String,
 }
 
-#[tracing::instrument(skip_all, fields(client_id, auth_req))]
+/// No span of its own: the client_id and auth_req go to the request span
+/// (one span per poll, not two).
 pub async fn token(
     req: HttpRequest,
     payload: web::Payload,
