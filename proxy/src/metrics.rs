@@ -39,6 +39,27 @@ pub const ADMIN_CALLS: &str = "ciba_admin_calls_total";
 /// The label for a client that is not configured (a failed authentication).
 pub const UNKNOWN_CLIENT: &str = "unknown";
 
+/// How often histograms are drained between scrapes.
+const UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Installs the recorder and keeps it drained: the Prometheus recorder
+/// keeps every histogram sample until upkeep runs, which only a scrape
+/// does, so with no scrapes memory would grow with every call. Once per
+/// process; needs a Tokio runtime.
+pub fn install() {
+    static UPKEEP: OnceLock<()> = OnceLock::new();
+    let Some(handle) = handle() else { return };
+    UPKEEP.get_or_init(|| {
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(UPKEEP_EVERY);
+            loop {
+                tick.tick().await;
+                handle.run_upkeep();
+            }
+        });
+    });
+}
+
 /// The process's recorder, installed on first use. `None` when another
 /// recorder was installed first (an embedding program's): then the proxy
 /// records into that one and serves no `/metrics` of its own.

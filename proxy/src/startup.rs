@@ -482,7 +482,7 @@ async fn build_state(
     let target = StoreTarget::from_settings(&settings.store)?;
     if settings.metrics.bind.is_some() {
         // Installs the process's recorder before anything records.
-        crate::metrics::handle();
+        crate::metrics::install();
     }
     let Backends {
         store,
