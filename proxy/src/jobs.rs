@@ -21,7 +21,7 @@ use tokio::task::JoinSet;
 use crate::clock::Clock;
 use crate::configuration::WorkerSettings;
 use crate::crypto::{random_token, TokenCipher};
-use crate::store::{QueuedJob, Store, StoreError};
+use crate::store::{JobQueue, QueuedJob, StoreError};
 
 /// How long a stopping worker waits for jobs in flight before handing them back.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -77,7 +77,7 @@ fn backoff(attempt: u32) -> Duration {
 }
 
 pub struct Jobs<T> {
-    store: Arc<dyn Store>,
+    store: Arc<dyn JobQueue>,
     cipher: TokenCipher,
     clock: Arc<dyn Clock>,
     settings: WorkerSettings,
@@ -90,7 +90,7 @@ where
     T: Serialize + DeserializeOwned + Send + Sync + 'static,
 {
     pub fn new(
-        store: Arc<dyn Store>,
+        store: Arc<dyn JobQueue>,
         cipher: TokenCipher,
         clock: Arc<dyn Clock>,
         settings: WorkerSettings,

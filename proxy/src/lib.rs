@@ -27,7 +27,8 @@
 //!   ID-token checks, revocation; `upstream/health.rs` judges from recent
 //!   calls whether the IdP can be reached. [`jwks`] caches key sets.
 //! - [`store`] keeps request and token state (in memory or in Redis) behind
-//!   one trait; [`crypto`] seals tokens at rest and makes random identifiers.
+//!   narrow traits by concern (requests, replay guard, job queue, quotas,
+//!   health, accounts); [`crypto`] seals tokens at rest and makes random identifiers.
 //! - [`notifier`] tells the user's authentication device about a request,
 //!   [`ping`] tells a ping-mode client its result is ready, and [`jobs`] is
 //!   the durable queue and worker that runs such tasks, from any instance.

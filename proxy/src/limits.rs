@@ -9,7 +9,7 @@ use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
 
 use crate::configuration::LimitSettings;
 use crate::error::OAuthError;
-use crate::store::Store;
+use crate::store::Quotas;
 
 const WINDOW_SECS: u64 = 60;
 
@@ -55,7 +55,7 @@ impl Limits {
     /// Counts one backchannel request by `client_id` (429 past the limit).
     pub async fn admit_client(
         &self,
-        store: &dyn Store,
+        store: &dyn Quotas,
         client_id: &str,
         now_ms: u64,
     ) -> Result<(), OAuthError> {
@@ -85,7 +85,7 @@ impl Limits {
     /// push a user again and again.
     pub async fn admit_notification(
         &self,
-        store: &dyn Store,
+        store: &dyn Quotas,
         login_hint: &str,
         now_ms: u64,
     ) -> Result<(), OAuthError> {
@@ -110,7 +110,7 @@ impl Limits {
     /// the seconds until the window ends. A limit of 0 is off.
     async fn count_per_minute(
         &self,
-        store: &dyn Store,
+        store: &dyn Quotas,
         key: &str,
         limit: u64,
         now_ms: u64,
@@ -130,7 +130,7 @@ impl Limits {
     /// expires (403 `access_denied` when the user has too many).
     pub async fn reserve_user(
         &self,
-        store: &dyn Store,
+        store: &dyn Quotas,
         login_hint: &str,
         id: &str,
         expires_at_ms: u64,
@@ -155,7 +155,7 @@ impl Limits {
     }
 
     /// Frees the user's slot once the request has an outcome.
-    pub async fn release_user(&self, store: &dyn Store, login_hint: &str, id: &str) {
+    pub async fn release_user(&self, store: &dyn Quotas, login_hint: &str, id: &str) {
         if self.pending_per_user == 0 {
             return;
         }

@@ -13,7 +13,7 @@ use crate::configuration::InputSettings;
 use crate::error::OAuthError;
 use crate::form::FormParams;
 use crate::jwt;
-use crate::store::Store;
+use crate::store::ReplayGuard;
 
 /// Claims that belong to the JWT itself rather than to the request.
 const JWT_CLAIMS: [&str; 6] = ["iss", "aud", "exp", "iat", "nbf", "jti"];
@@ -27,7 +27,7 @@ pub async fn request_parameters(
     client: &Client,
     form: &FormParams,
     audiences: &[&str],
-    store: &dyn Store,
+    store: &dyn ReplayGuard,
     now_secs: u64,
 ) -> Result<FormParams, OAuthError> {
     let input = InputSettings::default();
@@ -43,7 +43,7 @@ pub async fn request_parameters_within(
     client: &Client,
     form: &FormParams,
     audiences: &[&str],
-    store: &dyn Store,
+    store: &dyn ReplayGuard,
     now_secs: u64,
     input: &InputSettings,
 ) -> Result<FormParams, OAuthError> {

@@ -12,10 +12,15 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
         return HttpResponse::NotFound().finish();
     };
     let now_ms = state.clock.now_ms();
-    match state.store.stats(now_ms).await {
-        Ok(stats) => {
-            crate::metrics::queue_sampled(stats.queued_jobs, stats.oldest_due_ms, now_ms);
-            crate::metrics::pending_sampled(stats.pending);
+    let sampled = async {
+        let pending = state.store.pending(now_ms).await?;
+        let queue = state.store.queue_stats(now_ms).await?;
+        Ok::<_, crate::store::StoreError>((pending, queue))
+    };
+    match sampled.await {
+        Ok((pending, queue)) => {
+            crate::metrics::queue_sampled(queue.queued_jobs, queue.oldest_due_ms, now_ms);
+            crate::metrics::pending_sampled(pending);
         }
         // The failure is counted in ciba_store_calls_total; the gauges keep
         // their last value.

@@ -126,7 +126,7 @@ pub trait Accounts: Send + Sync + 'static {
     ) -> Result<(), StoreError>;
 
     /// The user's noted requests still unexpired at `now_ms`, newest first
-    /// (latest expiry first). Fetch each with `Store::get`: some may be
+    /// (latest expiry first). Fetch each with `Requests::get`: some may be
     /// decided or gone.
     async fn requests(&self, user: &str, now_ms: u64) -> Result<Vec<AuthReqId>, StoreError>;
 

@@ -6,8 +6,9 @@ use async_trait::async_trait;
 use parking_lot::Mutex;
 
 use super::{
-    Binding, Confirmation, Outcome, PollOutcome, QueuedJob, RequestRecord, Status, Store,
-    StoreError, StoreStats, CONFIRM_WINDOW_MS, EXPIRED_RETENTION_MS, SLOW_DOWN_STEP_SECS,
+    Binding, Confirmation, Health, JobQueue, Outcome, PollOutcome, QueueStats, QueuedJob, Quotas,
+    ReplayGuard, RequestRecord, Requests, Status, StoreError, CONFIRM_WINDOW_MS,
+    EXPIRED_RETENTION_MS, SLOW_DOWN_STEP_SECS,
 };
 use crate::clock::Clock;
 use crate::domain::AuthReqId;
@@ -128,7 +129,7 @@ impl MemoryStore {
 }
 
 #[async_trait]
-impl Store for MemoryStore {
+impl Requests for MemoryStore {
     async fn create(
         &self,
         record: &RequestRecord,
@@ -265,11 +266,30 @@ impl Store for MemoryStore {
         })
     }
 
-    async fn forget_once(&self, key: &str) -> Result<(), StoreError> {
-        self.inner.lock().once.remove(key);
-        Ok(())
+    async fn recent(&self, now_ms: u64, max: usize) -> Result<Vec<AuthReqId>, StoreError> {
+        let inner = self.inner.lock();
+        let mut kept: Vec<_> = inner
+            .requests
+            .values()
+            .filter(|e| now_ms < e.record.expires_at_ms + EXPIRED_RETENTION_MS)
+            .map(|e| (e.record.created_at_ms, e.record.id.clone()))
+            .collect();
+        kept.sort_by_key(|(created, _)| std::cmp::Reverse(*created));
+        Ok(kept.into_iter().take(max).map(|(_, id)| id).collect())
     }
 
+    async fn pending(&self, now_ms: u64) -> Result<u64, StoreError> {
+        let inner = self.inner.lock();
+        Ok(inner
+            .requests
+            .values()
+            .filter(|e| e.status == Status::Pending && now_ms < e.record.expires_at_ms)
+            .count() as u64)
+    }
+}
+
+#[async_trait]
+impl ReplayGuard for MemoryStore {
     async fn use_once(&self, key: &str, ttl_secs: u64) -> Result<bool, StoreError> {
         let now = self.clock.now_ms();
         let mut inner = self.inner.lock();
@@ -284,10 +304,14 @@ impl Store for MemoryStore {
         Ok(true)
     }
 
-    async fn ping(&self) -> Result<(), StoreError> {
+    async fn forget_once(&self, key: &str) -> Result<(), StoreError> {
+        self.inner.lock().once.remove(key);
         Ok(())
     }
+}
 
+#[async_trait]
+impl JobQueue for MemoryStore {
     async fn enqueue(
         &self,
         job: &QueuedJob,
@@ -351,6 +375,23 @@ impl Store for MemoryStore {
         Ok(())
     }
 
+    async fn queue_stats(&self, now_ms: u64) -> Result<QueueStats, StoreError> {
+        let mut inner = self.inner.lock();
+        inner.sweep(now_ms);
+        let live = inner.jobs.values().filter(|(_, _, until)| now_ms < *until);
+        let (queued_jobs, oldest_due_ms) = live
+            .fold((0, None::<u64>), |(n, oldest), (at, _, _)| {
+                (n + 1, Some(oldest.map_or(*at, |o| o.min(*at))))
+            });
+        Ok(QueueStats {
+            queued_jobs,
+            oldest_due_ms,
+        })
+    }
+}
+
+#[async_trait]
+impl Quotas for MemoryStore {
     async fn count(&self, key: &str, window_secs: u64) -> Result<u64, StoreError> {
         let now = self.clock.now_ms();
         let mut inner = self.inner.lock();
@@ -387,36 +428,11 @@ impl Store for MemoryStore {
         }
         Ok(())
     }
+}
 
-    async fn stats(&self, now_ms: u64) -> Result<StoreStats, StoreError> {
-        let mut inner = self.inner.lock();
-        inner.sweep(now_ms);
-        let live = inner.jobs.values().filter(|(_, _, until)| now_ms < *until);
-        let (queued_jobs, oldest_due_ms) = live
-            .fold((0, None::<u64>), |(n, oldest), (at, _, _)| {
-                (n + 1, Some(oldest.map_or(*at, |o| o.min(*at))))
-            });
-        let pending = inner
-            .requests
-            .values()
-            .filter(|e| e.status == Status::Pending && now_ms < e.record.expires_at_ms)
-            .count() as u64;
-        Ok(StoreStats {
-            queued_jobs,
-            oldest_due_ms,
-            pending,
-        })
-    }
-
-    async fn recent(&self, now_ms: u64, max: usize) -> Result<Vec<AuthReqId>, StoreError> {
-        let inner = self.inner.lock();
-        let mut kept: Vec<_> = inner
-            .requests
-            .values()
-            .filter(|e| now_ms < e.record.expires_at_ms + EXPIRED_RETENTION_MS)
-            .map(|e| (e.record.created_at_ms, e.record.id.clone()))
-            .collect();
-        kept.sort_by_key(|(created, _)| std::cmp::Reverse(*created));
-        Ok(kept.into_iter().take(max).map(|(_, id)| id).collect())
+#[async_trait]
+impl Health for MemoryStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
     }
 }

@@ -1,6 +1,6 @@
-//! A [`Store`] that times every call of the one it wraps and counts its
-//! errors (`ciba_store_calls_total`, `ciba_store_call_seconds`), whichever
-//! backend that is.
+//! Every store trait (see [`Store`]) around one backend: times each call
+//! and counts its errors (`ciba_store_calls_total`,
+//! `ciba_store_call_seconds`), whichever backend that is.
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
@@ -8,8 +8,8 @@ use std::time::Instant;
 use async_trait::async_trait;
 
 use super::{
-    Binding, Confirmation, Outcome, PollOutcome, QueuedJob, RequestRecord, Status, Store,
-    StoreError, StoreStats,
+    Binding, Confirmation, Health, JobQueue, Outcome, PollOutcome, QueueStats, QueuedJob, Quotas,
+    ReplayGuard, RequestRecord, Requests, Status, Store, StoreError,
 };
 use crate::domain::AuthReqId;
 
@@ -26,7 +26,7 @@ async fn timed<T>(
 }
 
 #[async_trait]
-impl Store for Metered {
+impl Requests for Metered {
     async fn create(
         &self,
         record: &RequestRecord,
@@ -89,18 +89,28 @@ impl Store for Metered {
         timed("confirm_tokens", self.0.confirm_tokens(id, attempt)).await
     }
 
-    async fn forget_once(&self, key: &str) -> Result<(), StoreError> {
-        timed("forget_once", self.0.forget_once(key)).await
+    async fn recent(&self, now_ms: u64, max: usize) -> Result<Vec<AuthReqId>, StoreError> {
+        timed("recent", self.0.recent(now_ms, max)).await
     }
 
+    async fn pending(&self, now_ms: u64) -> Result<u64, StoreError> {
+        timed("pending", self.0.pending(now_ms)).await
+    }
+}
+
+#[async_trait]
+impl ReplayGuard for Metered {
     async fn use_once(&self, key: &str, ttl_secs: u64) -> Result<bool, StoreError> {
         timed("use_once", self.0.use_once(key, ttl_secs)).await
     }
 
-    async fn ping(&self) -> Result<(), StoreError> {
-        timed("ping", self.0.ping()).await
+    async fn forget_once(&self, key: &str) -> Result<(), StoreError> {
+        timed("forget_once", self.0.forget_once(key)).await
     }
+}
 
+#[async_trait]
+impl JobQueue for Metered {
     async fn enqueue(
         &self,
         job: &QueuedJob,
@@ -131,6 +141,13 @@ impl Store for Metered {
         timed("complete", self.0.complete(job_id)).await
     }
 
+    async fn queue_stats(&self, now_ms: u64) -> Result<QueueStats, StoreError> {
+        timed("queue_stats", self.0.queue_stats(now_ms)).await
+    }
+}
+
+#[async_trait]
+impl Quotas for Metered {
     async fn count(&self, key: &str, window_secs: u64) -> Result<u64, StoreError> {
         timed("count", self.0.count(key, window_secs)).await
     }
@@ -153,12 +170,11 @@ impl Store for Metered {
     async fn free_slot(&self, key: &str, member: &str) -> Result<(), StoreError> {
         timed("free_slot", self.0.free_slot(key, member)).await
     }
+}
 
-    async fn stats(&self, now_ms: u64) -> Result<StoreStats, StoreError> {
-        timed("stats", self.0.stats(now_ms)).await
-    }
-
-    async fn recent(&self, now_ms: u64, max: usize) -> Result<Vec<AuthReqId>, StoreError> {
-        timed("recent", self.0.recent(now_ms, max)).await
+#[async_trait]
+impl Health for Metered {
+    async fn ping(&self) -> Result<(), StoreError> {
+        timed("ping", self.0.ping()).await
     }
 }

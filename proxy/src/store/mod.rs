@@ -1,6 +1,8 @@
-//! Request and token state behind one trait, with two backends: in memory
-//! (one instance) and Redis (many instances). Both keep the same contract,
-//! which the end-to-end suite checks against each.
+//! Request and token state behind narrow traits, one per concern
+//! ([`Requests`], [`ReplayGuard`], [`JobQueue`], [`Quotas`], [`Health`],
+//! and [`Accounts`] for users), with two backends: in memory (one instance)
+//! and Redis (many instances). Both keep the same contract, which the
+//! end-to-end suite checks against each.
 //!
 //! A request moves `pending → approved → issued` or `pending → denied`; it
 //! expires at `expires_at` whatever its state. A poll is one atomic step that
@@ -29,6 +31,7 @@ pub use self::connect::{connect, Backends, StoreTarget};
 pub use self::decisions::Decisions;
 pub use self::memory::MemoryStore;
 pub use self::metered::Metered;
+
 pub use self::redis::RedisStore;
 
 /// How long an expired request is kept so a late poll still hears
@@ -90,15 +93,13 @@ pub struct RequestRecord {
     pub sealed_link: Option<String>,
 }
 
-/// What `/metrics` samples from the store on each scrape.
+/// What `/metrics` samples from the job queue on each scrape.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct StoreStats {
+pub struct QueueStats {
     /// Jobs in the queue, due or not.
     pub queued_jobs: u64,
     /// When the earliest-due job became (or becomes) due, Unix ms.
     pub oldest_due_ms: Option<u64>,
-    /// Requests still pending and unexpired, across every instance.
-    pub pending: u64,
 }
 
 /// A unit of background work (a notification to deliver), opaque to the
@@ -205,13 +206,15 @@ pub enum PollOutcome {
     /// The tokens were handed out already.
     Redeemed,
     /// The sealed tokens, reserved for this poll's attempt. They are gone
-    /// for good once [`Store::confirm_tokens`] succeeds; until then a later
+    /// for good once [`Requests::confirm_tokens`] succeeds; until then a later
     /// poll (a retry) takes them over.
     Tokens(String),
 }
 
+/// Backchannel requests: opened, bound to their callback, decided, polled
+/// and redeemed, and listed for the admin API.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Requests: Send + Sync + 'static {
     /// Saves a new pending request and, when the user's browser will come
     /// back to `/callback`, the single-use `state` bound to it.
     async fn create(
@@ -222,7 +225,7 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<(), StoreError>;
 
     /// The request a callback `state` belongs to. The state is not consumed:
-    /// a retried callback must find it again; [`Store::bind_callback`] keeps
+    /// a retried callback must find it again; [`Requests::bind_callback`] keeps
     /// any other response out.
     async fn state_owner(&self, state: &str) -> Result<Option<AuthReqId>, StoreError>;
 
@@ -253,7 +256,7 @@ pub trait Store: Send + Sync + 'static {
         now_ms: u64,
     ) -> Result<PollOutcome, StoreError>;
 
-    /// A long poll's second look: [`Store::poll`] without recording the
+    /// A long poll's second look: [`Requests::poll`] without recording the
     /// poll or enforcing the interval (the client waited already).
     async fn recheck(
         &self,
@@ -273,16 +276,31 @@ pub trait Store: Send + Sync + 'static {
         attempt: &str,
     ) -> Result<Confirmation, StoreError>;
 
-    /// Forgets a one-time value (a lease given back early).
-    async fn forget_once(&self, key: &str) -> Result<(), StoreError>;
+    /// The ids of up to `max` requests still kept, newest first (the admin
+    /// API's list). Fetch each with [`Requests::get`]: one may be gone by then.
+    async fn recent(&self, now_ms: u64, max: usize) -> Result<Vec<AuthReqId>, StoreError>;
 
+    /// How many requests are pending and unexpired at `now_ms`, across
+    /// every instance (for `/metrics`).
+    async fn pending(&self, now_ms: u64) -> Result<u64, StoreError>;
+}
+
+/// One-time values (a request object's or client assertion's `jti`, a
+/// lease on a follow-up), remembered for as long as they must not recur.
+#[async_trait]
+pub trait ReplayGuard: Send + Sync + 'static {
     /// Marks a one-time value (a request object's `jti`) as used for
     /// `ttl_secs`. Returns false when it was used before.
     async fn use_once(&self, key: &str, ttl_secs: u64) -> Result<bool, StoreError>;
 
-    /// Whether the store answers.
-    async fn ping(&self) -> Result<(), StoreError>;
+    /// Forgets a one-time value (a lease given back early).
+    async fn forget_once(&self, key: &str) -> Result<(), StoreError>;
+}
 
+/// Background work (notifications to deliver) that survives a worker's
+/// death: leased, retried, completed.
+#[async_trait]
+pub trait JobQueue: Send + Sync + 'static {
     /// Queues `job` to become due at `visible_at_ms`; it is dropped unless
     /// completed within `ttl_ms`.
     async fn enqueue(
@@ -312,6 +330,13 @@ pub trait Store: Send + Sync + 'static {
     /// Removes a job for good.
     async fn complete(&self, job_id: &str) -> Result<(), StoreError>;
 
+    /// The queue's length and earliest due time (for `/metrics`).
+    async fn queue_stats(&self, now_ms: u64) -> Result<QueueStats, StoreError>;
+}
+
+/// Rate limits and concurrency caps shared by every instance.
+#[async_trait]
+pub trait Quotas: Send + Sync + 'static {
     /// Counts one event in the fixed window `key` (which names the window)
     /// lasting `window_secs`; returns the count so far, this one included.
     async fn count(&self, key: &str, window_secs: u64) -> Result<u64, StoreError>;
@@ -330,12 +355,18 @@ pub trait Store: Send + Sync + 'static {
 
     /// Frees `member`'s slot in `key`.
     async fn free_slot(&self, key: &str, member: &str) -> Result<(), StoreError>;
-
-    /// The queue's length and earliest due time, and how many requests
-    /// are pending and unexpired at `now_ms` (for `/metrics`).
-    async fn stats(&self, now_ms: u64) -> Result<StoreStats, StoreError>;
-
-    /// The ids of up to `max` requests still kept, newest first (the admin
-    /// API's list). Fetch each with [`Store::get`]: one may be gone by then.
-    async fn recent(&self, now_ms: u64, max: usize) -> Result<Vec<AuthReqId>, StoreError>;
 }
+
+/// The store's liveness, for `/health`.
+#[async_trait]
+pub trait Health: Send + Sync + 'static {
+    /// Whether the store answers.
+    async fn ping(&self) -> Result<(), StoreError>;
+}
+
+/// Every concern of the request store, as one backend implements them (the
+/// memory and Redis structs, and [`Metered`] around either). Consumers take
+/// the narrow trait they need.
+pub trait Store: Requests + ReplayGuard + JobQueue + Quotas + Health {}
+
+impl<T: Requests + ReplayGuard + JobQueue + Quotas + Health> Store for T {}

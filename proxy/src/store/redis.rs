@@ -22,8 +22,9 @@ use sha2::{Digest, Sha256};
 
 use super::connection::{RedisConn, Subscriber};
 use super::{
-    Binding, Confirmation, Denial, Outcome, PollOutcome, QueuedJob, RequestRecord, Status, Store,
-    StoreError, StoreStats, CONFIRM_WINDOW_MS, EXPIRED_RETENTION_MS, SLOW_DOWN_STEP_SECS,
+    Binding, Confirmation, Denial, Health, JobQueue, Outcome, PollOutcome, QueueStats, QueuedJob,
+    Quotas, ReplayGuard, RequestRecord, Requests, Status, StoreError, CONFIRM_WINDOW_MS,
+    EXPIRED_RETENTION_MS, SLOW_DOWN_STEP_SECS,
 };
 use crate::domain::AuthReqId;
 
@@ -389,7 +390,7 @@ fn number(map: &HashMap<String, String>, name: &str) -> Result<u64, StoreError> 
 }
 
 #[async_trait]
-impl Store for RedisStore {
+impl Requests for RedisStore {
     async fn create(
         &self,
         record: &RequestRecord,
@@ -616,14 +617,36 @@ impl Store for RedisStore {
         })
     }
 
-    async fn forget_once(&self, key: &str) -> Result<(), StoreError> {
+    async fn recent(&self, _now_ms: u64, max: usize) -> Result<Vec<AuthReqId>, StoreError> {
+        if max == 0 {
+            return Ok(Vec::new());
+        }
         let mut conn = self.conn.clone();
-        conn.del::<_, i64>(format!("{}:once:{}", self.prefix, key))
+        let ids: Vec<String> = conn
+            .zrevrange(self.recent_key(), 0, max as isize - 1)
             .await
-            .map(|_| ())
-            .map_err(unavailable)
+            .map_err(unavailable)?;
+        Ok(ids
+            .iter()
+            .filter_map(|id| AuthReqId::parse(id).ok())
+            .collect())
     }
 
+    async fn pending(&self, now_ms: u64) -> Result<u64, StoreError> {
+        let mut conn = self.conn.clone();
+        let (pending,): (u64,) = redis::pipe()
+            .zrembyscore(self.pending_key(), "-inf", now_ms)
+            .ignore()
+            .zcard(self.pending_key())
+            .query_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        Ok(pending)
+    }
+}
+
+#[async_trait]
+impl ReplayGuard for RedisStore {
     async fn use_once(&self, key: &str, ttl_secs: u64) -> Result<bool, StoreError> {
         let mut conn = self.conn.clone();
         let set: Option<String> = conn
@@ -639,15 +662,17 @@ impl Store for RedisStore {
         Ok(set.is_some())
     }
 
-    async fn ping(&self) -> Result<(), StoreError> {
+    async fn forget_once(&self, key: &str) -> Result<(), StoreError> {
         let mut conn = self.conn.clone();
-        redis::cmd("PING")
-            .query_async::<String>(&mut conn)
+        conn.del::<_, i64>(format!("{}:once:{}", self.prefix, key))
             .await
             .map(|_| ())
             .map_err(unavailable)
     }
+}
 
+#[async_trait]
+impl JobQueue for RedisStore {
     async fn enqueue(
         &self,
         job: &QueuedJob,
@@ -760,6 +785,29 @@ impl Store for RedisStore {
             .map_err(unavailable)
     }
 
+    async fn queue_stats(&self, _now_ms: u64) -> Result<QueueStats, StoreError> {
+        let mut conn = self.conn.clone();
+        let mut stats = QueueStats::default();
+        // One pipeline per shard: each is its own slot.
+        for shard in 0..JOB_SHARDS {
+            let (queue, _) = self.shard_keys(shard);
+            let (queued, first): (u64, Vec<(String, u64)>) = redis::pipe()
+                .zcard(&queue)
+                .zrange_withscores(&queue, 0, 0)
+                .query_async(&mut conn)
+                .await
+                .map_err(unavailable)?;
+            stats.queued_jobs += queued;
+            if let Some((_, due)) = first.first() {
+                stats.oldest_due_ms = Some(stats.oldest_due_ms.map_or(*due, |d| d.min(*due)));
+            }
+        }
+        Ok(stats)
+    }
+}
+
+#[async_trait]
+impl Quotas for RedisStore {
     async fn count(&self, key: &str, window_secs: u64) -> Result<u64, StoreError> {
         let key = format!("{}:{}", self.prefix, key);
         let mut conn = self.conn.clone();
@@ -807,49 +855,16 @@ impl Store for RedisStore {
             .map_err(unavailable)?;
         Ok(())
     }
+}
 
-    async fn stats(&self, now_ms: u64) -> Result<StoreStats, StoreError> {
+#[async_trait]
+impl Health for RedisStore {
+    async fn ping(&self) -> Result<(), StoreError> {
         let mut conn = self.conn.clone();
-        let (pending,): (u64,) = redis::pipe()
-            .zrembyscore(self.pending_key(), "-inf", now_ms)
-            .ignore()
-            .zcard(self.pending_key())
-            .query_async(&mut conn)
+        redis::cmd("PING")
+            .query_async::<String>(&mut conn)
             .await
-            .map_err(unavailable)?;
-        let mut stats = StoreStats {
-            pending,
-            ..StoreStats::default()
-        };
-        // One pipeline per shard: each is its own slot.
-        for shard in 0..JOB_SHARDS {
-            let (queue, _) = self.shard_keys(shard);
-            let (queued, first): (u64, Vec<(String, u64)>) = redis::pipe()
-                .zcard(&queue)
-                .zrange_withscores(&queue, 0, 0)
-                .query_async(&mut conn)
-                .await
-                .map_err(unavailable)?;
-            stats.queued_jobs += queued;
-            if let Some((_, due)) = first.first() {
-                stats.oldest_due_ms = Some(stats.oldest_due_ms.map_or(*due, |d| d.min(*due)));
-            }
-        }
-        Ok(stats)
-    }
-
-    async fn recent(&self, _now_ms: u64, max: usize) -> Result<Vec<AuthReqId>, StoreError> {
-        if max == 0 {
-            return Ok(Vec::new());
-        }
-        let mut conn = self.conn.clone();
-        let ids: Vec<String> = conn
-            .zrevrange(self.recent_key(), 0, max as isize - 1)
-            .await
-            .map_err(unavailable)?;
-        Ok(ids
-            .iter()
-            .filter_map(|id| AuthReqId::parse(id).ok())
-            .collect())
+            .map(|_| ())
+            .map_err(unavailable)
     }
 }
