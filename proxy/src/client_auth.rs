@@ -17,7 +17,7 @@ use crate::configuration::TokenEndpointAuthMethod;
 use crate::error::OAuthError;
 use crate::form::{decode, FormParams};
 use crate::jwt;
-use crate::store::Store;
+use crate::store::ReplayGuard;
 use crate::tls::{subject_parts, Mtls};
 
 /// Form parameters that carry client authentication, not request content.
@@ -33,7 +33,7 @@ pub use ciba_proto::CLIENT_ASSERTION_TYPE as JWT_BEARER;
 
 /// What authentication needs besides the request.
 pub struct AuthContext<'a> {
-    pub store: &'a dyn Store,
+    pub store: &'a dyn ReplayGuard,
     /// The client certificate of this request, if any (DER).
     pub certificate: Option<Vec<u8>>,
     pub mtls: &'a Mtls,
