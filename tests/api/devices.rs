@@ -10,7 +10,7 @@ use ciba_proxy_e2e::device_key::{
 };
 use ciba_proxy_e2e::keys::{CLIENT_PS256, WEAK_RSA1024};
 use jsonwebtoken::{Algorithm, Header};
-use serde_json::{json, Map};
+use serde_json::{json, Map, Value};
 
 fn builder() -> TestAppBuilder {
     TestApp::builder().store(StoreKind::Redis)
@@ -45,6 +45,22 @@ fn assert_unauthorized(reply: &Reply) {
         challenge.starts_with("Device error=\"invalid_token\""),
         "{reply:?}"
     );
+}
+
+/// A 401 whose description says why (`fragment`).
+fn assert_unauthorized_saying(reply: &Reply, fragment: &str) {
+    assert_unauthorized(reply);
+    let description = reply.body["error_description"].as_str().unwrap_or_default();
+    assert!(description.contains(fragment), "{fragment:?}: {reply:?}");
+}
+
+/// `GET /devices/requests` with a JWS of `device`'s key, `kid` = its did,
+/// and exactly these claims.
+async fn requests_signed(app: &TestApp, device: &TestDevice, claims: &Value) -> Reply {
+    let header = json!({"alg": "ES256", "kid": device.did});
+    device
+        .call_with(app, REQUESTS_PATH, &device.key.sign(&header, claims))
+        .await
 }
 
 #[tokio::test]
@@ -209,11 +225,7 @@ async fn a_call_from_an_unknown_device_is_401() {
     let stranger = DeviceKey::generate().call("did-never-registered", now_secs(&app), Map::new());
     let device = TestDevice::register(&app, "alice").await;
     let reply = device.call_with(&app, REQUESTS_PATH, &stranger).await;
-    assert_unauthorized(&reply);
-    assert!(reply.body["error_description"]
-        .as_str()
-        .unwrap()
-        .contains("unknown"));
+    assert_unauthorized_saying(&reply, "unknown");
 }
 
 #[tokio::test]
@@ -231,16 +243,9 @@ async fn an_expired_call_is_401() {
     let app = app().await;
     let device = TestDevice::register(&app, "alice").await;
     let now = now_secs(&app);
-    let header = json!({"alg": "ES256", "kid": device.did});
     let claims = json!({"did": device.did, "iat": now - 120, "exp": now - 60, "jti": "j-expired"});
-    let reply = device
-        .call_with(&app, REQUESTS_PATH, &device.key.sign(&header, &claims))
-        .await;
-    assert_unauthorized(&reply);
-    assert!(reply.body["error_description"]
-        .as_str()
-        .unwrap()
-        .contains("expired"));
+    let reply = requests_signed(&app, &device, &claims).await;
+    assert_unauthorized_saying(&reply, "expired");
 }
 
 #[tokio::test]
@@ -248,16 +253,9 @@ async fn a_call_that_lives_longer_than_a_minute_is_401() {
     let app = app().await;
     let device = TestDevice::register(&app, "alice").await;
     let now = now_secs(&app);
-    let header = json!({"alg": "ES256", "kid": device.did});
     let claims = json!({"did": device.did, "iat": now, "exp": now + 600, "jti": "j-long"});
-    let reply = device
-        .call_with(&app, REQUESTS_PATH, &device.key.sign(&header, &claims))
-        .await;
-    assert_unauthorized(&reply);
-    assert!(reply.body["error_description"]
-        .as_str()
-        .unwrap()
-        .contains("60"));
+    let reply = requests_signed(&app, &device, &claims).await;
+    assert_unauthorized_saying(&reply, "60");
 }
 
 #[tokio::test]
@@ -270,11 +268,7 @@ async fn a_replayed_call_is_401() {
         200
     );
     let replayed = device.call_with(&app, REQUESTS_PATH, &jws).await;
-    assert_unauthorized(&replayed);
-    assert!(replayed.body["error_description"]
-        .as_str()
-        .unwrap()
-        .contains("jti"));
+    assert_unauthorized_saying(&replayed, "jti");
 }
 
 #[tokio::test]
@@ -286,13 +280,8 @@ async fn a_call_naming_another_device_is_401() {
     let as_other = alice.key.call(&other.did, now_secs(&app), Map::new());
     assert_unauthorized(&alice.call_with(&app, REQUESTS_PATH, &as_other).await);
     // The kid is alice's, but the did claim names the other device.
-    let header = json!({"alg": "ES256", "kid": alice.did});
     let claims = DeviceKey::call_claims(&other.did, now_secs(&app), Map::new());
-    assert_unauthorized(
-        &alice
-            .call_with(&app, REQUESTS_PATH, &alice.key.sign(&header, &claims))
-            .await,
-    );
+    assert_unauthorized(&requests_signed(&app, &alice, &claims).await);
 }
 
 #[tokio::test]
