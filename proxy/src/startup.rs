@@ -387,19 +387,7 @@ pub fn check(settings: &Settings) -> Result<(), StartupError> {
         crate::clients::EndpointPolicy::from_settings(&settings.ciba),
         &upstream_http,
     )?;
-    // The same rule as in build_state.
-    if !mtls.has_ca() {
-        if let Some(c) = clients
-            .iter()
-            .find(|c| c.auth_method == TokenEndpointAuthMethod::TlsClientAuth)
-        {
-            return Err(ConfigError::new(
-                "mtls.ca",
-                format!("is required: client {} uses tls_client_auth", c.id),
-            )
-            .into());
-        }
-    }
+    needs_ca_for_tls_client_auth(&mtls, &clients)?;
     Hints::from_settings(&settings.hints, &upstream_http)?;
     settings.upstream.discovery_url()?;
     // Reads and checks the channels' key files.
@@ -416,6 +404,21 @@ pub fn check(settings: &Settings) -> Result<(), StartupError> {
         crate::account::check(account, issuer)?;
     }
     Ok(())
+}
+
+/// `tls_client_auth` checks certificates against `[mtls] ca`: a client
+/// that uses it needs one configured.
+fn needs_ca_for_tls_client_auth(mtls: &Mtls, clients: &ClientRegistry) -> Result<(), ConfigError> {
+    match clients
+        .iter()
+        .find(|c| c.auth_method == TokenEndpointAuthMethod::TlsClientAuth)
+    {
+        Some(c) if !mtls.has_ca() => Err(ConfigError::new(
+            "mtls.ca",
+            format!("is required: client {} uses tls_client_auth", c.id),
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// Everything the handlers share, and the TLS configuration if we terminate TLS.
@@ -445,18 +448,7 @@ async fn build_state(
         crate::clients::EndpointPolicy::from_settings(&settings.ciba),
         &upstream_http,
     )?;
-    if !mtls.has_ca() {
-        if let Some(c) = clients
-            .iter()
-            .find(|c| c.auth_method == TokenEndpointAuthMethod::TlsClientAuth)
-        {
-            return Err(ConfigError::new(
-                "mtls.ca",
-                format!("is required: client {} uses tls_client_auth", c.id),
-            )
-            .into());
-        }
-    }
+    needs_ca_for_tls_client_auth(&mtls, &clients)?;
     let hints = Hints::from_settings(&settings.hints, &upstream_http)?;
     let provider = Arc::new(Provider::new(
         &settings.upstream,
