@@ -195,9 +195,7 @@ impl Pages {
         self.respond(message.status, "message.html", page, &[])
     }
 
-    /// A page from `template`; `form_targets` are the origins its forms may
-    /// lead to besides this one (CSP `form-action` also covers the redirect
-    /// after a POST).
+    /// A page from `template`, with the headers of [`secured`].
     pub fn respond(
         &self,
         status: StatusCode,
@@ -209,32 +207,44 @@ impl Pages {
             Ok(html) => html,
             Err(e) => {
                 tracing::error!(error = %e, template, "a page template failed to render");
-                return secured(HttpResponse::InternalServerError())
+                return secured(StatusCode::INTERNAL_SERVER_ERROR, &[])
                     .content_type("text/plain; charset=utf-8")
                     .body("Something went wrong. Please start again.");
             }
         };
-        let mut form_action = String::from("'self'");
-        for target in form_targets {
-            form_action.push(' ');
-            form_action.push_str(target);
-        }
-        secured(HttpResponse::build(status))
-            .insert_header((
-                header::CONTENT_SECURITY_POLICY,
-                format!(
-                    "default-src 'none'; style-src 'self'; img-src 'self' https:; \
-                     form-action {form_action}; frame-ancestors 'none'; base-uri 'none'"
-                ),
-            ))
+        secured(status, form_targets)
             .content_type("text/html; charset=utf-8")
             .body(html)
     }
+
+    /// `303 See Other` to `location` (RFC 9110 §15.4.4: the browser follows
+    /// with a GET), with the headers of every page: the location may hold
+    /// an IdP `state`, which must not be cached or leak through Referer.
+    pub fn see_other(&self, location: &Url) -> HttpResponse {
+        secured(StatusCode::SEE_OTHER, &[])
+            .insert_header((header::LOCATION, location.as_str()))
+            .finish()
+    }
 }
 
-/// The headers every page carries.
-fn secured(mut builder: actix_web::HttpResponseBuilder) -> actix_web::HttpResponseBuilder {
+/// The headers every page carries; `form_targets` are the origins its
+/// forms may lead to besides this one (CSP `form-action` also covers the
+/// redirect after a POST).
+fn secured(status: StatusCode, form_targets: &[String]) -> actix_web::HttpResponseBuilder {
+    let mut form_action = String::from("'self'");
+    for target in form_targets {
+        form_action.push(' ');
+        form_action.push_str(target);
+    }
+    let mut builder = HttpResponse::build(status);
     builder
+        .insert_header((
+            header::CONTENT_SECURITY_POLICY,
+            format!(
+                "default-src 'none'; style-src 'self'; img-src 'self' https:; \
+                 form-action {form_action}; frame-ancestors 'none'; base-uri 'none'"
+            ),
+        ))
         .insert_header(CacheControl(vec![CacheDirective::NoStore]))
         // Page URLs carry codes and handles: keep them out of Referer.
         .insert_header((header::REFERRER_POLICY, "no-referrer"))
@@ -283,6 +293,24 @@ mod tests {
             retry: true,
         });
         assert_eq!(response.status(), StatusCode::GONE);
+    }
+
+    #[test]
+    fn the_fallback_for_a_page_that_fails_carries_the_page_headers() {
+        let pages = Pages::from_settings(&PageSettings::default()).unwrap();
+        let response = pages.respond(StatusCode::OK, "no-such.html", context! {}, &[]);
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let header = |name| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+        };
+        assert!(header(header::CONTENT_SECURITY_POLICY).contains("frame-ancestors 'none'"));
+        assert_eq!(header(header::CACHE_CONTROL), "no-store");
+        assert_eq!(header(header::REFERRER_POLICY), "no-referrer");
+        assert_eq!(header(header::X_CONTENT_TYPE_OPTIONS), "nosniff");
     }
 
     #[test]

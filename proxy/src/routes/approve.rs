@@ -4,7 +4,6 @@
 //! "Deny" (a POST that ends the request at once). [`Flow::approval`]
 //! (crate::flow::Flow::approval) and its siblings own the rules; this
 //! module parses and renders.
-use actix_web::http::header::LOCATION;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use minijinja::context;
@@ -71,12 +70,7 @@ pub async fn approve(
         .approve(&path, form.get("csrf"), form.get("code"))
         .await
     {
-        // RFC 9110 §15.4.4: the browser follows with a GET to the IdP.
-        Ok(Approved::SignIn(link)) => HttpResponse::SeeOther()
-            .insert_header((LOCATION, link.as_str()))
-            .insert_header(("Cache-Control", "no-store"))
-            .insert_header(("Referrer-Policy", "no-referrer"))
-            .finish(),
+        Ok(Approved::SignIn(link)) => state.pages.see_other(&link),
         Ok(Approved::CodeMismatch) => state.pages.message(MISMATCH),
         Err(refused) => refusal(&state, refused),
     }
