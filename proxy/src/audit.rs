@@ -25,8 +25,9 @@ pub enum Step<'a> {
     Expired,
     /// The operator cancelled the request (admin API); it is `denied`.
     Cancelled,
-    /// The signed-in user answered `answer` (approve, deny, code_mismatch)
-    /// through `via` (a registered device, the account page).
+    /// The user answered `answer` (approve, deny, code_mismatch) through
+    /// `via` (`page`: the approval link; `device`: a registered device;
+    /// `account`: the account page).
     Answered {
         via: &'a str,
         answer: &'a str,

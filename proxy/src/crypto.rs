@@ -18,9 +18,11 @@ pub struct OpenError;
 
 /// AES-256-GCM with a random nonce per value. The associated data binds a
 /// ciphertext to the request it belongs to, so sealed values cannot be
-/// swapped between requests in the store.
+/// swapped between requests in the store. It also derives keyed digests
+/// (HMAC-SHA256 under a subkey of the same key), for values that must be
+/// stable per input yet unpredictable without the key.
 #[derive(Clone)]
-pub struct TokenCipher(Aes256Gcm);
+pub struct TokenCipher(Aes256Gcm, [u8; 32]);
 
 impl std::fmt::Debug for TokenCipher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -44,7 +46,24 @@ impl TokenCipher {
         }
         let cipher = Aes256Gcm::new_from_slice(&bytes)
             .map_err(|_| ConfigError::new("ciba.token_encryption_key", "invalid key"))?;
-        Ok(Self(cipher))
+        // A separate subkey, so a digest never uses the AES key itself.
+        let mut subkey = Sha256::new();
+        subkey.update(b"ciba-proxy keyed digest\0");
+        subkey.update(&bytes);
+        Ok(Self(cipher, subkey.finalize().into()))
+    }
+
+    /// HMAC-SHA256 of `input` under the key, separated by `label`: the same
+    /// for the same input on every instance, unguessable without the key.
+    pub fn keyed_digest(&self, label: &str, input: &[u8]) -> [u8; 32] {
+        // RFC 2104: a key shorter than the block is zero-padded to it.
+        let mut block = [0u8; 64];
+        block[..32].copy_from_slice(&self.1);
+        let mut mac = <Hmac<Sha256> as hmac::digest::KeyInit>::new(&block.into());
+        mac.update(label.as_bytes());
+        mac.update(b"\0");
+        mac.update(input);
+        mac.finalize().into_bytes().into()
     }
 
     pub fn seal(&self, plaintext: &[u8], aad: &str) -> String {
@@ -146,6 +165,17 @@ mod tests {
             TokenCipher::from_base64(&SecretString::from(STANDARD.encode([1u8; 16]))).unwrap_err();
         assert_eq!(e.key, "ciba.token_encryption_key");
         assert!(e.message.contains("32"));
+    }
+
+    #[test]
+    fn keyed_digests_are_stable_per_input_and_depend_on_key_and_label() {
+        let c = cipher();
+        let other =
+            TokenCipher::from_base64(&SecretString::from(STANDARD.encode([8u8; 32]))).unwrap();
+        assert_eq!(c.keyed_digest("l", b"x"), c.keyed_digest("l", b"x"));
+        assert_ne!(c.keyed_digest("l", b"x"), c.keyed_digest("l", b"y"));
+        assert_ne!(c.keyed_digest("l", b"x"), c.keyed_digest("m", b"x"));
+        assert_ne!(c.keyed_digest("l", b"x"), other.keyed_digest("l", b"x"));
     }
 
     #[test]

@@ -2,10 +2,14 @@
 //! headers every page sends, and the answers to links and forms that are
 //! not right. The person's own path through it runs in a real browser
 //! (`approval_browser.rs`).
-use ciba_proxy_e2e::app::{ClientSpec, TestApp};
+use ciba_proxy_e2e::app::{ClientSpec, StoreKind, TestApp};
 use ciba_proxy_e2e::device::{approve_and_sign_in, Action};
+use ciba_proxy_e2e::device_key::TestDevice;
 use ciba_proxy_e2e::ping_receiver::{PingReceiver, Reply};
 use reqwest::StatusCode;
+use serde_json::Value;
+
+use crate::audit::audit_events;
 
 async fn page(url: &str) -> reqwest::Response {
     reqwest::Client::new()
@@ -18,6 +22,65 @@ async fn page(url: &str) -> reqwest::Response {
 /// The value of the page's first form field `name`.
 fn form_field(html: &str, name: &str) -> String {
     ciba_proxy_e2e::device::form_field(html, name).expect("the field")
+}
+
+/// A client that does not follow redirects: the tests read the 303 itself.
+fn no_redirects() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+/// POSTs the answer `answer` (`approve`, `deny`) to the approval link `link`
+/// with the form `form`.
+async fn answer(link: &str, answer: &str, form: &[(&str, &str)]) -> reqwest::Response {
+    no_redirects()
+        .post(format!("{link}/{answer}"))
+        .form(form)
+        .send()
+        .await
+        .expect("reach the proxy")
+}
+
+/// The form token of the approval page at `link`.
+async fn csrf_of(link: &str) -> String {
+    form_field(&page(link).await.text().await.unwrap(), "csrf")
+}
+
+/// Number matching: the codes a page offers, in order.
+fn codes_on(html: &str) -> Vec<String> {
+    let marker = "name=\"code\" value=\"";
+    html.match_indices(marker)
+        .map(|(at, _)| {
+            let rest = &html[at + marker.len()..];
+            rest[..rest.find('"').unwrap()].to_owned()
+        })
+        .collect()
+}
+
+/// Asserts the headers every page (and the approve 303) carries.
+#[track_caller]
+fn assert_page_headers(what: &str, response: &reqwest::Response) {
+    let header = |name: &str| {
+        response
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let csp = header("content-security-policy");
+    assert!(csp.contains("default-src 'none'"), "{what}: {csp}");
+    assert!(csp.contains("frame-ancestors 'none'"), "{what}: {csp}");
+    assert!(
+        !csp.contains("script-src") && !csp.contains("unsafe-inline"),
+        "{what}: {csp}"
+    );
+    assert_eq!(header("referrer-policy"), "no-referrer", "{what}");
+    assert_eq!(header("cache-control"), "no-store", "{what}");
+    assert_eq!(header("x-content-type-options"), "nosniff", "{what}");
+    assert_eq!(header("x-frame-options"), "DENY", "{what}");
 }
 
 #[tokio::test]
@@ -45,6 +108,82 @@ async fn the_webhook_carries_the_approval_link_and_approving_through_it_complete
 }
 
 #[tokio::test]
+async fn with_number_matching_nothing_sent_to_the_phone_gives_the_code_away() {
+    let app = TestApp::builder()
+        .store(StoreKind::Redis)
+        .client_toml("binding_message_check = \"match\"")
+        .spawn()
+        .await;
+    let device = TestDevice::register(&app, "alice").await;
+    app.device.on("alice", Action::Ignore);
+    app.start("shop", "alice").await;
+
+    // The webhook: the approval link only, no code, no IdP sign-in link
+    // that would skip the pick.
+    let notification = app.device.wait_for_notification("alice").await;
+    let raw = String::from_utf8_lossy(&notification.raw).into_owned();
+    assert!(!raw.contains("W4SCT"), "{raw}");
+    assert!(notification.body.get("authorization_url").is_none(), "{raw}");
+    assert!(notification.body.get("binding_message").is_none(), "{raw}");
+    let link = notification.approval_url().to_owned();
+    assert!(link.starts_with(&app.url("/approve/")), "{raw}");
+
+    // The device's listing: the choices, not the code.
+    let listed = device.requests(&app).await;
+    let request = &listed.body["requests"][0];
+    assert_eq!(request["binding_message"], Value::Null, "{listed:?}");
+    let choices: Vec<String> = serde_json::from_value(request["match_choices"].clone()).unwrap();
+    assert_eq!(choices.len(), 3, "{listed:?}");
+    assert!(choices.contains(&"W4SCT".to_owned()), "{listed:?}");
+
+    // Every page of the request offers the same three codes: comparing the
+    // webhook's link with the device's does not single out the real one.
+    let handle = request["handle"].as_str().unwrap();
+    assert!(!link.ends_with(handle), "two different links");
+    let by_webhook = codes_on(&page(&link).await.text().await.unwrap());
+    let by_device = codes_on(&page(&app.url(&format!("/approve/{handle}"))).await.text().await.unwrap());
+    assert_eq!(by_webhook, choices);
+    assert_eq!(by_device, choices);
+}
+
+#[tokio::test]
+async fn approve_leads_to_the_sign_in_again_until_the_sign_in_completes() {
+    // The user may have closed the IdP's page: the link stays usable until
+    // the callback lands (docs/protocol.md).
+    let app = TestApp::spawn().await;
+    app.device.on("alice", Action::Ignore);
+    let id = app.start("shop", "alice").await;
+    let link = app
+        .device
+        .wait_for_notification("alice")
+        .await
+        .approval_url()
+        .to_owned();
+    let csrf = csrf_of(&link).await;
+    let mut locations = Vec::new();
+    for _ in 0..2 {
+        let approved = answer(&link, "approve", &[("csrf", &csrf)]).await;
+        assert_eq!(approved.status(), StatusCode::SEE_OTHER);
+        locations.push(approved.headers()["location"].to_str().unwrap().to_owned());
+    }
+    assert_eq!(locations[0], locations[1]);
+    app.poll("shop", &id)
+        .await
+        .assert_error(400, "authorization_pending");
+
+    let landed = approve_and_sign_in(&link, &Action::SignInAs("alice".into()))
+        .await
+        .unwrap();
+    assert!(landed.body.contains("You are signed in"), "{landed:?}");
+    assert_eq!(app.poll("shop", &id).await.status, 200);
+    // Signed in: now the link has ended, for either answer.
+    for answered in ["approve", "deny"] {
+        let late = answer(&link, answered, &[("csrf", &csrf)]).await;
+        assert_eq!(late.status(), StatusCode::GONE, "{answered}");
+    }
+}
+
+#[tokio::test]
 async fn without_the_authorization_url_the_phone_only_sees_the_approval_page() {
     let app = TestApp::builder()
         .notifier_toml("send_authorization_url = false")
@@ -69,34 +208,22 @@ async fn every_page_forbids_script_framing_referrers_and_caching() {
     app.device.on("alice", Action::Ignore);
     let id = app.start("shop", "alice").await;
     let notification = app.device.wait_for_notification("alice").await;
+    let link = notification.approval_url().to_owned();
     for url in [
-        notification.approval_url().to_owned(),
+        link.clone(),
         app.url("/approve/not-a-handle"),
         app.url("/callback?state=unknown&code=x"),
     ] {
         let response = page(&url).await;
-        let header = |name: &str| {
-            response
-                .headers()
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or_default()
-                .to_owned()
-        };
-        let csp = header("content-security-policy");
-        assert!(csp.contains("default-src 'none'"), "{url}: {csp}");
-        assert!(csp.contains("frame-ancestors 'none'"), "{url}: {csp}");
-        assert!(
-            !csp.contains("script-src") && !csp.contains("unsafe-inline"),
-            "{csp}"
-        );
-        assert_eq!(header("referrer-policy"), "no-referrer");
-        assert_eq!(header("cache-control"), "no-store");
-        assert_eq!(header("x-content-type-options"), "nosniff");
+        assert_page_headers(&url, &response);
         let html = response.text().await.unwrap();
         assert!(!html.contains("<script"), "{url}");
         assert!(!html.contains(&id), "{url}: the auth_req_id is on the page");
     }
+    // The 303 of "Approve and sign in": its Location holds the IdP's state.
+    let approved = answer(&link, "approve", &[("csrf", &csrf_of(&link).await)]).await;
+    assert_eq!(approved.status(), StatusCode::SEE_OTHER);
+    assert_page_headers("the approve 303", &approved);
 }
 
 #[tokio::test]
@@ -137,6 +264,30 @@ async fn unknown_ended_and_forged_answers_are_refused_in_words() {
         .await
         .assert_error(400, "authorization_pending");
 
+    // The token of another request's page is not this page's: 403, and
+    // neither request changes.
+    app.device.on("bob", Action::Ignore);
+    app.start("shop", "bob").await;
+    let other_link = app
+        .device
+        .wait_for_notification("bob")
+        .await
+        .approval_url()
+        .to_owned();
+    let other_csrf = csrf_of(&other_link).await;
+    for answered in ["approve", "deny"] {
+        let crossed = answer(&approval, answered, &[("csrf", &other_csrf)]).await;
+        assert_eq!(crossed.status(), StatusCode::FORBIDDEN, "{answered}");
+        assert!(crossed
+            .text()
+            .await
+            .unwrap()
+            .contains("This form cannot be used"));
+    }
+    for pending in [&approval, &other_link] {
+        assert_eq!(page(pending).await.status(), StatusCode::OK, "still pending");
+    }
+
     // The real token, but the request has ended: 410 in words.
     let html = page(&approval).await.text().await.unwrap();
     let csrf = form_field(&html, "csrf");
@@ -163,8 +314,18 @@ async fn unknown_ended_and_forged_answers_are_refused_in_words() {
 
 #[tokio::test]
 async fn denying_ends_the_request_at_once_and_pings_a_ping_client() {
+    deny_and_ping(StoreKind::Memory).await;
+}
+
+#[tokio::test]
+async fn denying_with_the_redis_store_ends_the_request_and_pings() {
+    deny_and_ping(StoreKind::Redis).await;
+}
+
+async fn deny_and_ping(store: StoreKind) {
     let receiver = PingReceiver::start(vec![Reply::Status(204)]).await.unwrap();
     let app = TestApp::builder()
+        .store(store)
         .clients(vec![ClientSpec::basic("shop").ping(&receiver.url())])
         .spawn()
         .await;
@@ -216,14 +377,43 @@ async fn operators_replace_templates_and_the_stylesheet_without_a_rebuild() {
         "{% extends \"base.html\" %}{% block content %}<h1>Acme: {{ heading }}</h1>{% endblock %}",
     )
     .unwrap();
+    std::fs::write(
+        dir.join("approve.html"),
+        "{% extends \"base.html\" %}{% block content %}<h1>Acme asks: {{ client_name }}</h1>\
+         <ul>{% for line in scopes %}<li>{{ line }}</li>{% endfor %}</ul>{% endblock %}",
+    )
+    .unwrap();
     std::fs::write(dir.join("ciba.css"), "body { color: rebeccapurple; }").unwrap();
     let app = TestApp::builder()
         .sections(&format!(
-            "[pages]\ntitle = \"Acme Bank\"\ntemplates_dir = \"{}\"\n",
+            "[pages]\ntitle = \"Acme Bank\"\ntemplates_dir = \"{}\"\n\
+             logo_url = \"https://static.acme.example/logo.svg\"\n\
+             scope_descriptions = {{ profile = \"Your Acme customer profile\" }}\n",
             dir.display()
         ))
         .spawn()
         .await;
+    app.device.on("alice", Action::Ignore);
+    app.start("shop", "alice").await;
+    let link = app
+        .device
+        .wait_for_notification("alice")
+        .await
+        .approval_url()
+        .to_owned();
+    let approval = page(&link).await.text().await.unwrap();
+    assert!(approval.contains("<h1>Acme asks: shop</h1>"), "{approval}");
+    assert!(
+        approval.contains("<li>Your Acme customer profile</li>"),
+        "{approval}"
+    );
+    // minijinja escapes `/` as `&#x2f;` in attributes: the browser reads a `/`.
+    assert!(
+        approval
+            .replace("&#x2f;", "/")
+            .contains("<img class=\"logo\" src=\"https://static.acme.example/logo.svg\""),
+        "{approval}"
+    );
     let html = page(&app.url("/approve/unknown"))
         .await
         .text()
@@ -240,4 +430,44 @@ async fn operators_replace_templates_and_the_stylesheet_without_a_rebuild() {
         .await
         .unwrap();
     assert_eq!(css, "body { color: rebeccapurple; }");
+}
+
+#[tokio::test]
+async fn answers_on_the_page_are_audited_like_answers_on_devices() {
+    let (app, proxy) = TestApp::builder()
+        .client_toml("binding_message_check = \"match\"")
+        .spawn_process(&[("CIBA_PROXY__LOG__FORMAT", "json")])
+        .await;
+    let mut links = Vec::new();
+    for user in ["alice", "bob", "carol"] {
+        app.device.on(user, Action::Ignore);
+        app.start("shop", user).await;
+        let notification = app.device.wait_for_notification(user).await;
+        links.push(notification.approval_url().to_owned());
+    }
+    let (right, wrong, denied) = (&links[0], &links[1], &links[2]);
+    let approved = answer(right, "approve", &[("csrf", &csrf_of(right).await), ("code", "W4SCT")]).await;
+    assert_eq!(approved.status(), StatusCode::SEE_OTHER);
+    let mismatch = answer(wrong, "approve", &[("csrf", &csrf_of(wrong).await), ("code", "XXXXX")]).await;
+    assert!(mismatch.text().await.unwrap().contains("Request cancelled"));
+    let declined = answer(denied, "deny", &[("csrf", &csrf_of(denied).await)]).await;
+    assert_eq!(declined.status(), StatusCode::OK);
+
+    let log = proxy.logs();
+    let answers: Vec<(String, String)> = audit_events(&log)
+        .into_iter()
+        .filter(|e| e["event"] == "answered")
+        .map(|e| {
+            (
+                e["outcome"].as_str().unwrap_or_default().to_owned(),
+                e["reason"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    let on_page = |answer: &str| (answer.to_owned(), "page".to_owned());
+    assert_eq!(
+        answers,
+        vec![on_page("approve"), on_page("code_mismatch"), on_page("deny")],
+        "{log}"
+    );
 }

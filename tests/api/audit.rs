@@ -5,7 +5,7 @@ use ciba_proxy_e2e::device::Action;
 use serde_json::Value;
 
 /// The audit events in a JSON log, oldest first.
-fn audit_events(log: &str) -> Vec<Value> {
+pub(crate) fn audit_events(log: &str) -> Vec<Value> {
     log.lines()
         .filter_map(|line| serde_json::from_str::<Value>(line).ok())
         .filter(|event| event["target"] == "audit")

@@ -13,7 +13,6 @@
 //! same rules apply, and the request must be that user's.
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use sha2::{Digest, Sha256};
 use url::Url;
 
 use super::Flow;
@@ -28,8 +27,12 @@ use crate::telemetry::{record_auth_req, record_client};
 /// Associated data of approval handles and of the pages' form tokens.
 const HANDLE_AAD: &str = "approval-link";
 const FORM_TOKEN_AAD: &str = "approval-form";
+/// The audit trail's `via` for answers on the approval page.
+const PAGE: &str = "page";
 /// Number matching: the real code and this many decoys.
 const DECOYS: usize = 2;
+/// The keyed digest that seeds a request's decoys.
+const DECOYS_LABEL: &str = "number-matching-decoys";
 
 /// What the approval page shows.
 #[derive(Debug)]
@@ -85,7 +88,10 @@ pub struct PendingApproval {
     /// The approval link's handle: what a decision names.
     pub handle: String,
     pub client_name: String,
+    /// `None` with number matching: the device must not give the code away.
     pub binding_message: Option<String>,
+    /// Number matching: the codes the user picks from (as on the page).
+    pub match_choices: Option<Vec<String>>,
     pub scope: String,
     pub expires_at_ms: u64,
 }
@@ -168,13 +174,7 @@ impl Flow {
             .expires_at_ms
             .saturating_sub(self.clock.now_ms())
             .div_ceil(1000);
-        let choices = match (
-            live.client.binding_message_check,
-            &live.record.binding_message,
-        ) {
-            (BindingMessageCheck::Match, Some(message)) => choices(handle, message),
-            _ => None,
-        };
+        let choices = self.match_choices(&live);
         Approval {
             client_name: live.client.name.clone(),
             binding_message: live.record.binding_message.clone(),
@@ -195,10 +195,11 @@ impl Flow {
     ) -> Result<Approved, ApprovalRefused> {
         let live = self.live(handle).await?;
         self.check_form_token(handle, form_token)?;
-        let approved = self.approval_of(handle, &live, code).await?;
+        let approved = self.approval_of(&live, code).await?;
         if matches!(approved, Approved::SignIn(_)) {
             tracing::info!("the user approved on the approval page");
         }
+        self.audit_answer(&live.record, PAGE, answer_of(&approved));
         Ok(approved)
     }
 
@@ -212,19 +213,8 @@ impl Flow {
     ) -> Result<Approved, ApprovalRefused> {
         let live = self.live(handle).await?;
         check_owner(&live.record, who)?;
-        let approved = self.approval_of(handle, &live, code).await?;
-        let answer = match approved {
-            Approved::SignIn(_) => "approve",
-            Approved::CodeMismatch => "code_mismatch",
-        };
-        audit::record(
-            audit::Step::Answered {
-                via: who.via,
-                answer,
-            },
-            &live.record,
-            self.clock.now_ms(),
-        );
+        let approved = self.approval_of(&live, code).await?;
+        self.audit_answer(&live.record, who.via, answer_of(&approved));
         Ok(approved)
     }
 
@@ -234,15 +224,18 @@ impl Flow {
         check_owner(&live.record, who)?;
         self.end(&live.record, "the user declined", Denial::Declined)
             .await?;
+        self.audit_answer(&live.record, who.via, "deny");
+        Ok(())
+    }
+
+    /// The audit trail's `answered` event: the same for every way a user
+    /// answers (`via`: the page, a device, the account page).
+    fn audit_answer(&self, record: &RequestRecord, via: &str, answer: &str) {
         audit::record(
-            audit::Step::Answered {
-                via: who.via,
-                answer: "deny",
-            },
-            &live.record,
+            audit::Step::Answered { via, answer },
+            record,
             self.clock.now_ms(),
         );
-        Ok(())
     }
 
     /// The user's requests that still wait for an answer and have an
@@ -252,26 +245,29 @@ impl Flow {
             .live_for(user)
             .await?
             .into_iter()
-            .map(|live| PendingApproval {
-                handle: self.approval_handle(&live.record.id),
-                client_name: live.client.name.clone(),
-                binding_message: live.record.binding_message,
-                scope: live.record.scope,
-                expires_at_ms: live.record.expires_at_ms,
+            .map(|live| {
+                let match_choices = self.match_choices(&live);
+                PendingApproval {
+                    handle: self.approval_handle(&live.record.id),
+                    client_name: live.client.name.clone(),
+                    // With number matching the code is what the user proves
+                    // they see elsewhere: the device shows the choices only.
+                    binding_message: live
+                        .record
+                        .binding_message
+                        .filter(|_| match_choices.is_none()),
+                    match_choices,
+                    scope: live.record.scope,
+                    expires_at_ms: live.record.expires_at_ms,
+                }
             })
             .collect())
     }
 
     /// The approval rules once the answer is known to be the user's: with
     /// number matching, a wrong code ends the request.
-    async fn approval_of(
-        &self,
-        handle: &str,
-        live: &Live,
-        code: Option<&str>,
-    ) -> Result<Approved, ApprovalRefused> {
-        let must_match = live.client.binding_message_check == BindingMessageCheck::Match
-            && choices(handle, live.record.binding_message.as_deref().unwrap_or("")).is_some();
+    async fn approval_of(&self, live: &Live, code: Option<&str>) -> Result<Approved, ApprovalRefused> {
+        let must_match = number_matching(&live.client, live.record.binding_message.as_deref());
         if must_match && code != live.record.binding_message.as_deref() {
             tracing::warn!("the user picked a code that is not the binding message; denied");
             self.end(&live.record, "the code did not match", Denial::Failed)
@@ -291,7 +287,9 @@ impl Flow {
         self.check_form_token(handle, form_token)?;
         tracing::info!("the user denied on the approval page");
         self.end(&live.record, "the user declined", Denial::Declined)
-            .await
+            .await?;
+        self.audit_answer(&live.record, PAGE, "deny");
+        Ok(())
     }
 
     async fn end(
@@ -355,8 +353,31 @@ impl Flow {
         })
     }
 
+    /// Number matching: the codes the page and the devices offer. They
+    /// depend only on the request (a keyed digest of its id), so every
+    /// handle and every instance shows the same three: comparing two pages
+    /// does not reveal the real one.
+    fn match_choices(&self, live: &Live) -> Option<Vec<String>> {
+        let message = live.record.binding_message.as_deref()?;
+        if !number_matching(&live.client, Some(message)) {
+            return None;
+        }
+        let seed = self
+            .cipher
+            .keyed_digest(DECOYS_LABEL, live.record.id.as_str().as_bytes());
+        Some(choices(seed, message))
+    }
+
     fn approval_target(&self, handle: &str) -> Option<AuthReqId> {
         AuthReqId::open_reference(&self.cipher, handle, HANDLE_AAD)
+    }
+}
+
+/// The audit trail's name for an approval.
+fn answer_of(approved: &Approved) -> &'static str {
+    match approved {
+        Approved::SignIn(_) => "approve",
+        Approved::CodeMismatch => "code_mismatch",
     }
 }
 
@@ -373,15 +394,18 @@ fn check_owner(record: &RequestRecord, who: UserAnswer<'_>) -> Result<(), Approv
     }
 }
 
+/// Whether `client`'s user must pick `message` among decoys: a `match`
+/// client, and a message with something to vary. Then nothing sent to the
+/// user's device may carry the code (see [`Flow::open`]).
+pub(super) fn number_matching(client: &Client, message: Option<&str>) -> bool {
+    client.binding_message_check == BindingMessageCheck::Match
+        && message.is_some_and(|m| m.chars().any(|c| c.is_ascii_alphanumeric()))
+}
+
 /// Number matching: the binding message and decoys of the same shape
 /// (each digit a random digit, each letter a random letter of its case),
-/// in an order fixed per handle so a reload shows the same page. `None`
-/// when the message has nothing to vary.
-fn choices(handle: &str, message: &str) -> Option<Vec<String>> {
-    if !message.chars().any(|c| c.is_ascii_alphanumeric()) {
-        return None;
-    }
-    let seed: [u8; 32] = Sha256::digest(format!("decoys:{handle}").as_bytes()).into();
+/// drawn and ordered from `seed`, so the same seed gives the same page.
+fn choices(seed: [u8; 32], message: &str) -> Vec<String> {
     let mut rng = StdRng::from_seed(seed);
     let mut codes = vec![message.to_owned()];
     while codes.len() <= DECOYS {
@@ -400,16 +424,28 @@ fn choices(handle: &str, message: &str) -> Option<Vec<String>> {
     }
     let real_at = rng.gen_range(0..codes.len());
     codes.swap(0, real_at);
-    Some(codes)
+    codes
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::crypto::TokenCipher;
+    use base64::Engine;
+    use secrecy::SecretString;
+
+    fn cipher(byte: u8) -> TokenCipher {
+        let key = base64::engine::general_purpose::STANDARD.encode([byte; 32]);
+        TokenCipher::from_base64(&SecretString::from(key)).unwrap()
+    }
+
+    fn seed(cipher: &TokenCipher, id: &str) -> [u8; 32] {
+        cipher.keyed_digest(DECOYS_LABEL, id.as_bytes())
+    }
 
     #[test]
-    fn decoys_have_the_shape_of_the_code_and_are_stable_per_page() {
-        let codes = choices("handle-1", "W4S-CT").unwrap();
+    fn decoys_have_the_shape_of_the_code() {
+        let codes = choices(seed(&cipher(1), "req-1"), "W4S-CT");
         assert_eq!(codes.len(), 3);
         assert!(codes.contains(&"W4S-CT".to_owned()));
         for code in &codes {
@@ -418,7 +454,45 @@ mod tests {
             assert!(code[1..2].chars().all(|c| c.is_ascii_digit()), "{code}");
             assert!(code[..1].chars().all(|c| c.is_ascii_uppercase()), "{code}");
         }
-        assert_eq!(choices("handle-1", "W4S-CT"), Some(codes));
-        assert!(choices("!!", "!!").is_none());
+    }
+
+    #[test]
+    fn every_handle_of_one_request_shows_the_same_decoys() {
+        let key = cipher(1);
+        let id = AuthReqId::parse("req-1").unwrap();
+        // Two links to one request: different handles, one set of codes.
+        let (a, b) = (
+            id.seal_reference(&key, HANDLE_AAD),
+            id.seal_reference(&key, HANDLE_AAD),
+        );
+        assert_ne!(a, b);
+        let shown = |handle: &str| {
+            let id = AuthReqId::open_reference(&key, handle, HANDLE_AAD).unwrap();
+            choices(seed(&key, id.as_str()), "W4SCT")
+        };
+        assert_eq!(shown(&a), shown(&b));
+        // Unpredictable without the key, and different for another request.
+        assert_ne!(
+            choices(seed(&cipher(2), "req-1"), "W4SCT"),
+            choices(seed(&key, "req-1"), "W4SCT")
+        );
+        assert_ne!(
+            choices(seed(&key, "req-2"), "W4SCT"),
+            choices(seed(&key, "req-1"), "W4SCT")
+        );
+    }
+
+    #[test]
+    fn only_a_match_client_with_a_code_to_vary_matches_numbers() {
+        let mut client = Client::upstream_registration(
+            "shop",
+            SecretString::from("s"),
+            crate::domain::Scope::parse("openid").unwrap(),
+        );
+        assert!(!number_matching(&client, Some("W4SCT")));
+        client.binding_message_check = BindingMessageCheck::Match;
+        assert!(number_matching(&client, Some("W4SCT")));
+        assert!(!number_matching(&client, Some("!!")));
+        assert!(!number_matching(&client, None));
     }
 }

@@ -312,12 +312,20 @@ impl Flow {
         }
         match begun.user_link {
             Some(link) if !deliveries.is_empty() => {
+                // Number matching: the user proves they see the code on the
+                // consumption device, so the notification must not carry it,
+                // nor the sign-in link that skips the pick.
+                let matching = approval::number_matching(
+                    &request.client,
+                    record.binding_message.as_deref(),
+                );
                 let notification = UserNotification {
                     login_hint: record.login_hint.clone(),
-                    binding_message: record.binding_message.clone(),
+                    binding_message: record.binding_message.clone().filter(|_| !matching),
                     client_id: record.client_id.clone(),
                     scope: record.scope.clone(),
-                    authorization_url: self.send_authorization_url.then(|| link.to_string()),
+                    authorization_url: (self.send_authorization_url && !matching)
+                        .then(|| link.to_string()),
                     approval_url: self.approval_url(id),
                     expires_at: expires_at_ms / 1000,
                 };

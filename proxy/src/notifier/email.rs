@@ -51,6 +51,8 @@ fn compose(message: &Message<'_>) -> (String, String) {
         "{} asks you to sign in (access requested: {}).\n\n",
         message.client_name, n.scope
     );
+    // Without a binding message here (none sent, or number matching, where
+    // the user must read the code on the other device), the page asks.
     if let Some(binding_message) = &n.binding_message {
         body.push_str(&format!(
             "Check that the other device shows this code: {binding_message}\n\n"
@@ -129,6 +131,28 @@ mod tests {
         assert!(body.contains("https://proxy.example/approve/HANDLE"));
         assert!(body.contains("W4SCT"));
         assert!(!body.contains("SECRET"), "{body}");
+    }
+
+    #[test]
+    fn without_the_binding_message_the_mail_shows_no_code() {
+        // Number matching: the flow leaves the code out of the notification.
+        let n = UserNotification {
+            login_hint: "alice@example.com".into(),
+            binding_message: None,
+            client_id: "shop".into(),
+            scope: "openid".into(),
+            authorization_url: None,
+            approval_url: "https://proxy.example/approve/HANDLE".into(),
+            expires_at: 1,
+        };
+        let message = Message {
+            notification: &n,
+            client_name: "Acme Shop",
+            ttl_secs: 120,
+        };
+        let (_, body) = compose(&message);
+        assert!(!body.contains("code"), "{body}");
+        assert!(body.contains("https://proxy.example/approve/HANDLE"));
     }
 
     #[test]

@@ -127,7 +127,10 @@ pub async fn requests(
             json!({
                 "handle": p.handle,
                 "client_name": p.client_name,
+                // Null with number matching: the user picks among
+                // `match_choices` what the other device shows.
                 "binding_message": p.binding_message,
+                "match_choices": p.match_choices,
                 "scope": p.scope,
                 "expires_at": p.expires_at_ms / 1000,
             })
