@@ -166,26 +166,76 @@ async fn a_missing_subject_claim_is_logged_as_a_configuration_matter() {
 
 #[tokio::test]
 async fn the_approval_link_never_reaches_the_log() {
+    // Number matching, so a wrong pick can be logged too.
     let (app, proxy) = TestApp::builder()
+        .client_toml("binding_message_check = \"match\"")
         .spawn_process(&[("RUST_LOG", "trace")])
         .await;
-    app.device
-        .on("alice", ciba_proxy_e2e::device::Action::Ignore);
-    let id = app.start("shop", "alice").await;
-    let link = app
-        .device
-        .wait_for_notification("alice")
-        .await
-        .approval_url()
-        .to_owned();
-    let page = reqwest::get(&link).await.unwrap();
-    assert_eq!(page.status(), 200);
-    let handle = link.rsplit('/').next().unwrap();
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let mut secrets = Vec::new();
+    // alice approves (a 303 whose Location holds the IdP's state), bob
+    // picks a wrong code, carol denies.
+    for (user, answer, code) in [
+        ("alice", "approve", Some("W4SCT")),
+        ("bob", "approve", Some("XXXXX")),
+        ("carol", "deny", None),
+    ] {
+        app.device
+            .on(user, ciba_proxy_e2e::device::Action::Ignore);
+        let id = app.start("shop", user).await;
+        let link = app
+            .device
+            .wait_for_notification(user)
+            .await
+            .approval_url()
+            .to_owned();
+        let page = reqwest::get(&link).await.unwrap();
+        assert_eq!(page.status(), 200);
+        let csrf = ciba_proxy_e2e::device::form_field(&page.text().await.unwrap(), "csrf")
+            .expect("the page's token");
+        let mut form = vec![("csrf", csrf.as_str())];
+        form.extend(code.map(|code| ("code", code)));
+        let answered = http
+            .post(format!("{link}/{answer}"))
+            .form(&form)
+            .send()
+            .await
+            .unwrap();
+        if let Some(location) = answered.headers().get("location") {
+            let location = url::Url::parse(location.to_str().unwrap()).unwrap();
+            let state = location
+                .query_pairs()
+                .find(|(k, _)| k == "state")
+                .expect("the IdP's state")
+                .1
+                .into_owned();
+            secrets.extend([state, location.to_string()]);
+        }
+        assert!(
+            answered.status().is_success() || answered.status().is_redirection(),
+            "{user}: {}",
+            answered.status()
+        );
+        let handle = link.rsplit('/').next().unwrap().to_owned();
+        secrets.extend([handle, id, csrf]);
+    }
+    assert_eq!(secrets.len(), 11, "alice's approve answered a 303");
     let logs = proxy.logs();
-    assert!(
-        logs.contains("/approve/{handle}"),
-        "the route is logged: {logs}"
-    );
-    assert!(!logs.contains(handle), "the handle reached the log");
-    assert!(!logs.contains(&id), "the auth_req_id reached the log");
+    for route in [
+        "/approve/{handle}",
+        "/approve/{handle}/approve",
+        "/approve/{handle}/deny",
+    ] {
+        assert!(logs.contains(route), "{route} is logged: {logs}");
+    }
+    for secret in secrets {
+        assert!(
+            !logs.contains(&secret),
+            "a secret reached the log: {}…",
+            &secret[..8.min(secret.len())]
+        );
+    }
 }

@@ -4,8 +4,8 @@
 //! deploy/docker-compose.yml.
 use std::time::Duration;
 
-use ciba_proxy_e2e::app::{ClientSpec, StoreKind, TestApp};
-use ciba_proxy_e2e::device::Action;
+use ciba_proxy_e2e::app::{ClientSpec, Reply as Answer, StoreKind, TestApp, CIBA_GRANT};
+use ciba_proxy_e2e::device::{form_field, Action};
 use ciba_proxy_e2e::ping_receiver::{PingReceiver, Reply};
 
 const TOKEN: &str = "ping-token-1";
@@ -112,4 +112,69 @@ async fn sigterm_finishes_work_in_flight_and_exits_cleanly() {
         assert_eq!(app.device.wait_for_page(hint).await.status, 200, "{hint}");
         assert_eq!(app.poll("shop", id).await.status, 200, "{hint}");
     }
+}
+
+#[tokio::test]
+async fn the_approval_link_works_on_an_instance_that_did_not_accept_the_request() {
+    let cluster = TestApp::builder()
+        .store(StoreKind::Redis)
+        .spawn_cluster(2)
+        .await;
+    let app = &cluster.app;
+    let (first, other) = (&cluster.processes[0].url, &cluster.processes[1].url);
+    // "shop" is a client_secret_basic test client; each call names its instance.
+    let as_shop = |instance: &str, path: &str, form: Vec<(&'static str, String)>| {
+        let request = app
+            .http
+            .post(format!("{instance}{path}"))
+            .basic_auth("shop", Some("shop-secret"))
+            .form(&form);
+        async move { Answer::read(request.send().await.unwrap()).await }
+    };
+    app.device.on("alice", Action::Ignore);
+    let accepted = as_shop(
+        first,
+        "/bc-authorize",
+        vec![
+            ("scope", "openid".into()),
+            ("login_hint", "alice".into()),
+            ("binding_message", "W4SCT".into()),
+        ],
+    )
+    .await;
+    assert_eq!(accepted.status, 200, "{accepted:?}");
+    let id = accepted.body["auth_req_id"].as_str().unwrap().to_owned();
+
+    // The link names the public issuer; open its path on the other instance.
+    let link = app
+        .device
+        .wait_for_notification("alice")
+        .await
+        .approval_url()
+        .to_owned();
+    let path = link.strip_prefix(&app.issuer).expect("under the issuer");
+    let on_other = format!("{other}{path}");
+    let shown = app.http.get(&on_other).send().await.unwrap();
+    assert_eq!(shown.status(), 200);
+    let html = shown.text().await.unwrap();
+    assert!(html.contains("W4SCT"), "{html}");
+    let csrf = form_field(&html, "csrf").expect("the page's token");
+    let denied = app
+        .http
+        .post(format!("{on_other}/deny"))
+        .form(&[("csrf", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(denied.status(), 200);
+
+    // The instance that accepted it knows at once.
+    let polled = as_shop(
+        first,
+        "/token",
+        vec![("grant_type", CIBA_GRANT.into()), ("auth_req_id", id)],
+    )
+    .await;
+    polled.assert_error(400, "access_denied");
+    assert_eq!(polled.body["error_description"], "the user declined");
 }

@@ -657,8 +657,15 @@ async fn pages_and_the_upstream_ping_are_answered_as_documented() {
             "{answered:?}"
         );
         spec.check("POST", &operation, &answered);
-        let ended = post(format!("{url}/{answer}"), vec![("csrf", csrf)]).await;
-        spec.check("POST", &operation, &ended);
+        // Approve leads to the sign-in again until it completes (the user
+        // may have closed the IdP's page); a denied request has ended.
+        let again = post(format!("{url}/{answer}"), vec![("csrf", csrf)]).await;
+        assert_eq!(
+            again.status,
+            if answer == "approve" { 303 } else { 410 },
+            "{again:?}"
+        );
+        spec.check("POST", &operation, &again);
     }
 
     // Not a native-CIBA deployment: no ping can be valid.
