@@ -133,6 +133,7 @@ async fn number_matching_approves_the_right_pick_and_denies_a_wrong_one() {
         .await
         .unwrap();
     browser.wait_for_text("Request cancelled").await.unwrap();
+    browser.screenshot("approval/cancelled").await.unwrap();
     let reply = app.poll("shop", &id).await;
     reply.assert_error(400, "access_denied");
     assert_eq!(reply.body["error_description"], "the code did not match");
@@ -186,6 +187,7 @@ async fn expired_used_and_forged_links_are_refused_in_words() {
         .wait_for_text("This link is not valid")
         .await
         .unwrap();
+    browser.screenshot("approval/unknown-link").await.unwrap();
 
     // Forged: another site's form posts to a live link without the page's token.
     let (id, link) = request(&app, "carol", &[]).await;
@@ -203,6 +205,7 @@ async fn expired_used_and_forged_links_are_refused_in_words() {
         .wait_for_text("This form cannot be used")
         .await
         .unwrap();
+    browser.screenshot("approval/forged-form").await.unwrap();
     app.poll("shop", &id)
         .await
         .assert_error(400, "authorization_pending");
@@ -216,6 +219,101 @@ async fn expired_used_and_forged_links_are_refused_in_words() {
         .wait_for_text("This request has ended")
         .await
         .unwrap();
+    browser.screenshot("approval/used-link").await.unwrap();
+    browser.close().await.unwrap();
+}
+
+/// A page whose script, if it runs, changes what it says.
+fn scripted_page(cfg: &mut actix_web::web::ServiceConfig) {
+    use actix_web::{web, HttpResponse};
+    cfg.route(
+        "/scripted",
+        web::get().to(|| async {
+            HttpResponse::Ok().content_type("text/html").body(
+                "<!doctype html><p id=s>scripts are off</p>\
+                 <script>document.getElementById('s').textContent = 'scripts ran';</script>",
+            )
+        }),
+    );
+}
+
+/// Every button in the accessibility tree has a name a screen reader reads.
+fn assert_buttons_are_named(nodes: &[(String, String)]) -> Vec<String> {
+    let buttons: Vec<String> = nodes
+        .iter()
+        .filter(|(role, _)| role == "button")
+        .map(|(_, name)| name.clone())
+        .collect();
+    assert!(!buttons.is_empty(), "{nodes:?}");
+    assert!(buttons.iter().all(|name| !name.trim().is_empty()), "{nodes:?}");
+    buttons
+}
+
+#[tokio::test]
+async fn without_javascript_a_screen_reader_user_approves_and_denies() {
+    let app = app("").await;
+    let browser = Browser::start().await.unwrap();
+    browser.disable_scripts().await.unwrap();
+    let site = TestServer::start(std::sync::Arc::new(()), scripted_page).unwrap();
+    let scripted = format!("http://127.0.0.1:{}/scripted", site.port);
+    browser.goto(&scripted).await.unwrap();
+    browser.wait_for_text("scripts are off").await.unwrap();
+
+    // Approve: the page's controls are named, then the real IdP sign-in.
+    let (id, link) = request(&app, "alice", &[]).await;
+    browser.goto(&link).await.unwrap();
+    browser.wait_for_text("Acme Shop").await.unwrap();
+    let nodes = browser.accessible_nodes().await.unwrap();
+    assert_eq!(
+        assert_buttons_are_named(&nodes),
+        vec!["Approve and sign in", "Deny"],
+        "{nodes:?}"
+    );
+    assert!(
+        nodes
+            .iter()
+            .any(|(role, name)| role == "heading" && name == "Is this you?"),
+        "{nodes:?}"
+    );
+    browser.screenshot("approval/no-javascript").await.unwrap();
+    browser.click("#approve").await.unwrap();
+    browser.sign_in_at_test_idp("alice").await.unwrap();
+    browser.wait_for_text("You are signed in").await.unwrap();
+    assert_eq!(app.poll("shop", &id).await.status, 200);
+
+    // Deny.
+    let (id, link) = request(&app, "bob", &[]).await;
+    browser.goto(&link).await.unwrap();
+    browser.click("#deny").await.unwrap();
+    browser
+        .wait_for_text("You declined the request")
+        .await
+        .unwrap();
+    let reply = app.poll("shop", &id).await;
+    reply.assert_error(400, "access_denied");
+
+    // Scripts stayed off throughout.
+    browser.goto(&scripted).await.unwrap();
+    browser.wait_for_text("scripts are off").await.unwrap();
+    browser.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_number_matching_choices_are_a_named_group_of_named_buttons() {
+    let app = app("binding_message_check = \"match\"").await;
+    let (_, link) = request(&app, "alice", &[]).await;
+    let browser = Browser::start().await.unwrap();
+    browser.goto(&link).await.unwrap();
+    browser.find("button.code-choice").await.unwrap();
+    let nodes = browser.accessible_nodes().await.unwrap();
+    assert!(
+        nodes.iter().any(|(role, name)| role == "group"
+            && name == "Which code is shown where you started?"),
+        "the fieldset is named by its legend: {nodes:?}"
+    );
+    let buttons = assert_buttons_are_named(&nodes);
+    assert_eq!(buttons.len(), 4, "three codes and Deny: {buttons:?}");
+    assert!(buttons.contains(&"W4SCT".to_owned()), "{buttons:?}");
     browser.close().await.unwrap();
 }
 

@@ -544,6 +544,35 @@ impl Browser {
         .context("not a boolean")
     }
 
+    /// Turns JavaScript off for this session's pages from now on, across
+    /// navigations, as for a person who disabled it (the DevTools protocol's
+    /// `Emulation.setScriptExecutionDisabled`). WebDriver's own reads and
+    /// clicks keep working; [`Browser::execute`] may not.
+    pub async fn disable_scripts(&self) -> anyhow::Result<()> {
+        self.cdp(
+            "Emulation.setScriptExecutionDisabled",
+            json!({ "value": true }),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// What a screen reader gets from the page: the role and accessible
+    /// name of every node of the accessibility tree that is not ignored
+    /// (`Accessibility.getFullAXTree`), in document order.
+    pub async fn accessible_nodes(&self) -> anyhow::Result<Vec<(String, String)>> {
+        let tree = self.cdp("Accessibility.getFullAXTree", json!({})).await?;
+        let nodes = tree["nodes"]
+            .as_array()
+            .with_context(|| format!("no accessibility nodes in {tree}"))?;
+        let value = |node: &Value, key: &str| node[key]["value"].as_str().unwrap_or("").to_owned();
+        Ok(nodes
+            .iter()
+            .filter(|node| node["ignored"] != true)
+            .map(|node| (value(node, "role"), value(node, "name")))
+            .collect())
+    }
+
     /// Saves a PNG of the viewport as `target/browser-screenshots/{name}.png`
     /// (`name` may have slashes for subfolders) and returns its path.
     pub async fn screenshot(&self, name: &str) -> anyhow::Result<PathBuf> {
