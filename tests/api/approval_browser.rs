@@ -245,7 +245,10 @@ fn assert_buttons_are_named(nodes: &[(String, String)]) -> Vec<String> {
         .map(|(_, name)| name.clone())
         .collect();
     assert!(!buttons.is_empty(), "{nodes:?}");
-    assert!(buttons.iter().all(|name| !name.trim().is_empty()), "{nodes:?}");
+    assert!(
+        buttons.iter().all(|name| !name.trim().is_empty()),
+        "{nodes:?}"
+    );
     buttons
 }
 

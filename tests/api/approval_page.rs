@@ -123,7 +123,10 @@ async fn with_number_matching_nothing_sent_to_the_phone_gives_the_code_away() {
     let notification = app.device.wait_for_notification("alice").await;
     let raw = String::from_utf8_lossy(&notification.raw).into_owned();
     assert!(!raw.contains("W4SCT"), "{raw}");
-    assert!(notification.body.get("authorization_url").is_none(), "{raw}");
+    assert!(
+        notification.body.get("authorization_url").is_none(),
+        "{raw}"
+    );
     assert!(notification.body.get("binding_message").is_none(), "{raw}");
     let link = notification.approval_url().to_owned();
     assert!(link.starts_with(&app.url("/approve/")), "{raw}");
@@ -141,9 +144,34 @@ async fn with_number_matching_nothing_sent_to_the_phone_gives_the_code_away() {
     let handle = request["handle"].as_str().unwrap();
     assert!(!link.ends_with(handle), "two different links");
     let by_webhook = codes_on(&page(&link).await.text().await.unwrap());
-    let by_device = codes_on(&page(&app.url(&format!("/approve/{handle}"))).await.text().await.unwrap());
+    let by_device = codes_on(
+        &page(&app.url(&format!("/approve/{handle}")))
+            .await
+            .text()
+            .await
+            .unwrap(),
+    );
     assert_eq!(by_webhook, choices);
     assert_eq!(by_device, choices);
+}
+
+#[tokio::test]
+async fn with_number_matching_the_mail_shows_no_code() {
+    let smtp = ciba_proxy_e2e::smtp::SmtpServer::start().await.unwrap();
+    let app = TestApp::builder()
+        .channels(&format!(
+            "[[notifier.channels]]\nkind = \"email\"\nsmtp_url = \"{}\"\nfrom = \"no-reply@bank.example\"\n",
+            smtp.url()
+        ))
+        .client_toml("binding_message_check = \"match\"")
+        .spawn()
+        .await;
+    let user = "erin@example.com";
+    app.device.on(user, Action::Ignore);
+    app.start("shop", user).await;
+    let mail = smtp.wait_for_mail(user).await;
+    assert!(!mail.raw.contains("W4SCT"), "{}", mail.raw);
+    assert!(mail.body.contains(&app.url("/approve/")), "{}", mail.body);
 }
 
 #[tokio::test]
@@ -285,7 +313,11 @@ async fn unknown_ended_and_forged_answers_are_refused_in_words() {
             .contains("This form cannot be used"));
     }
     for pending in [&approval, &other_link] {
-        assert_eq!(page(pending).await.status(), StatusCode::OK, "still pending");
+        assert_eq!(
+            page(pending).await.status(),
+            StatusCode::OK,
+            "still pending"
+        );
     }
 
     // The real token, but the request has ended: 410 in words.
@@ -446,9 +478,19 @@ async fn answers_on_the_page_are_audited_like_answers_on_devices() {
         links.push(notification.approval_url().to_owned());
     }
     let (right, wrong, denied) = (&links[0], &links[1], &links[2]);
-    let approved = answer(right, "approve", &[("csrf", &csrf_of(right).await), ("code", "W4SCT")]).await;
+    let approved = answer(
+        right,
+        "approve",
+        &[("csrf", &csrf_of(right).await), ("code", "W4SCT")],
+    )
+    .await;
     assert_eq!(approved.status(), StatusCode::SEE_OTHER);
-    let mismatch = answer(wrong, "approve", &[("csrf", &csrf_of(wrong).await), ("code", "XXXXX")]).await;
+    let mismatch = answer(
+        wrong,
+        "approve",
+        &[("csrf", &csrf_of(wrong).await), ("code", "XXXXX")],
+    )
+    .await;
     assert!(mismatch.text().await.unwrap().contains("Request cancelled"));
     let declined = answer(denied, "deny", &[("csrf", &csrf_of(denied).await)]).await;
     assert_eq!(declined.status(), StatusCode::OK);
@@ -467,7 +509,11 @@ async fn answers_on_the_page_are_audited_like_answers_on_devices() {
     let on_page = |answer: &str| (answer.to_owned(), "page".to_owned());
     assert_eq!(
         answers,
-        vec![on_page("approve"), on_page("code_mismatch"), on_page("deny")],
+        vec![
+            on_page("approve"),
+            on_page("code_mismatch"),
+            on_page("deny")
+        ],
         "{log}"
     );
 }

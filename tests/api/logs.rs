@@ -183,8 +183,7 @@ async fn the_approval_link_never_reaches_the_log() {
         ("bob", "approve", Some("XXXXX")),
         ("carol", "deny", None),
     ] {
-        app.device
-            .on(user, ciba_proxy_e2e::device::Action::Ignore);
+        app.device.on(user, ciba_proxy_e2e::device::Action::Ignore);
         let id = app.start("shop", user).await;
         let link = app
             .device

@@ -266,7 +266,11 @@ impl Flow {
 
     /// The approval rules once the answer is known to be the user's: with
     /// number matching, a wrong code ends the request.
-    async fn approval_of(&self, live: &Live, code: Option<&str>) -> Result<Approved, ApprovalRefused> {
+    async fn approval_of(
+        &self,
+        live: &Live,
+        code: Option<&str>,
+    ) -> Result<Approved, ApprovalRefused> {
         let must_match = number_matching(&live.client, live.record.binding_message.as_deref());
         if must_match && code != live.record.binding_message.as_deref() {
             tracing::warn!("the user picked a code that is not the binding message; denied");
