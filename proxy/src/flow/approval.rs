@@ -6,7 +6,14 @@
 //! The link's handle is the auth_req_id and 128 random bits, sealed with the
 //! token key: unguessable, unrelated to anything the client or the IdP
 //! sees, and resolved with one store read on any instance. It works while
-//! the request is pending; the forms carry a token bound to the handle.
+//! the request is pending (so after Approve, until the sign-in reaches
+//! `/callback`, the user can start it again); the forms carry a token bound
+//! to the handle.
+//!
+//! Number matching (`binding_message_check = "match"`): the user proves they
+//! see the binding message on the consumption device by picking it among
+//! decoys. So nothing sent to their device carries it, and the decoys depend
+//! only on the request, so no two pages can be compared to find it.
 //!
 //! A signed-in user may also answer for themselves, without the page's
 //! form: from a registered device (`devices/`) or the account page. The

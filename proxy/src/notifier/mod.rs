@@ -31,11 +31,14 @@ pub use webpush::WebPushNotifier;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct UserNotification {
     pub login_hint: String,
+    /// Left out with number matching: the user must read it on the
+    /// consumption device and pick it on the approval page.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub binding_message: Option<String>,
     pub client_id: String,
     pub scope: String,
-    /// The IdP's sign-in link; left out with `notifier.send_authorization_url = false`.
+    /// The IdP's sign-in link; left out with `notifier.send_authorization_url = false`,
+    /// and with number matching (it would skip the pick).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub authorization_url: Option<String>,
     /// The proxy's approval page for this request: who asks, for what, the
