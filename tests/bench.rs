@@ -11,21 +11,36 @@ use std::time::{Duration, Instant};
 use ciba_proxy_e2e::app::{StoreKind, TestApp};
 use ciba_proxy_e2e::device::Action;
 use ciba_proxy_e2e::idp::{TestIdp, CIBA_GRANT_TYPE};
+use ciba_proxy_e2e::redis_cluster::RedisCluster;
 
 #[path = "bench/load.rs"]
 mod load;
 #[path = "bench/poll_path.rs"]
 mod poll_path;
+#[path = "bench/store_costs.rs"]
+mod store_costs;
 
 /// How long the user takes to approve in the IdP-load runs.
 const APPROVAL: Duration = Duration::from_secs(6);
 const POLL_COUNTS: [usize; 3] = [1, 10, 100];
 
-/// `bench poll` runs only the poll path's part.
+/// `bench poll` runs only the poll path's part, `bench store` only the
+/// store's costs (per login, WAIT, three instances on a cluster).
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    poll_path::against_the_floor().await?;
-    if std::env::args().nth(1).as_deref() == Some("poll") {
+    let part = std::env::args().nth(1);
+    if part.as_deref() != Some("store") {
+        poll_path::against_the_floor().await?;
+    }
+    if part.as_deref() == Some("poll") {
+        return Ok(());
+    }
+    store_costs::per_login_and_poll().await?;
+    let cluster = tokio::task::spawn_blocking(RedisCluster::start).await??;
+    store_costs::wait_cost(&cluster).await?;
+    store_costs::three_instances_on_a_cluster(&cluster).await?;
+    drop(cluster);
+    if part.as_deref() == Some("store") {
         return Ok(());
     }
     idp_load().await?;
