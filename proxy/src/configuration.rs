@@ -1195,6 +1195,18 @@ impl Settings {
             }
         }
         self.input.validate()?;
+        // A poll's confirmation that lands after its handler gave up (and
+        // answered 503) must fall outside the confirm window, or it deletes
+        // the tokens the client was told to retry for.
+        if self.store.timeout_ms < crate::store::CONFIRM_WINDOW_MS {
+            return Err(ConfigError::new(
+                "store.timeout_ms",
+                format!(
+                    "must be at least {} ms, the window in which a poll confirms it handed out the tokens",
+                    crate::store::CONFIRM_WINDOW_MS
+                ),
+            ));
+        }
         if let Some(account) = &self.account {
             account.validate()?;
         }
