@@ -103,6 +103,52 @@ async fn a_backchannel_request_during_a_redis_stall_is_503_and_its_retry_complet
     assert_eq!(app.poll("shop", &id).await.status, 200);
 }
 
+/// A backchannel request for alice whose first store command of the
+/// user's limits (`limits` chooses which) meets a stalled Redis: 503, and
+/// the retry is accepted, the stalled command (run on resume) having been
+/// given back.
+async fn stall_at_the_users_limits_then_retry(limits: &str) {
+    let redis = RedisServer::start().await.expect("a private redis-server");
+    let app = TestApp::builder()
+        .redis_at(&redis.url())
+        .sections(&format!(
+            "[limits]\nrequests_per_client_per_minute = 0\n{limits}"
+        ))
+        .spawn()
+        .await;
+    // Another user's request first, so Redis knows the scripts: a stalled
+    // EVALSHA then runs on resume instead of failing with NOSCRIPT.
+    let other = app.start("shop", "bob").await;
+    assert_eq!(app.device.wait_for_page("bob").await.status, 200);
+    assert_eq!(app.poll("shop", &other).await.status, 200);
+
+    redis.pause();
+    app.bc_authorize("shop", &[("scope", "openid"), ("login_hint", "alice")])
+        .await
+        .assert_error(503, "temporarily_unavailable");
+    redis.resume();
+
+    let id = app.start("shop", "alice").await;
+    assert_eq!(app.device.wait_for_page("alice").await.status, 200);
+    assert_eq!(app.poll("shop", &id).await.status, 200);
+}
+
+#[tokio::test]
+async fn a_stall_at_the_pending_slot_leaves_no_slot_behind() {
+    stall_at_the_users_limits_then_retry(
+        "notifications_per_user_per_minute = 0\npending_per_user = 1\n",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_stall_at_the_push_count_leaves_no_push_counted() {
+    stall_at_the_users_limits_then_retry(
+        "notifications_per_user_per_minute = 1\npending_per_user = 1\n",
+    )
+    .await;
+}
+
 #[tokio::test]
 async fn an_instance_killed_during_a_callback_leaves_the_login_to_another() {
     let redis = RedisServer::start().await.expect("a private redis-server");
