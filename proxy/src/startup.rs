@@ -493,7 +493,8 @@ async fn build_state(
         clock.clone(),
         settings.worker.clone(),
     ));
-    let flow = Arc::new(Flow {
+    let flow = Arc::new_cyclic(|me| Flow {
+        me: me.clone(),
         store: store.clone(),
         accounts,
         limits: limits.clone(),

@@ -84,6 +84,67 @@ async fn a_callback_during_a_redis_stall_completes_on_retry() {
     assert_eq!(idp.stats().await.unwrap().count("POST /token"), 1);
 }
 
+/// Waits until the IdP has received the code exchange.
+async fn wait_for_exchange(idp: &TestIdp) {
+    for _ in 0..100 {
+        if idp.stats().await.unwrap().count("POST /token") == 1 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the proxy never sent the code to the IdP");
+}
+
+#[tokio::test]
+async fn a_redis_stall_after_the_code_exchange_loses_no_login() {
+    let redis = RedisServer::start().await.expect("a private redis-server");
+    let idp: &'static TestIdp = Box::leak(Box::new(TestIdp::start().unwrap()));
+    let app = TestApp::builder()
+        .idp(idp)
+        .redis_at(&redis.url())
+        .spawn()
+        .await;
+    app.device.on("alice", Action::Ignore);
+    let id = app.start("shop", "alice").await;
+    let url = callback_url(&app, "alice").await;
+
+    // Redis stalls while the IdP is answering the exchange: the code is
+    // spent, and the proxy cannot store the tokens yet.
+    idp.reset_stats().await.unwrap();
+    idp.delay_token_answers(Duration::from_millis(1500))
+        .await
+        .unwrap();
+    let callback = tokio::spawn({
+        let url = url.clone();
+        async move { get(&url).await }
+    });
+    wait_for_exchange(idp).await;
+    redis.pause();
+    let (status, page) = callback.await.unwrap();
+    assert_eq!(status, 202, "{page}");
+    assert!(page.contains("Completing your sign-in"), "{page}");
+    redis.resume();
+
+    // The proxy kept the tokens and records them once Redis is back.
+    let mut reply = app.poll("shop", &id).await;
+    for _ in 0..10 {
+        if reply.status == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        reply = app.poll("shop", &id).await;
+    }
+    assert_eq!(reply.status, 200, "{reply:?}");
+    assert!(reply.body["access_token"].is_string());
+    app.poll("shop", &id)
+        .await
+        .assert_error(400, "invalid_grant");
+    let (status, page) = get(&url).await;
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("You are signed in"), "{page}");
+    assert_eq!(idp.stats().await.unwrap().count("POST /token"), 1);
+}
+
 #[tokio::test]
 async fn a_backchannel_request_during_a_redis_stall_is_503_and_its_retry_completes() {
     let redis = RedisServer::start().await.expect("a private redis-server");

@@ -300,6 +300,15 @@ impl TestIdp {
         Ok(())
     }
 
+    /// Every `POST /token` is counted on arrival and answered `delay` late
+    /// (zero: at once again).
+    pub async fn delay_token_answers(&self, delay: Duration) -> anyhow::Result<()> {
+        let ms = u64::try_from(delay.as_millis()).context("delay too long")?;
+        self.post_hook("/_test/token-delay", json!({ "ms": ms }))
+            .await?;
+        Ok(())
+    }
+
     /// Zeroes the request counters of [`TestIdp::stats`].
     pub async fn reset_stats(&self) -> anyhow::Result<()> {
         self.post_hook("/_test/reset", json!({})).await?;

@@ -145,6 +145,9 @@ pub struct Flow {
     pub(crate) approval_base: String,
     /// Whether the user's notification carries the IdP's link itself.
     pub(crate) send_authorization_url: bool,
+    /// This flow, for work that outlives the request that started it (an
+    /// exchanged code's outcome the store did not take yet).
+    pub(crate) me: std::sync::Weak<Flow>,
 }
 
 /// What the IdP's answer means for the request.
