@@ -309,6 +309,30 @@ impl TestIdp {
         Ok(())
     }
 
+    /// For `duration`, the IdP's address drops every new connection
+    /// without an answer, as a firewall would (a blackholed IdP): connecting
+    /// times out instead of being refused. Then the IdP serves again. Drop
+    /// the returned guard before `duration` ends, so the IdP can listen.
+    pub async fn blackhole(&self, duration: Duration) -> anyhow::Result<Blackhole> {
+        let addr: std::net::SocketAddr = self
+            .issuer
+            .trim_start_matches("http://")
+            .parse()
+            .context("the issuer's host:port")?;
+        self.refuse_connections(duration).await?;
+        let socket = tokio::net::TcpSocket::new_v4()?;
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        // A backlog of 0 holds one connection, never accepted; once it is
+        // taken, the kernel drops every further SYN.
+        let listener = socket.listen(0)?;
+        let filler = std::net::TcpStream::connect(addr)?;
+        Ok(Blackhole {
+            _listener: listener,
+            _filler: filler,
+        })
+    }
+
     /// Zeroes the request counters of [`TestIdp::stats`].
     pub async fn reset_stats(&self) -> anyhow::Result<()> {
         self.post_hook("/_test/reset", json!({})).await?;
@@ -474,4 +498,10 @@ impl Drop for TestIdp {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// The IdP's address blackholed, until dropped ([`TestIdp::blackhole`]).
+pub struct Blackhole {
+    _listener: tokio::net::TcpListener,
+    _filler: std::net::TcpStream,
 }
