@@ -146,6 +146,57 @@ async fn a_redis_stall_after_the_code_exchange_loses_no_login() {
 }
 
 #[tokio::test]
+async fn a_code_whose_outcome_died_with_its_instance_is_never_sent_again() {
+    let mut redis = RedisServer::start().await.expect("a private redis-server");
+    let idp: &'static TestIdp = Box::leak(Box::new(TestIdp::start().unwrap()));
+    // A short exchange lease (3 s timeout, one try: 9 s), so the test can
+    // outwait it.
+    let mut cluster = TestApp::builder()
+        .idp(idp)
+        .store(StoreKind::Redis)
+        .redis_at(&redis.url())
+        .upstream_toml("timeout_ms = 3000\nexchange_attempts = 1")
+        .spawn_cluster(2)
+        .await;
+    let app = &cluster.app;
+    app.device.on("alice", Action::Ignore);
+    let id = app.start("shop", "alice").await;
+    let url = callback_url(app, "alice").await;
+    let path = url.strip_prefix(&app.issuer).unwrap().to_owned();
+
+    // Redis goes away while the IdP answers the exchange; the instance that
+    // holds the tokens dies before Redis is back.
+    idp.reset_stats().await.unwrap();
+    idp.delay_token_answers(Duration::from_millis(1500))
+        .await
+        .unwrap();
+    let first = format!("{}{path}", cluster.processes[0].url);
+    let callback = tokio::spawn(async move { get(&first).await });
+    wait_for_exchange(idp).await;
+    redis.stop().await;
+    let (status, page) = callback.await.unwrap();
+    assert_eq!(status, 202, "{page}");
+    cluster.processes[0].kill();
+    redis.restart().await;
+
+    // After the exchange lease, the browser's retry ends the request: the
+    // code was spent, and is not sent a second time.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let (status, page) = get(&format!("{}{path}", cluster.processes[1].url)).await;
+    assert_eq!(status, 502, "{page}");
+    let reply = cluster.app.poll("shop", &id).await;
+    reply.assert_error(400, "access_denied");
+    assert!(
+        reply.body["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("outcome was lost"),
+        "{reply:?}"
+    );
+    assert_eq!(idp.stats().await.unwrap().count("POST /token"), 1);
+}
+
+#[tokio::test]
 async fn a_backchannel_request_during_a_redis_stall_is_503_and_its_retry_completes() {
     let redis = RedisServer::start().await.expect("a private redis-server");
     let app = TestApp::builder()
