@@ -6,7 +6,9 @@
 //! that retries after a 503, or after the instance it reached died, lands
 //! where it would have without the fault; a different or forged response
 //! gets 410. An IdP that cannot be reached is retried in the background
-//! for as long as the code can live.
+//! for as long as the code can live. A code goes out to the IdP at most
+//! once, and once it is exchanged its outcome is kept until the store
+//! takes it: a store failure after the exchange must not lose the login.
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -256,9 +258,13 @@ impl Flow {
                             tracing::info!("the exchanged code's outcome is recorded");
                             return;
                         }
-                        Err(e) => {
+                        Err(e @ StoreError::Unavailable(_)) => {
                             tracing::warn!(error = %e, "the exchanged code's outcome is not recorded yet; trying again");
                             wait = (wait * 2).min(RECORD_RETRY_MAX);
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, "the exchanged code's outcome cannot be recorded");
+                            return;
                         }
                     }
                 }
