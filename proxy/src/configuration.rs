@@ -657,6 +657,11 @@ pub struct UpstreamSettings {
     /// Timeout for every call to the IdP, milliseconds.
     #[serde(default = "default_upstream_timeout_ms")]
     pub timeout_ms: u64,
+    /// How long connecting to the IdP may take, milliseconds (at most
+    /// `timeout_ms`): an unreachable IdP must not cost the user the whole
+    /// timeout per try.
+    #[serde(default = "default_upstream_connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
     /// How many times a code exchange is tried when the IdP is unreachable or failing.
     #[serde(default = "default_exchange_attempts")]
     pub exchange_attempts: u32,
@@ -710,6 +715,9 @@ fn default_subject_claim() -> String {
 }
 fn default_upstream_timeout_ms() -> u64 {
     10_000
+}
+fn default_upstream_connect_timeout_ms() -> u64 {
+    2000
 }
 
 impl UpstreamSettings {
@@ -1195,6 +1203,18 @@ impl Settings {
             }
         }
         self.input.validate()?;
+        // A poll's confirmation that lands after its handler gave up (and
+        // answered 503) must fall outside the confirm window, or it deletes
+        // the tokens the client was told to retry for.
+        if self.store.timeout_ms < crate::store::CONFIRM_WINDOW_MS {
+            return Err(ConfigError::new(
+                "store.timeout_ms",
+                format!(
+                    "must be at least {} ms, the window in which a poll confirms it handed out the tokens",
+                    crate::store::CONFIRM_WINDOW_MS
+                ),
+            ));
+        }
         if let Some(account) = &self.account {
             account.validate()?;
         }
@@ -1221,6 +1241,12 @@ impl Settings {
             None => {}
         }
         self.upstream.validate()?;
+        if self.upstream.connect_timeout_ms == 0 {
+            return Err(ConfigError::new(
+                "upstream.connect_timeout_ms",
+                "must be at least 1",
+            ));
+        }
         if self.upstream.exchange_attempts == 0 {
             return Err(ConfigError::new(
                 "upstream.exchange_attempts",
@@ -1350,10 +1376,18 @@ mod tests {
         assert_eq!(s.ciba.interval, 5);
         assert_eq!(s.store.url.expose_secret(), "memory://");
         assert_eq!(s.upstream.subject_claim, "sub");
+        assert_eq!(s.upstream.connect_timeout_ms, 2000);
         assert_eq!(
             s.upstream.discovery_url().unwrap().as_str(),
             "http://127.0.0.1:3000/.well-known/openid-configuration"
         );
+    }
+
+    #[test]
+    fn a_zero_connect_timeout_is_named() {
+        let toml = VALID.replace("[upstream]", "[upstream]\nconnect_timeout_ms = 0");
+        let e = Settings::from_toml(&toml).unwrap_err();
+        assert!(e.to_string().contains("upstream.connect_timeout_ms"), "{e}");
     }
 
     #[test]

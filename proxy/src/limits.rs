@@ -43,6 +43,11 @@ fn user_key(kind: &str, login_hint: &str) -> String {
     format!("{kind}:{}", user_hash(login_hint))
 }
 
+/// The key of `key`'s window for the calendar minute of `now_ms`.
+fn window_key(key: &str, now_ms: u64) -> String {
+    format!("{key}:{}", now_ms / 1000 / WINDOW_SECS)
+}
+
 impl Limits {
     pub fn new(settings: &LimitSettings) -> Self {
         Self {
@@ -106,6 +111,20 @@ impl Limits {
         })
     }
 
+    /// Takes back the push [`Self::admit_notification`] counted at `now_ms`
+    /// for a request that was not accepted after all: no push went out.
+    /// Also when that count failed: a stalled store may still run it, and
+    /// this runs after it. Best effort.
+    pub async fn give_back_notification(&self, store: &dyn Quotas, login_hint: &str, now_ms: u64) {
+        if self.notifications_per_user_per_minute == 0 {
+            return;
+        }
+        let window = window_key(&user_key("pushes", login_hint), now_ms);
+        if let Err(e) = store.uncount(&window, WINDOW_SECS).await {
+            tracing::warn!(error = %e, "could not give back a push count; it ends with its minute");
+        }
+    }
+
     /// One event in this calendar minute's window of `key`; past `limit`,
     /// the seconds until the window ends. A limit of 0 is off.
     async fn count_per_minute(
@@ -118,8 +137,7 @@ impl Limits {
         if limit == 0 {
             return Ok(Ok(()));
         }
-        let window = now_ms / 1000 / WINDOW_SECS;
-        let count = store.count(&format!("{key}:{window}"), WINDOW_SECS).await?;
+        let count = store.count(&window_key(key, now_ms), WINDOW_SECS).await?;
         if count > limit {
             return Ok(Err(WINDOW_SECS - (now_ms / 1000) % WINDOW_SECS));
         }
@@ -154,7 +172,9 @@ impl Limits {
         Ok(())
     }
 
-    /// Frees the user's slot once the request has an outcome.
+    /// Frees the user's slot once the request has an outcome, or when it
+    /// was not accepted after all. Also when taking it failed: a stalled
+    /// store may still run that, and this runs after it.
     pub async fn release_user(&self, store: &dyn Quotas, login_hint: &str, id: &str) {
         if self.pending_per_user == 0 {
             return;

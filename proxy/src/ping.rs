@@ -26,7 +26,10 @@ impl ClientPinger {
     pub fn new(timeout: Duration, allow_private: bool) -> reqwest::Result<Self> {
         let mut builder = http_client_builder(timeout);
         if !allow_private {
-            builder = builder.dns_resolver(Arc::new(PublicOnly));
+            // Through an HTTP(S)_PROXY from the environment the proxy, not
+            // PublicOnly, would resolve the client's host: the check would
+            // be bypassed.
+            builder = builder.dns_resolver(Arc::new(PublicOnly)).no_proxy();
         }
         Ok(Self {
             http: builder.build()?,
@@ -91,6 +94,49 @@ mod tests {
             matches!(&literal, Err(NotifyError::Permanent(r)) if r.contains("loopback")),
             "{literal:?}"
         );
+    }
+
+    /// Runs in its own process (see the test below), as it sets the
+    /// environment every client in the process would read.
+    #[tokio::test]
+    #[ignore = "run by pings_never_go_through_a_proxy_from_the_environment"]
+    async fn ping_with_a_proxy_in_the_environment() {
+        let proxy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        proxy.set_nonblocking(true).unwrap();
+        let at = format!("http://{}", proxy.local_addr().unwrap());
+        for var in [
+            "HTTP_PROXY",
+            "HTTPS_PROXY",
+            "ALL_PROXY",
+            "http_proxy",
+            "https_proxy",
+        ] {
+            std::env::set_var(var, &at);
+        }
+        std::env::remove_var("NO_PROXY");
+        std::env::remove_var("no_proxy");
+        // `.invalid` never resolves (RFC 6761): only a proxy could send it.
+        let result = ping(false, "http://ping.invalid/cb").await;
+        assert!(result.is_err(), "{result:?}");
+        assert!(
+            proxy.accept().is_err(),
+            "the ping went to the proxy from the environment"
+        );
+    }
+
+    #[test]
+    fn pings_never_go_through_a_proxy_from_the_environment() {
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "ping::tests::ping_with_a_proxy_in_the_environment",
+                "--exact",
+                "--ignored",
+            ])
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{stdout}");
+        assert!(stdout.contains("1 passed"), "{stdout}");
     }
 
     #[tokio::test]

@@ -381,7 +381,10 @@ pub fn check(settings: &Settings) -> Result<(), StartupError> {
     let issuer = settings.server.issuer.as_str().trim_end_matches('/');
     Url::parse(&format!("{issuer}{CALLBACK_PATH}"))
         .map_err(|e| ConfigError::new("server.issuer", e.to_string()))?;
-    let upstream_http = http_client(Duration::from_millis(settings.upstream.timeout_ms))?;
+    let upstream_http = http_client(
+        Duration::from_millis(settings.upstream.timeout_ms),
+        Duration::from_millis(settings.upstream.connect_timeout_ms),
+    )?;
     let clients = ClientRegistry::from_settings(
         &settings.clients,
         crate::clients::EndpointPolicy::from_settings(&settings.ciba),
@@ -442,7 +445,10 @@ async fn build_state(
         .to_owned();
     let callback = Url::parse(&format!("{issuer}{CALLBACK_PATH}"))
         .map_err(|e| ConfigError::new("server.issuer", e.to_string()))?;
-    let upstream_http = http_client(Duration::from_millis(settings.upstream.timeout_ms))?;
+    let upstream_http = http_client(
+        Duration::from_millis(settings.upstream.timeout_ms),
+        Duration::from_millis(settings.upstream.connect_timeout_ms),
+    )?;
     let clients = ClientRegistry::from_settings(
         &settings.clients,
         crate::clients::EndpointPolicy::from_settings(&settings.ciba),
@@ -493,7 +499,8 @@ async fn build_state(
         clock.clone(),
         settings.worker.clone(),
     ));
-    let flow = Arc::new(Flow {
+    let flow = Arc::new_cyclic(|me| Flow {
+        me: me.clone(),
         store: store.clone(),
         accounts,
         limits: limits.clone(),

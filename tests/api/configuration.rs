@@ -338,6 +338,15 @@ fn check_without_a_configuration_file_is_a_usage_error() {
 }
 
 #[test]
+fn a_store_timeout_shorter_than_the_confirm_window_is_refused() {
+    // Shorter, a poll answered 503 could still delete its tokens late.
+    let toml = format!("{VALID}\n[store]\ntimeout_ms = 500\n");
+    assert_rejected(&toml, &[], "store.timeout_ms");
+    let (_, stdout, stderr) = check(&format!("{VALID}\n[store]\ntimeout_ms = 2000\n"));
+    assert!(!stderr.contains("store.timeout_ms"), "{stdout}{stderr}");
+}
+
+#[test]
 fn admin_without_a_metrics_bind_is_refused() {
     let toml = format!("{VALID}\n[admin]\ntoken_sha256 = \"{}\"\n", "ab".repeat(32));
     assert_rejected(&toml, &[], "metrics.bind");

@@ -1,5 +1,5 @@
 //! Outages: Redis going away and coming back, the IdP dying mid-login.
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ciba_proxy_e2e::app::{Reply, TestApp};
 use ciba_proxy_e2e::device::{sign_in, sign_in_until, Action};
@@ -124,4 +124,44 @@ async fn an_idp_that_dies_during_a_login_ends_it_once_the_code_expires() {
             .contains("could not be reached"),
         "{reply:?}"
     );
+}
+
+#[tokio::test]
+async fn a_blackholed_idp_at_the_callback_keeps_the_user_waiting_seconds_not_half_a_minute() {
+    let idp: &'static TestIdp = Box::leak(Box::new(TestIdp::start().unwrap()));
+    let app = TestApp::builder().idp(idp).spawn().await;
+    app.device.on("alice", Action::Ignore);
+    let id = app.start("shop", "alice").await;
+    let notification = app.device.wait_for_notification("alice").await;
+    let redirect = sign_in_until(
+        notification.authorization_url(),
+        &Action::SignInAs("alice".into()),
+        Some(&app.url("/callback")),
+    )
+    .await
+    .unwrap();
+
+    // Connecting to the IdP times out now: with the full 10 s timeout per
+    // try, the browser waited 31.5 s.
+    let blackhole = idp.blackhole(Duration::from_secs(15)).await.unwrap();
+    let started = Instant::now();
+    let page = reqwest::get(&redirect.url).await.unwrap();
+    let waited = started.elapsed();
+    drop(blackhole);
+    assert_eq!(page.status(), 202);
+    assert!(
+        page.text()
+            .await
+            .unwrap()
+            .contains("Completing your sign-in"),
+        "the page says the sign-in goes on"
+    );
+    assert!(
+        waited < Duration::from_secs(10),
+        "the browser waited {waited:?}"
+    );
+
+    // The IdP comes back; the background exchange completes the login.
+    let reply = poll_until_decided(&app, &id).await;
+    assert_eq!(reply.status, 200, "{reply:?}");
 }

@@ -84,6 +84,118 @@ async fn a_callback_during_a_redis_stall_completes_on_retry() {
     assert_eq!(idp.stats().await.unwrap().count("POST /token"), 1);
 }
 
+/// Waits until the IdP has received the code exchange.
+async fn wait_for_exchange(idp: &TestIdp) {
+    for _ in 0..100 {
+        if idp.stats().await.unwrap().count("POST /token") == 1 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the proxy never sent the code to the IdP");
+}
+
+#[tokio::test]
+async fn a_redis_stall_after_the_code_exchange_loses_no_login() {
+    let redis = RedisServer::start().await.expect("a private redis-server");
+    let idp: &'static TestIdp = Box::leak(Box::new(TestIdp::start().unwrap()));
+    let app = TestApp::builder()
+        .idp(idp)
+        .redis_at(&redis.url())
+        .spawn()
+        .await;
+    app.device.on("alice", Action::Ignore);
+    let id = app.start("shop", "alice").await;
+    let url = callback_url(&app, "alice").await;
+
+    // Redis stalls while the IdP is answering the exchange: the code is
+    // spent, and the proxy cannot store the tokens yet.
+    idp.reset_stats().await.unwrap();
+    idp.delay_token_answers(Duration::from_millis(1500))
+        .await
+        .unwrap();
+    let callback = tokio::spawn({
+        let url = url.clone();
+        async move { get(&url).await }
+    });
+    wait_for_exchange(idp).await;
+    redis.pause();
+    let (status, page) = callback.await.unwrap();
+    assert_eq!(status, 202, "{page}");
+    assert!(page.contains("Completing your sign-in"), "{page}");
+    redis.resume();
+
+    // The proxy kept the tokens and records them once Redis is back.
+    let mut reply = app.poll("shop", &id).await;
+    for _ in 0..10 {
+        if reply.status == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        reply = app.poll("shop", &id).await;
+    }
+    assert_eq!(reply.status, 200, "{reply:?}");
+    assert!(reply.body["access_token"].is_string());
+    app.poll("shop", &id)
+        .await
+        .assert_error(400, "invalid_grant");
+    let (status, page) = get(&url).await;
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("You are signed in"), "{page}");
+    assert_eq!(idp.stats().await.unwrap().count("POST /token"), 1);
+}
+
+#[tokio::test]
+async fn a_code_whose_outcome_died_with_its_instance_is_never_sent_again() {
+    let mut redis = RedisServer::start().await.expect("a private redis-server");
+    let idp: &'static TestIdp = Box::leak(Box::new(TestIdp::start().unwrap()));
+    // A short exchange lease (3 s timeout, one try: 9 s), so the test can
+    // outwait it.
+    let mut cluster = TestApp::builder()
+        .idp(idp)
+        .store(StoreKind::Redis)
+        .redis_at(&redis.url())
+        .upstream_toml("timeout_ms = 3000\nexchange_attempts = 1")
+        .spawn_cluster(2)
+        .await;
+    let app = &cluster.app;
+    app.device.on("alice", Action::Ignore);
+    let id = app.start("shop", "alice").await;
+    let url = callback_url(app, "alice").await;
+    let path = url.strip_prefix(&app.issuer).unwrap().to_owned();
+
+    // Redis goes away while the IdP answers the exchange; the instance that
+    // holds the tokens dies before Redis is back.
+    idp.reset_stats().await.unwrap();
+    idp.delay_token_answers(Duration::from_millis(1500))
+        .await
+        .unwrap();
+    let first = format!("{}{path}", cluster.processes[0].url);
+    let callback = tokio::spawn(async move { get(&first).await });
+    wait_for_exchange(idp).await;
+    redis.stop().await;
+    let (status, page) = callback.await.unwrap();
+    assert_eq!(status, 202, "{page}");
+    cluster.processes[0].kill();
+    redis.restart().await;
+
+    // After the exchange lease, the browser's retry ends the request: the
+    // code was spent, and is not sent a second time.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let (status, page) = get(&format!("{}{path}", cluster.processes[1].url)).await;
+    assert_eq!(status, 502, "{page}");
+    let reply = cluster.app.poll("shop", &id).await;
+    reply.assert_error(400, "access_denied");
+    assert!(
+        reply.body["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("outcome was lost"),
+        "{reply:?}"
+    );
+    assert_eq!(idp.stats().await.unwrap().count("POST /token"), 1);
+}
+
 #[tokio::test]
 async fn a_backchannel_request_during_a_redis_stall_is_503_and_its_retry_completes() {
     let redis = RedisServer::start().await.expect("a private redis-server");
@@ -101,6 +213,52 @@ async fn a_backchannel_request_during_a_redis_stall_is_503_and_its_retry_complet
     let id = app.start("shop", "alice").await;
     assert_eq!(app.device.wait_for_page("alice").await.status, 200);
     assert_eq!(app.poll("shop", &id).await.status, 200);
+}
+
+/// A backchannel request for alice whose first store command of the
+/// user's limits (`limits` chooses which) meets a stalled Redis: 503, and
+/// the retry is accepted, the stalled command (run on resume) having been
+/// given back.
+async fn stall_at_the_users_limits_then_retry(limits: &str) {
+    let redis = RedisServer::start().await.expect("a private redis-server");
+    let app = TestApp::builder()
+        .redis_at(&redis.url())
+        .sections(&format!(
+            "[limits]\nrequests_per_client_per_minute = 0\n{limits}"
+        ))
+        .spawn()
+        .await;
+    // Another user's request first, so Redis knows the scripts: a stalled
+    // EVALSHA then runs on resume instead of failing with NOSCRIPT.
+    let other = app.start("shop", "bob").await;
+    assert_eq!(app.device.wait_for_page("bob").await.status, 200);
+    assert_eq!(app.poll("shop", &other).await.status, 200);
+
+    redis.pause();
+    app.bc_authorize("shop", &[("scope", "openid"), ("login_hint", "alice")])
+        .await
+        .assert_error(503, "temporarily_unavailable");
+    redis.resume();
+
+    let id = app.start("shop", "alice").await;
+    assert_eq!(app.device.wait_for_page("alice").await.status, 200);
+    assert_eq!(app.poll("shop", &id).await.status, 200);
+}
+
+#[tokio::test]
+async fn a_stall_at_the_pending_slot_leaves_no_slot_behind() {
+    stall_at_the_users_limits_then_retry(
+        "notifications_per_user_per_minute = 0\npending_per_user = 1\n",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_stall_at_the_push_count_leaves_no_push_counted() {
+    stall_at_the_users_limits_then_retry(
+        "notifications_per_user_per_minute = 1\npending_per_user = 1\n",
+    )
+    .await;
 }
 
 #[tokio::test]

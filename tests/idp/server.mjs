@@ -262,6 +262,9 @@ let issuer;
 let kid;
 // Outage: until this time (ms since the epoch) every non-/_test/ request loses its socket.
 let outageUntil = 0;
+// POST /token is answered this many ms late (0: at once), e.g. to stall the
+// proxy's store while an exchange is in flight.
+let tokenDelayMs = 0;
 // A hanging outage reads each request, counts it, and never answers: the
 // connection is cut when the outage ends.
 let outageHangs = false;
@@ -452,6 +455,12 @@ async function testHook(req, res, path) {
     if (ms > 0) dropped = {};
     return json(res, 200, { until_ms: outageUntil });
   }
+  if (route === 'POST /_test/token-delay') {
+    const { ms } = await readJson(req);
+    if (!Number.isFinite(ms) || ms < 0) return json(res, 400, { error: 'ms must be a number >= 0' });
+    tokenDelayMs = ms;
+    return json(res, 200, { ms });
+  }
   if (route === 'GET /_test/outage') {
     return json(res, 200, {
       active: Date.now() < outageUntil,
@@ -489,6 +498,10 @@ const server = http.createServer((req, res) => {
   const key = `${req.method} ${path}`;
   counts[key] = (counts[key] || 0) + 1;
   total += 1;
+  if (key === 'POST /token' && tokenDelayMs > 0) {
+    setTimeout(() => handler(req, res), tokenDelayMs);
+    return undefined;
+  }
   return handler(req, res);
 });
 

@@ -300,6 +300,39 @@ impl TestIdp {
         Ok(())
     }
 
+    /// Every `POST /token` is counted on arrival and answered `delay` late
+    /// (zero: at once again).
+    pub async fn delay_token_answers(&self, delay: Duration) -> anyhow::Result<()> {
+        let ms = u64::try_from(delay.as_millis()).context("delay too long")?;
+        self.post_hook("/_test/token-delay", json!({ "ms": ms }))
+            .await?;
+        Ok(())
+    }
+
+    /// For `duration`, the IdP's address drops every new connection
+    /// without an answer, as a firewall would (a blackholed IdP): connecting
+    /// times out instead of being refused. Then the IdP serves again. Drop
+    /// the returned guard before `duration` ends, so the IdP can listen.
+    pub async fn blackhole(&self, duration: Duration) -> anyhow::Result<Blackhole> {
+        let addr: std::net::SocketAddr = self
+            .issuer
+            .trim_start_matches("http://")
+            .parse()
+            .context("the issuer's host:port")?;
+        self.refuse_connections(duration).await?;
+        let socket = tokio::net::TcpSocket::new_v4()?;
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        // A backlog of 0 holds one connection, never accepted; once it is
+        // taken, the kernel drops every further SYN.
+        let listener = socket.listen(0)?;
+        let filler = std::net::TcpStream::connect(addr)?;
+        Ok(Blackhole {
+            _listener: listener,
+            _filler: filler,
+        })
+    }
+
     /// Zeroes the request counters of [`TestIdp::stats`].
     pub async fn reset_stats(&self) -> anyhow::Result<()> {
         self.post_hook("/_test/reset", json!({})).await?;
@@ -465,4 +498,10 @@ impl Drop for TestIdp {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// The IdP's address blackholed, until dropped ([`TestIdp::blackhole`]).
+pub struct Blackhole {
+    _listener: tokio::net::TcpListener,
+    _filler: std::net::TcpStream,
 }

@@ -6,7 +6,9 @@
 //! that retries after a 503, or after the instance it reached died, lands
 //! where it would have without the fault; a different or forged response
 //! gets 410. An IdP that cannot be reached is retried in the background
-//! for as long as the code can live.
+//! for as long as the code can live. A code goes out to the IdP at most
+//! once, and once it is exchanged its outcome is kept until the store
+//! takes it: a store failure after the exchange must not lose the login.
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -130,11 +132,9 @@ impl Flow {
         {
             return Ok(Landing::InProgress);
         }
-        let grant = Grant::Code {
-            code: &response.code,
-            issuer: response.issuer.as_deref(),
+        let Some(verdict) = self.exchange_once(record, &response).await? else {
+            return self.conclude(record, outcome_lost(), Landing::Failed).await;
         };
-        let verdict = self.redeem(record, grant).await;
         if let Err(Rejection::Unreachable(e)) = &verdict {
             tracing::warn!(error = %e, "the identity provider is unreachable; the code exchange continues in the background");
             self.retry_code_later(record, &response).await?;
@@ -142,7 +142,10 @@ impl Flow {
             return Ok(Landing::InProgress);
         }
         let (outcome, landing) = self.settle_code(verdict);
-        self.conclude(record, outcome, landing).await
+        Ok(match self.record_exchanged(record, outcome).await? {
+            Some(decided) => self.shown(record, decided, landing).await?,
+            None => Landing::InProgress,
+        })
     }
 
     /// The background side of [`Self::redeem_code`]: one more try at the
@@ -173,18 +176,104 @@ impl Flow {
             tracing::error!(auth_req = %log_tag(id.as_str()), "a queued code cannot be read; dropped");
             return Ok(Some(()));
         };
-        let grant = Grant::Code {
-            code: &response.code,
-            issuer: response.issuer.as_deref(),
+        let Some(verdict) = self.exchange_once(&record, &response).await? else {
+            self.decide(&record, &outcome_lost()).await?;
+            return Ok(Some(()));
         };
-        let verdict = self.redeem(&record, grant).await;
         if matches!(verdict, Err(Rejection::Unreachable(_))) {
             self.store.forget_once(&lease).await?;
             return Ok(None);
         }
         let (outcome, _) = self.settle_code(verdict);
-        self.decide(&record, &outcome).await?;
+        self.record_exchanged(&record, outcome).await?;
         Ok(Some(()))
+    }
+
+    /// Sends the code to the IdP, unless an earlier attempt did (`None`): a
+    /// marker that outlives the exchange lease says it went out, so a retry
+    /// after an attempt that died (its instance killed, its outcome never
+    /// recorded) cannot spend the code twice. Only an IdP that could not be
+    /// reached at all clears it: the code is unspent then.
+    async fn exchange_once(
+        &self,
+        record: &RequestRecord,
+        response: &CodeResponse,
+    ) -> Result<Option<Result<Verdict, Rejection>>, StoreError> {
+        let sent = code_sent(&record.id);
+        let left_secs = record
+            .expires_at_ms
+            .saturating_sub(self.clock.now_ms())
+            .div_ceil(1000);
+        if !self.store.use_once(&sent, left_secs.max(1)).await? {
+            tracing::error!("the code was sent to the identity provider by an earlier attempt whose outcome was never recorded; it is not sent again");
+            return Ok(None);
+        }
+        let grant = Grant::Code {
+            code: &response.code,
+            issuer: response.issuer.as_deref(),
+        };
+        let verdict = self.redeem(record, grant).await;
+        if matches!(verdict, Err(Rejection::Unreachable(_))) {
+            self.store.forget_once(&sent).await?;
+        }
+        Ok(Some(verdict))
+    }
+
+    /// Decides the outcome of a code exchange; `Some(decided)` as
+    /// [`Self::decide`]. The code is spent now, so a store that cannot take
+    /// the outcome does not lose it: it is kept in this process and recorded
+    /// as soon as the store answers (`None`).
+    async fn record_exchanged(
+        &self,
+        record: &RequestRecord,
+        outcome: Outcome,
+    ) -> Result<Option<bool>, StoreError> {
+        match self.decide(record, &outcome).await {
+            Err(StoreError::Unavailable(e)) => {
+                tracing::warn!(error = %e, "the code was exchanged, but the store did not take the outcome; recording it in the background");
+                self.record_later(record.clone(), outcome);
+                Ok(None)
+            }
+            decided => decided.map(Some),
+        }
+    }
+
+    /// Keeps trying to record `outcome` until the store takes it or the
+    /// request expires. In process: the store that failed is also where a
+    /// durable job would go. If this process dies first, the marker of
+    /// [`Self::exchange_once`] has the browser's retry end the request
+    /// with a reason rather than send the code again.
+    fn record_later(&self, record: RequestRecord, outcome: Outcome) {
+        let Some(flow) = self.me.upgrade() else {
+            return;
+        };
+        let span = tracing::Span::current();
+        tokio::spawn(tracing::Instrument::instrument(
+            async move {
+                let mut wait = RECORD_RETRY_FIRST;
+                while flow.clock.now_ms() < record.expires_at_ms {
+                    tokio::time::sleep(wait).await;
+                    match flow.decide(&record, &outcome).await {
+                        Ok(_) => {
+                            tracing::info!("the exchanged code's outcome is recorded");
+                            return;
+                        }
+                        Err(e @ StoreError::Unavailable(_)) => {
+                            tracing::warn!(error = %e, "the exchanged code's outcome is not recorded yet; trying again");
+                            wait = (wait * 2).min(RECORD_RETRY_MAX);
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, "the exchanged code's outcome cannot be recorded");
+                            return;
+                        }
+                    }
+                }
+                tracing::error!(
+                    "the request expired before the store took the exchanged code's outcome"
+                );
+            },
+            span,
+        ));
     }
 
     /// The code could not be exchanged before it expired at the IdP.
@@ -252,7 +341,19 @@ impl Flow {
         outcome: Outcome,
         landing: Landing,
     ) -> Result<Landing, OAuthError> {
-        if self.decide(record, &outcome).await? {
+        let decided = self.decide(record, &outcome).await?;
+        self.shown(record, decided, landing).await
+    }
+
+    /// `landing` if this attempt `decided` the request, else the page of
+    /// whatever did.
+    async fn shown(
+        &self,
+        record: &RequestRecord,
+        decided: bool,
+        landing: Landing,
+    ) -> Result<Landing, OAuthError> {
+        if decided {
             return Ok(landing);
         }
         Ok(match self.store.get(&record.id).await? {
@@ -260,6 +361,20 @@ impl Flow {
             None => Landing::NoLongerValid,
         })
     }
+}
+
+/// How an exchanged code's outcome that the store did not take is retried:
+/// short waits, so it lands within a second of the store's return.
+const RECORD_RETRY_FIRST: std::time::Duration = std::time::Duration::from_millis(100);
+const RECORD_RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The request whose code went out in an attempt that never recorded what
+/// came back.
+fn outcome_lost() -> Outcome {
+    deny(
+        "the sign-in reached the identity provider, but its outcome was lost before it could be recorded; start a new request",
+        Denial::Failed,
+    )
 }
 
 fn deny(reason: &str, kind: Denial) -> Outcome {
@@ -272,4 +387,10 @@ fn deny(reason: &str, kind: Denial) -> Outcome {
 /// The lease that lets one code exchange run per request, across instances.
 fn exchange_lease(id: &AuthReqId) -> String {
     format!("code-exchange:{}", log_tag(id.as_str()))
+}
+
+/// The marker that a request's code went out to the IdP, kept while the
+/// request lives: a code is sent at most once.
+fn code_sent(id: &AuthReqId) -> String {
+    format!("code-sent:{}", log_tag(id.as_str()))
 }

@@ -145,6 +145,9 @@ pub struct Flow {
     pub(crate) approval_base: String,
     /// Whether the user's notification carries the IdP's link itself.
     pub(crate) send_authorization_url: bool,
+    /// This flow, for work that outlives the request that started it (an
+    /// exchanged code's outcome the store did not take yet).
+    pub(crate) me: std::sync::Weak<Flow>,
 }
 
 /// What the IdP's answer means for the request.
@@ -192,6 +195,37 @@ impl Flow {
         record_auth_req(&id);
         let now_ms = self.clock.now_ms();
         let hint = request.login_hint.as_str();
+        let opened = self.admit_and_start(&id, &request, now_ms).await;
+        if opened.is_err() {
+            // Not accepted after all: give back the user's pending slot and
+            // push count, also when taking them failed (a stalled store may
+            // run that late; these run after it).
+            tokio::join!(
+                self.limits
+                    .release_user(self.store.as_ref(), hint, id.as_str()),
+                self.limits
+                    .give_back_notification(self.store.as_ref(), hint, now_ms),
+            );
+        }
+        let expires_in = opened?;
+        tracing::info!(expires_in, "backchannel request accepted");
+        crate::metrics::request_opened(&request.client.id, request.client.delivery_mode);
+        Ok(Acknowledgement {
+            auth_req_id: id,
+            expires_in,
+            interval: self.interval,
+        })
+    }
+
+    /// The steps of [`Self::open`] that it undoes if one fails; returns the
+    /// request's lifetime in seconds.
+    async fn admit_and_start(
+        &self,
+        id: &AuthReqId,
+        request: &NewRequest,
+        now_ms: u64,
+    ) -> Result<u64, OAuthError> {
+        let hint = request.login_hint.as_str();
         // The limits are taken before the IdP is asked: they must also hold
         // against the IdP's own pushes.
         self.limits
@@ -206,25 +240,9 @@ impl Flow {
                 now_ms,
             )
             .await?;
-        let opened = self.start(&id, &request, now_ms).await;
-        if opened.is_err() {
-            // Not accepted after all: give the user's pending slot back.
-            self.limits
-                .release_user(self.store.as_ref(), hint, id.as_str())
-                .await;
-        }
-        let expires_in = opened?;
-        tracing::info!(expires_in, "backchannel request accepted");
-        crate::metrics::request_opened(&request.client.id, request.client.delivery_mode);
-        Ok(Acknowledgement {
-            auth_req_id: id,
-            expires_in,
-            interval: self.interval,
-        })
+        self.start(id, request, now_ms).await
     }
 
-    /// The steps of [`Self::open`] that the caller undoes if one fails;
-    /// returns the request's lifetime in seconds.
     async fn start(
         &self,
         id: &AuthReqId,

@@ -404,6 +404,13 @@ impl Quotas for MemoryStore {
         Ok(entry.0)
     }
 
+    async fn uncount(&self, key: &str, _window_secs: u64) -> Result<(), StoreError> {
+        if let Some(entry) = self.inner.lock().counters.get_mut(key) {
+            entry.0 = entry.0.saturating_sub(1);
+        }
+        Ok(())
+    }
+
     async fn take_slot(
         &self,
         key: &str,

@@ -152,6 +152,10 @@ impl Quotas for Metered {
         timed("count", self.0.count(key, window_secs)).await
     }
 
+    async fn uncount(&self, key: &str, window_secs: u64) -> Result<(), StoreError> {
+        timed("uncount", self.0.uncount(key, window_secs)).await
+    }
+
     async fn take_slot(
         &self,
         key: &str,

@@ -341,6 +341,12 @@ pub trait Quotas: Send + Sync + 'static {
     /// lasting `window_secs`; returns the count so far, this one included.
     async fn count(&self, key: &str, window_secs: u64) -> Result<u64, StoreError>;
 
+    /// Takes back one event counted in the window `key` (a request that was
+    /// not accepted after all). Plain commands, no script: sent after a
+    /// [`Quotas::count`] that timed out, it runs after it even when a
+    /// stalled store runs both late.
+    async fn uncount(&self, key: &str, window_secs: u64) -> Result<(), StoreError>;
+
     /// Takes one of at most `max` slots in `key` for `member` until
     /// `until_ms` (slots past their time are free again). Returns false,
     /// taking nothing, when all are held.

@@ -825,6 +825,25 @@ impl Quotas for RedisStore {
         Ok(count)
     }
 
+    async fn uncount(&self, key: &str, window_secs: u64) -> Result<(), StoreError> {
+        // A window already gone comes back below zero, but with its TTL.
+        let key = format!("{}:{}", self.prefix, key);
+        let mut conn = self.conn.clone();
+        let () = redis::pipe()
+            .atomic()
+            .decr(&key, 1u64)
+            .ignore()
+            .cmd("EXPIRE")
+            .arg(&key)
+            .arg(window_secs.max(1))
+            .arg("NX")
+            .ignore()
+            .query_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
     async fn take_slot(
         &self,
         key: &str,

@@ -5,7 +5,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use oauth2::basic::{
@@ -181,6 +181,7 @@ impl AuthorizationCode {
     ) -> Result<TokenSet, UpstreamError> {
         let metadata = self.provider.metadata().await?;
         let oauth = self.oauth_client(&metadata, client);
+        let started = Instant::now();
         let mut attempt = 1;
         let response = loop {
             let result = oauth
@@ -190,9 +191,13 @@ impl AuthorizationCode {
                 .await
                 .map_err(exchange_error);
             match result {
-                Err(UpstreamError::Unavailable(reason)) if attempt < self.exchange_attempts => {
+                Err(UpstreamError::Unavailable(reason)) => {
+                    let Some(wait) = next_try(attempt, self.exchange_attempts, started.elapsed())
+                    else {
+                        return Err(UpstreamError::Unavailable(reason));
+                    };
                     tracing::warn!(%reason, attempt, "code exchange failed; retrying");
-                    tokio::time::sleep(Duration::from_millis(250 << attempt.min(4))).await;
+                    tokio::time::sleep(wait).await;
                     attempt += 1;
                 }
                 other => break other?,
@@ -289,6 +294,20 @@ impl Upstream for AuthorizationCode {
     }
 }
 
+/// How long after the first try of an exchange a further one may start
+/// while the user's browser waits: past it, the `RedeemCode` job takes over
+/// and the page says the sign-in is being completed. With the default
+/// 2 s connect timeout, a blackholed IdP answers the browser in about 4.5 s
+/// (two tries) rather than three full timeouts.
+pub const EXCHANGE_TRY_BUDGET: Duration = Duration::from_secs(5);
+
+/// The wait before try `attempt + 1` of at most `attempts`, if it still
+/// starts within [`EXCHANGE_TRY_BUDGET`] of the first (`elapsed` since).
+fn next_try(attempt: u32, attempts: u32, elapsed: Duration) -> Option<Duration> {
+    let wait = Duration::from_millis(250 << attempt.min(4));
+    (attempt < attempts && elapsed + wait < EXCHANGE_TRY_BUDGET).then_some(wait)
+}
+
 /// RFC 6749 §5.2 errors the IdP may recover from are worth another try;
 /// any other error response is final (the code is single-use).
 fn exchange_error(
@@ -317,5 +336,33 @@ fn exchange_error(
             UpstreamError::Unavailable(format!("malformed token response: {e}"))
         }
         RequestTokenError::Other(e) => UpstreamError::Unavailable(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tries_back_off_within_the_attempts() {
+        let now = Duration::ZERO;
+        assert_eq!(next_try(1, 3, now), Some(Duration::from_millis(500)));
+        assert_eq!(next_try(2, 3, now), Some(Duration::from_millis(1000)));
+        assert_eq!(next_try(3, 3, now), None);
+        assert_eq!(next_try(1, 1, now), None);
+    }
+
+    #[test]
+    fn no_try_starts_past_the_budget() {
+        // Two connect timeouts of 2 s: the third try would start at 5.5 s.
+        assert_eq!(
+            next_try(1, 3, Duration::from_secs(2)),
+            Some(Duration::from_millis(500))
+        );
+        assert_eq!(next_try(2, 3, Duration::from_millis(4500)), None);
+        // Refused connections fail fast: every attempt is made.
+        assert!(next_try(2, 3, Duration::from_millis(600)).is_some());
+        // Full 10 s timeouts: no second try.
+        assert_eq!(next_try(1, 3, Duration::from_secs(10)), None);
     }
 }

@@ -103,10 +103,18 @@ pub struct Provider {
     health: Arc<IdpHealth>,
 }
 
-/// A client for outbound calls: no redirects (a redirect from an IdP
-/// endpoint is a misconfiguration, not something to follow) and a timeout.
-pub fn http_client(timeout: Duration) -> reqwest::Result<reqwest::Client> {
-    http_client_builder(timeout).build()
+/// A client for calls to the IdP (and the JWKS it and the clients
+/// publish): no redirects (a redirect from an IdP endpoint is a
+/// misconfiguration, not something to follow), a timeout, and a shorter
+/// one to connect, so a host that drops packets costs `connect_timeout`
+/// per try, not the whole timeout.
+pub fn http_client(
+    timeout: Duration,
+    connect_timeout: Duration,
+) -> reqwest::Result<reqwest::Client> {
+    http_client_builder(timeout)
+        .connect_timeout(connect_timeout.min(timeout))
+        .build()
 }
 
 /// [`http_client`]'s settings, for a caller that adds its own (the ping
