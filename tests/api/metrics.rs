@@ -1,6 +1,10 @@
 //! `/metrics` on the operator port (`[metrics] bind`): the series move
-//! with a login, and labels stay bounded.
-use ciba_proxy_e2e::app::{StoreKind, TestApp};
+//! with a login, each outcome and poll answer is counted, and labels stay
+//! bounded.
+use std::time::Duration;
+
+use ciba_proxy_e2e::app::{ProxyProcess, StoreKind, TestApp};
+use ciba_proxy_e2e::device::Action;
 
 /// A free loopback port for `[metrics] bind`.
 fn free_port() -> u16 {
@@ -117,4 +121,56 @@ async fn a_limit_hit_is_counted() {
         .await;
     assert_eq!(second.status, 403, "{second:?}");
     assert!(value(&scrape(port).await, series) > before);
+}
+
+/// A proxy process of its own (so its series count this test's calls
+/// alone), serving `/metrics` on the returned port, logging JSON.
+async fn isolated(
+    builder: ciba_proxy_e2e::app::TestAppBuilder,
+    sections: &str,
+) -> (TestApp, ProxyProcess, u16) {
+    let port = free_port();
+    let (app, proxy) = builder
+        .sections(&format!(
+            "[metrics]\nbind = \"127.0.0.1:{port}\"\n{sections}"
+        ))
+        .spawn_process(&[("CIBA_PROXY__LOG__FORMAT", "json")])
+        .await;
+    (app, proxy, port)
+}
+
+/// Scrapes until `series` reaches `at_least` (background work records some
+/// series a moment after the client's answer), for up to 10 s.
+async fn value_reaching(port: u16, series: &str, at_least: f64) -> f64 {
+    let mut seen = 0.0;
+    for _ in 0..100 {
+        seen = value(&scrape(port).await, series);
+        if seen >= at_least {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    seen
+}
+
+#[tokio::test]
+async fn a_long_poll_that_times_out_is_counted_pending() {
+    let (app, _proxy, port) = isolated(
+        TestApp::builder()
+            .ciba(120, 600, 1)
+            .ciba_toml("long_poll_secs = 1"),
+        "",
+    )
+    .await;
+    app.device.on("frank", Action::Ignore);
+    let id = app.start("shop", "frank").await;
+    app.poll("shop", &id)
+        .await
+        .assert_error(400, "authorization_pending");
+    let text = scrape(port).await;
+    assert_eq!(
+        value(&text, r#"ciba_polls_total{answer="pending"}"#),
+        1.0,
+        "{text}"
+    );
 }

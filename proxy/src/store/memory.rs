@@ -78,7 +78,8 @@ impl MemoryStore {
 
 impl MemoryStore {
     /// One poll, atomically under the lock; `pace` records the poll and
-    /// enforces the interval (a long poll's second look does neither).
+    /// enforces the interval. A long poll's second look does neither and
+    /// forgets the last poll: the client waited, its next poll is on time.
     fn run_poll(
         &self,
         id: &AuthReqId,
@@ -101,7 +102,10 @@ impl MemoryStore {
             return PollOutcome::Expired;
         }
         match &entry.status {
-            Status::Pending if !pace => PollOutcome::Pending,
+            Status::Pending if !pace => {
+                entry.last_poll_ms = None;
+                PollOutcome::Pending
+            }
             Status::Pending => {
                 let last = entry.last_poll_ms.replace(now_ms);
                 if last.is_some_and(|last| now_ms < last + entry.record.interval_secs * 1000) {

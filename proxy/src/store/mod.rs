@@ -256,8 +256,9 @@ pub trait Requests: Send + Sync + 'static {
         now_ms: u64,
     ) -> Result<PollOutcome, StoreError>;
 
-    /// A long poll's second look: [`Requests::poll`] without recording the
-    /// poll or enforcing the interval (the client waited already).
+    /// A long poll's second look: [`Requests::poll`] without enforcing the
+    /// interval, and forgetting the last poll of a pending request, so the
+    /// client's next poll is never `slow_down` (it waited already).
     async fn recheck(
         &self,
         id: &AuthReqId,

@@ -31,7 +31,8 @@ use crate::domain::AuthReqId;
 const POLL: &str = r"
 -- KEYS[1] request hash, KEYS[2] sealed tokens
 -- ARGV: client_id, now_ms, slow_down step, attempt, pace ('1': record the
--- poll and answer slow_down when too fast; '0': a long poll's second look)
+-- poll and answer slow_down when too fast; '0': a long poll's second look,
+-- which forgets the last poll: the client waited, its next poll is on time)
 local r = redis.call('HMGET', KEYS[1], 'client_id', 'status', 'expires_at', 'interval', 'last_poll', 'reason')
 if not r[1] or r[1] ~= ARGV[1] then return {'unknown'} end
 local now = tonumber(ARGV[2])
@@ -41,7 +42,10 @@ if now >= tonumber(r[3]) then
 end
 local status = r[2]
 if status == 'pending' then
-  if ARGV[5] ~= '1' then return {'pending'} end
+  if ARGV[5] ~= '1' then
+    redis.call('HDEL', KEYS[1], 'last_poll')
+    return {'pending'}
+  end
   local interval = tonumber(r[4])
   local last = tonumber(r[5])
   redis.call('HSET', KEYS[1], 'last_poll', ARGV[2])
@@ -333,7 +337,7 @@ impl RedisStore {
 
 impl RedisStore {
     /// One run of the poll script; `pace` records the poll and enforces the
-    /// interval (a long poll's second look does neither).
+    /// interval (a long poll's second look forgets the last poll instead).
     async fn run_poll(
         &self,
         id: &AuthReqId,
