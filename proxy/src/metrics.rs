@@ -191,7 +191,8 @@ pub fn decided(outcome: &'static str, after: Duration) {
     histogram!(DECISION_SECONDS).record(after.as_secs_f64());
 }
 
-/// A request that ran out of time undecided (counted at its first late poll).
+/// A request that ran out of time undecided (counted once, when its expiry
+/// job runs or something sees it expired first).
 pub fn expired() {
     counter!(DECISIONS, "outcome" => "expired").increment(1);
 }

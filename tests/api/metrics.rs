@@ -154,6 +154,34 @@ async fn value_reaching(port: u16, series: &str, at_least: f64) -> f64 {
 }
 
 #[tokio::test]
+async fn a_request_nobody_polls_is_counted_and_audited_when_it_expires() {
+    let (app, proxy, port) = isolated(TestApp::builder(), "").await;
+    app.device.on("erin", Action::Ignore);
+    let reply = app
+        .bc_authorize(
+            "shop",
+            &[
+                ("scope", "openid"),
+                ("login_hint", "erin"),
+                ("requested_expiry", "1"),
+            ],
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+
+    // Nobody polls, nobody opens a page.
+    let series = r#"ciba_decisions_total{outcome="expired"}"#;
+    assert_eq!(value_reaching(port, series, 1.0).await, 1.0);
+    let log = proxy.logs();
+    let expired = log
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|e| e["target"] == "audit" && e["event"] == "expired")
+        .count();
+    assert_eq!(expired, 1, "{log}");
+}
+
+#[tokio::test]
 async fn a_long_poll_that_times_out_is_counted_pending() {
     let (app, _proxy, port) = isolated(
         TestApp::builder()
