@@ -24,7 +24,7 @@ use super::connection::{RedisConn, Subscriber};
 use super::{
     Binding, Confirmation, Denial, Health, JobQueue, Outcome, PollOutcome, QueueStats, QueuedJob,
     Quotas, ReplayGuard, RequestRecord, Requests, Status, StoreError, CONFIRM_WINDOW_MS,
-    EXPIRED_RETENTION_MS, SLOW_DOWN_STEP_SECS,
+    EXPIRED_RETENTION_MS, NOTIFICATION_SENT, SLOW_DOWN_STEP_SECS,
 };
 use crate::domain::AuthReqId;
 
@@ -117,6 +117,16 @@ end
 return 1
 ";
 
+const NOTIFICATION: &str = r"
+-- KEYS[1] request hash; ARGV: the new state ('' to only read it), the state
+-- never replaced. A request that is gone is not brought back.
+if redis.call('EXISTS', KEYS[1]) == 0 then return false end
+if ARGV[1] ~= '' and redis.call('HGET', KEYS[1], 'notified') ~= ARGV[2] then
+  redis.call('HSET', KEYS[1], 'notified', ARGV[1])
+end
+return redis.call('HGET', KEYS[1], 'notified')
+";
+
 /// How many hash tags (slots) the job queue is spread over, so a cluster
 /// shares its load; a job id always maps to the same shard.
 pub const JOB_SHARDS: usize = 8;
@@ -193,6 +203,7 @@ pub struct RedisStore {
     confirm: Script,
     bind_callback: Script,
     finish: Script,
+    notification: Script,
     enqueue: Script,
     reschedule: Script,
     lease: Script,
@@ -237,6 +248,7 @@ impl RedisStore {
             confirm: script(CONFIRM),
             bind_callback: script(BIND_CALLBACK),
             finish: script(FINISH),
+            notification: script(NOTIFICATION),
             enqueue: timed(ENQUEUE),
             reschedule: timed(RESCHEDULE),
             lease: timed(LEASE),
@@ -646,6 +658,21 @@ impl Requests for RedisStore {
             .await
             .map_err(unavailable)?;
         Ok(pending)
+    }
+
+    async fn notification(
+        &self,
+        id: &AuthReqId,
+        update: Option<&str>,
+    ) -> Result<Option<String>, StoreError> {
+        let mut conn = self.conn.clone();
+        self.notification
+            .key(self.request_key(id))
+            .arg(update.unwrap_or(""))
+            .arg(NOTIFICATION_SENT)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(unavailable)
     }
 }
 
