@@ -210,6 +210,23 @@ pub fn upstream_call(endpoint: &'static str, result: &'static str, took: Duratio
     histogram!(UPSTREAM_SECONDS, "endpoint" => endpoint).record(took.as_secs_f64());
 }
 
+/// One HTTP call to the IdP's `endpoint`, by status class (`2xx`, `4xx`,
+/// `5xx`; a CIBA `authorization_pending` is a `4xx`) or `error` (no answer).
+pub fn upstream_answered(
+    endpoint: &'static str,
+    result: &reqwest::Result<reqwest::Response>,
+    took: Duration,
+) {
+    let outcome = match result {
+        Ok(r) if r.status().is_success() => "2xx",
+        Ok(r) if r.status().is_client_error() => "4xx",
+        Ok(r) if r.status().is_server_error() => "5xx",
+        Ok(_) => "other",
+        Err(_) => "error",
+    };
+    upstream_call(endpoint, outcome, took);
+}
+
 pub fn store_call(operation: &'static str, ok: bool, took: Duration) {
     let result = if ok { "ok" } else { "error" };
     counter!(STORE_CALLS, "operation" => operation, "result" => result).increment(1);

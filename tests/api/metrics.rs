@@ -3,8 +3,9 @@
 //! bounded.
 use std::time::Duration;
 
-use ciba_proxy_e2e::app::{ProxyProcess, StoreKind, TestApp};
+use ciba_proxy_e2e::app::{ClientSpec, ProxyProcess, StoreKind, TestApp};
 use ciba_proxy_e2e::device::Action;
+use ciba_proxy_e2e::ping_receiver::PingReceiver;
 
 /// A free loopback port for `[metrics] bind`.
 fn free_port() -> u16 {
@@ -151,6 +152,97 @@ async fn value_reaching(port: u16, series: &str, at_least: f64) -> f64 {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     seen
+}
+
+#[tokio::test]
+async fn each_outcome_poll_answer_and_ping_is_counted() {
+    let receiver = PingReceiver::start(vec![]).await.unwrap();
+    let (app, _proxy, port) = isolated(
+        TestApp::builder().clients(vec![
+            ClientSpec::basic("shop"),
+            ClientSpec::basic("app").ping(&receiver.url()),
+        ]),
+        "",
+    )
+    .await;
+
+    // slow_down: polled again at once.
+    app.device.on("alice", Action::Ignore);
+    let pending = app.start("shop", "alice").await;
+    app.poll("shop", &pending)
+        .await
+        .assert_error(400, "authorization_pending");
+    app.poll("shop", &pending)
+        .await
+        .assert_error(400, "slow_down");
+    // invalid: an id nobody issued.
+    app.poll("shop", "no-such-request")
+        .await
+        .assert_error(400, "invalid_grant");
+    // denied: the user cancels at the IdP.
+    app.device.on("bob", Action::Cancel);
+    let denied = app.start("shop", "bob").await;
+    app.poll_until_decided("shop", &denied)
+        .await
+        .assert_error(400, "access_denied");
+    // expired: nobody answers within the second it lives.
+    app.device.on("carol", Action::Ignore);
+    let expiring = app
+        .bc_authorize(
+            "shop",
+            &[
+                ("scope", "openid"),
+                ("login_hint", "carol"),
+                ("requested_expiry", "1"),
+            ],
+        )
+        .await;
+    let expiring = expiring.body["auth_req_id"].as_str().unwrap().to_owned();
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    app.poll("shop", &expiring)
+        .await
+        .assert_error(400, "expired_token");
+    // A ping client's user approves: the client is pinged, and the ID
+    // token is checked against the IdP's key set.
+    app.device.on("dave", Action::SignInAs("dave".into()));
+    let ping = app
+        .bc_authorize(
+            "app",
+            &[
+                ("scope", "openid"),
+                ("login_hint", "dave"),
+                (
+                    "client_notification_token",
+                    "8d67dc78-7faa-4d41-aabd-67707b374255",
+                ),
+            ],
+        )
+        .await;
+    assert_eq!(ping.status, 200, "{ping:?}");
+    assert_eq!(receiver.wait_for(1, Duration::from_secs(10)).await.len(), 1);
+
+    for (series, expected) in [
+        (r#"ciba_polls_total{answer="slow_down"}"#, 1.0),
+        (r#"ciba_polls_total{answer="invalid"}"#, 1.0),
+        (r#"ciba_polls_total{answer="denied"}"#, 1.0),
+        (r#"ciba_polls_total{answer="expired"}"#, 1.0),
+        (r#"ciba_decisions_total{outcome="denied"}"#, 1.0),
+        (r#"ciba_decisions_total{outcome="expired"}"#, 1.0),
+        (r#"ciba_decisions_total{outcome="approved"}"#, 1.0),
+        (r#"ciba_deliveries_total{channel="ping",result="ok"}"#, 1.0),
+        (
+            r#"ciba_upstream_calls_total{endpoint="jwks",result="2xx"}"#,
+            1.0,
+        ),
+        (r#"ciba_upstream_call_seconds_count{endpoint="jwks"}"#, 1.0),
+    ] {
+        assert_eq!(
+            value_reaching(port, series, expected).await,
+            expected,
+            "{series}:\n{}",
+            scrape(port).await
+        );
+    }
 }
 
 #[tokio::test]
