@@ -155,6 +155,24 @@ async fn requests_are_listed_and_read_without_hints_or_tokens() {
 }
 
 #[tokio::test]
+async fn a_notification_the_push_gateway_refuses_shows_as_refused() {
+    let admin = Admin::spawn(None, "").await;
+    let hint = format!("unreachable-{}", rand::random::<u32>());
+    admin.app.device.on(&hint, Action::RefuseWebhook(400));
+    let id = admin.app.start("shop", &hint).await;
+    // The only delivery is refused for good: the request ends denied.
+    admin
+        .app
+        .poll_until_decided("shop", &id)
+        .await
+        .assert_error(400, "access_denied");
+    let (status, one) = admin.get(&format!("/admin/requests/{id}")).await;
+    assert_eq!(status, 200, "{one}");
+    assert_eq!(one["state"], "denied", "{one}");
+    assert_eq!(one["notification"], "refused", "{one}");
+}
+
+#[tokio::test]
 async fn a_cancelled_request_is_denied_and_frees_the_users_slot() {
     let admin = Admin::spawn(None, "[limits]\npending_per_user = 1\n").await;
     let hint = format!("cancelled-{}", rand::random::<u32>());
