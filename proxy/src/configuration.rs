@@ -1186,6 +1186,22 @@ impl Settings {
                 "expected host:port, e.g. 127.0.0.1:8080",
             ));
         }
+        if let Some(bind) = &self.metrics.bind {
+            let Ok(addr) = bind.parse::<std::net::SocketAddr>() else {
+                return Err(ConfigError::new(
+                    "metrics.bind",
+                    "expected host:port, e.g. 127.0.0.1:9090",
+                ));
+            };
+            // The operator port must never be the public one: /metrics and
+            // the admin API would be served to everyone (or not at all).
+            if addr.port() != 0 && Some(addr) == self.server.bind.parse().ok() {
+                return Err(ConfigError::new(
+                    "metrics.bind",
+                    "must differ from server.bind: the operator port is never the public one",
+                ));
+            }
+        }
         check_http_url("server.issuer", &self.server.issuer)?;
         for (key, value) in [
             (

@@ -2,7 +2,8 @@
 //! or at its `jwks_uri`) and the IdP's signing keys. A remote set is fetched
 //! lazily and refetched when a token names a `kid` it does not hold, so key
 //! rotation at the IdP needs no restart. The IdP's set reports each fetch to
-//! the IdP's reachability tracker.
+//! the IdP's reachability tracker and to `ciba_upstream_calls_total`
+//! (`endpoint="jwks"`).
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -203,8 +204,12 @@ async fn fetch(
     health: Option<&Arc<IdpHealth>>,
 ) -> Result<JwkSet, JwksError> {
     let fail = |e: String| JwksError::Fetch(uri.to_string(), e);
+    let started = Instant::now();
     let result = http.get(uri.clone()).send().await;
+    // The IdP's own key set is an upstream call like any other; a client's
+    // jwks_uri is not the IdP.
     if let Some(health) = health {
+        crate::metrics::upstream_answered("jwks", &result, started.elapsed());
         health.observe(&result);
     }
     let response = result.map_err(|e| fail(e.to_string()))?;

@@ -191,7 +191,8 @@ pub fn decided(outcome: &'static str, after: Duration) {
     histogram!(DECISION_SECONDS).record(after.as_secs_f64());
 }
 
-/// A request that ran out of time undecided (counted at its first late poll).
+/// A request that ran out of time undecided (counted once, when its expiry
+/// job runs or something sees it expired first).
 pub fn expired() {
     counter!(DECISIONS, "outcome" => "expired").increment(1);
 }
@@ -207,6 +208,23 @@ pub fn delivered(channel: &'static str, result: &'static str) {
 pub fn upstream_call(endpoint: &'static str, result: &'static str, took: Duration) {
     counter!(UPSTREAM_CALLS, "endpoint" => endpoint, "result" => result).increment(1);
     histogram!(UPSTREAM_SECONDS, "endpoint" => endpoint).record(took.as_secs_f64());
+}
+
+/// One HTTP call to the IdP's `endpoint`, by status class (`2xx`, `4xx`,
+/// `5xx`; a CIBA `authorization_pending` is a `4xx`) or `error` (no answer).
+pub fn upstream_answered(
+    endpoint: &'static str,
+    result: &reqwest::Result<reqwest::Response>,
+    took: Duration,
+) {
+    let outcome = match result {
+        Ok(r) if r.status().is_success() => "2xx",
+        Ok(r) if r.status().is_client_error() => "4xx",
+        Ok(r) if r.status().is_server_error() => "5xx",
+        Ok(_) => "other",
+        Err(_) => "error",
+    };
+    upstream_call(endpoint, outcome, took);
 }
 
 pub fn store_call(operation: &'static str, ok: bool, took: Duration) {

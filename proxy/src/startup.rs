@@ -89,7 +89,11 @@ impl Application {
         let port = listener.local_addr()?.port();
         let operator = match &settings.metrics.bind {
             Some(bind) => {
-                let listener = TcpListener::bind(bind)?;
+                // A configuration matter (exit 2 naming the key), like any
+                // other bad setting: the port is taken or not this host's.
+                let listener = TcpListener::bind(bind).map_err(|e| {
+                    ConfigError::new("metrics.bind", format!("cannot listen there: {e}"))
+                })?;
                 let port = listener.local_addr()?.port();
                 let admin = settings
                     .admin

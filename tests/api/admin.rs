@@ -95,6 +95,18 @@ async fn requests_are_listed_and_read_without_hints_or_tokens() {
     let hint = format!("lister-{}", rand::random::<u32>());
     admin.app.device.on(&hint, Action::Ignore);
     let id = admin.app.start("shop", &hint).await;
+    // The device got the notification: the request says so once the
+    // delivery's result is recorded.
+    admin.app.device.wait_for_notification(&hint).await;
+    let mut notification = Value::Null;
+    for _ in 0..50 {
+        notification = admin.get(&format!("/admin/requests/{id}")).await.1["notification"].clone();
+        if notification == "sent" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(notification, "sent");
 
     let (status, list) = admin.get("/admin/requests").await;
     assert_eq!(status, 200, "{list}");
@@ -110,12 +122,14 @@ async fn requests_are_listed_and_read_without_hints_or_tokens() {
         "created_at",
         "expires_at",
         "delivery_mode",
+        "notification",
     ] {
         assert!(!listed[field].is_null(), "{field} in {listed}");
     }
     assert_eq!(listed["client_id"], "shop");
     assert_eq!(listed["state"], "pending");
     assert_eq!(listed["delivery_mode"], "poll");
+    assert_eq!(listed["notification"], "sent");
     let text = list.to_string();
     assert!(!text.contains(&hint), "no login hint: {text}");
     for secret in &admin.app.secrets {
@@ -138,6 +152,24 @@ async fn requests_are_listed_and_read_without_hints_or_tokens() {
     assert_eq!(status, 404);
     let (status, _) = admin.post("/admin/requests/no-such-request/cancel").await;
     assert_eq!(status, 404);
+}
+
+#[tokio::test]
+async fn a_notification_the_push_gateway_refuses_shows_as_refused() {
+    let admin = Admin::spawn(None, "").await;
+    let hint = format!("unreachable-{}", rand::random::<u32>());
+    admin.app.device.on(&hint, Action::RefuseWebhook(400));
+    let id = admin.app.start("shop", &hint).await;
+    // The only delivery is refused for good: the request ends denied.
+    admin
+        .app
+        .poll_until_decided("shop", &id)
+        .await
+        .assert_error(400, "access_denied");
+    let (status, one) = admin.get(&format!("/admin/requests/{id}")).await;
+    assert_eq!(status, 200, "{one}");
+    assert_eq!(one["state"], "denied", "{one}");
+    assert_eq!(one["notification"], "refused", "{one}");
 }
 
 #[tokio::test]

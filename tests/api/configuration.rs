@@ -414,3 +414,33 @@ fn store_urls_that_cannot_work_are_refused_without_their_password() {
         format!("[store]\nurl = \"redis://127.0.0.1:6379\"\nca_file = \"/nonexistent\"\n{VALID}");
     assert_rejected(&toml, &[], "store.ca_file");
 }
+
+#[test]
+fn a_metrics_bind_that_is_not_host_port_is_refused() {
+    for bind in ["localhost", "127.0.0.1", "127.0.0.1:port", ""] {
+        let toml = format!("{VALID}\n[metrics]\nbind = \"{bind}\"\n");
+        assert_rejected(&toml, &[], "metrics.bind");
+        assert_check_refuses(&toml, "metrics.bind");
+    }
+}
+
+#[test]
+fn a_metrics_bind_equal_to_server_bind_is_refused() {
+    let toml = format!("{VALID}\n[metrics]\nbind = \"127.0.0.1:8080\"\n")
+        .replace("bind = \"127.0.0.1:0\"", "bind = \"127.0.0.1:8080\"");
+    assert_rejected(&toml, &[], "metrics.bind");
+    assert_check_refuses(&toml, "metrics.bind");
+}
+
+#[test]
+fn a_metrics_bind_that_cannot_be_bound_exits_2_naming_the_key() {
+    // The operator port is taken: a setting to fix, like any other.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let toml = format!(
+        "{VALID}\n[metrics]\nbind = \"{}\"\n",
+        taken.local_addr().unwrap()
+    );
+    let (code, stderr) = run(&toml, &[]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("metrics.bind"), "{stderr}");
+}

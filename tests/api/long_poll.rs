@@ -1,8 +1,8 @@
 //! Long polling (`ciba.long_poll_secs`): a poll of a pending request is
 //! held until the user decides, on whichever instance, and answers then.
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use ciba_proxy_e2e::app::{StoreKind, TestApp};
+use ciba_proxy_e2e::app::{Reply, StoreKind, TestApp};
 use ciba_proxy_e2e::device::{sign_in, sign_in_until, Action};
 
 /// A poll by "shop" at `token_url`, left running (it may be held).
@@ -35,20 +35,36 @@ async fn a_long_poll_answers_with_the_tokens_the_moment_the_user_approves() {
     let notification = app.device.wait_for_notification("alice").await;
 
     // One poll, held while alice signs in.
-    let poll = app.poll("shop", &id);
+    let poll = async {
+        let reply = app.poll("shop", &id).await;
+        (reply, Instant::now())
+    };
     let approve = async {
         tokio::time::sleep(Duration::from_millis(300)).await;
-        sign_in(
+        let page = sign_in(
             notification.authorization_url(),
             &Action::SignInAs("alice".into()),
         )
         .await
-        .unwrap()
+        .unwrap();
+        (page, Instant::now())
     };
-    let (tokens, page) = tokio::join!(poll, approve);
+    let ((tokens, answered), (page, decided)) = tokio::join!(poll, approve);
     assert_eq!(page.status, 200, "{page:?}");
     assert_eq!(tokens.status, 200, "{tokens:?}");
     assert!(tokens.body["access_token"].is_string());
+    assert_woken(decided, answered);
+}
+
+/// The held poll answered well before the 30 s wait would have ended it (a
+/// missed wake-up still gets 200, from the second look at the end).
+#[track_caller]
+fn assert_woken(decided: Instant, answered: Instant) {
+    let late = answered.saturating_duration_since(decided);
+    assert!(
+        late < Duration::from_secs(10),
+        "answered {late:?} after the decision"
+    );
 }
 
 #[tokio::test]
@@ -78,8 +94,10 @@ async fn a_long_poll_hears_a_decision_made_on_another_instance() {
     let landed = reqwest::get(format!("{}{path}", cluster.processes[1].url))
         .await
         .unwrap();
+    let decided = Instant::now();
     assert_eq!(landed.status(), 200);
     let reply = held.await.unwrap().unwrap();
+    assert_woken(decided, Instant::now());
     assert_eq!(reply.status(), 200, "{:?}", reply.text().await);
 }
 
@@ -93,6 +111,33 @@ async fn a_long_poll_that_times_out_is_pending_and_the_next_poll_is_not_slow_dow
     app.device.on("alice", Action::Ignore);
     let id = app.start("shop", "alice").await;
     for _ in 0..3 {
+        app.poll("shop", &id)
+            .await
+            .assert_error(400, "authorization_pending");
+    }
+}
+
+#[tokio::test]
+async fn after_a_slow_down_the_poll_that_follows_a_long_poll_is_not_slow_down() {
+    for store in [StoreKind::Memory, StoreKind::Redis] {
+        let app = TestApp::builder()
+            .store(store)
+            .ciba(120, 600, 1)
+            .ciba_toml("long_poll_secs = 1")
+            .spawn()
+            .await;
+        app.device.on("alice", Action::Ignore);
+        let id = app.start("shop", "alice").await;
+        // A second poll while the first is held: too fast, and the
+        // request's interval grows past the long poll's wait.
+        let held = hold_poll(&app, &format!("{}/token", app.issuer), &id);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let fast = app.poll("shop", &id).await;
+        fast.assert_error(400, "slow_down");
+        let held = Reply::read(held.await.unwrap().unwrap()).await;
+        held.assert_error(400, "authorization_pending");
+
+        // The client waited the whole long poll: its next poll is on time.
         app.poll("shop", &id)
             .await
             .assert_error(400, "authorization_pending");

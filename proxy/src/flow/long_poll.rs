@@ -13,7 +13,7 @@ use super::Flow;
 use crate::clients::Client;
 use crate::domain::AuthReqId;
 use crate::error::OAuthError;
-use crate::store::{PollOutcome, Status};
+use crate::store::Status;
 use crate::upstream::TokenSet;
 
 pub struct LongPoll {
@@ -46,7 +46,8 @@ impl LongPoll {
 impl Flow {
     /// Holds a poll of a pending request until its decision is announced or
     /// the wait ends, then looks once more (without pacing: the client
-    /// waited). Still pending: `authorization_pending`.
+    /// waited, so the poll it sends next is not judged too fast either).
+    /// Still pending: `authorization_pending`, counted like any other.
     pub(super) async fn wait_for_decision(
         &self,
         long_poll: &LongPoll,
@@ -55,10 +56,10 @@ impl Flow {
     ) -> Result<TokenSet, OAuthError> {
         let mut stopping = long_poll.stopping.subscribe();
         let Ok(_slot) = long_poll.slots.clone().try_acquire_owned() else {
-            return Err(OAuthError::AuthorizationPending);
+            return still_pending();
         };
         if *stopping.borrow() {
-            return Err(OAuthError::AuthorizationPending);
+            return still_pending();
         }
         let watch = self.decisions.watch(id);
         let decided = watch.notify().notified();
@@ -74,13 +75,17 @@ impl Flow {
             }
         }
         let attempt = crate::crypto::random_token(16);
-        match self
+        let outcome = self
             .store
             .recheck(id, &client.id, &attempt, self.clock.now_ms())
-            .await?
-        {
-            PollOutcome::Pending => Err(OAuthError::AuthorizationPending),
-            outcome => self.answer(id, &attempt, outcome).await,
-        }
+            .await?;
+        self.answer(id, &attempt, outcome).await
     }
+}
+
+/// A poll answered pending without a second look (no slot free, or
+/// shutting down): the same answer and count as [`Flow::answer`]'s.
+fn still_pending() -> Result<TokenSet, OAuthError> {
+    crate::metrics::polled("pending");
+    Err(OAuthError::AuthorizationPending)
 }

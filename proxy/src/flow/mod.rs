@@ -318,6 +318,17 @@ impl Flow {
             .create(&record, begun.callback_state.as_deref(), now_ms)
             .await?;
         audit::record(audit::Step::Opened, &record, now_ms);
+        // Its expiry is observed when it comes, not when someone next looks.
+        self.jobs
+            .enqueue_as(
+                &tasks::expiry_job(id),
+                Task::NoteExpiry {
+                    auth_req_id: id.clone(),
+                },
+                expires_at_ms,
+                expires_at_ms + crate::store::EXPIRED_RETENTION_MS,
+            )
+            .await?;
         if let Some(follow_up) = begun.follow_up {
             let task = Task::AskUpstream {
                 auth_req_id: id.clone(),
@@ -720,8 +731,8 @@ fn refused_at_begin(e: UpstreamError) -> OAuthError {
 const EXPIRED_AUDIT_SECS: u64 = crate::store::EXPIRED_RETENTION_MS / 1000 + 60;
 
 impl Flow {
-    /// True the first time request `id` is found expired undecided (by a
-    /// poll or on the account page), false ever after.
+    /// True the first time request `id` is found expired undecided (by its
+    /// expiry job, a poll or the account page), false ever after.
     async fn first_sight_of_expiry(&self, id: &AuthReqId) -> bool {
         let first = format!("audit-expired:{}", log_tag(id.as_str()));
         matches!(

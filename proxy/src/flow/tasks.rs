@@ -49,16 +49,46 @@ pub enum Task {
         /// The code (and RFC 9207 `iss`), sealed.
         sealed_response: String,
     },
+    /// Due when the request expires: an undecided request is counted and
+    /// audited as expired then, whether or not anyone looks at it again.
+    NoteExpiry { auth_req_id: AuthReqId },
 }
 
 fn one() -> u32 {
     1
 }
 
+/// A request's notification state as the admin API shows it: queued until
+/// a delivery has a result, then the latest result, and `sent` for good
+/// once any delivery reached the user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotificationState {
+    Queued,
+    Sent,
+    Retrying,
+    Refused,
+}
+
+impl NotificationState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Sent => crate::store::NOTIFICATION_SENT,
+            Self::Retrying => "retrying",
+            Self::Refused => "refused",
+        }
+    }
+}
+
 /// The job id of a request's `RedeemCode` task: fixed, so a browser retry
 /// that fails too replaces the job instead of adding one.
 pub fn redeem_code_job(id: &AuthReqId) -> String {
     format!("code-{}", id.digest())
+}
+
+/// The job id of a request's `NoteExpiry` task: one per request.
+pub fn expiry_job(id: &AuthReqId) -> String {
+    format!("expiry-{}", id.digest())
 }
 
 /// The job id of a request's `AskUpstream` task: fixed, so an IdP's ping can
@@ -94,6 +124,7 @@ impl TaskHandler<Task> for Flow {
                     None => Step::RetryLater("the identity provider is still unreachable".into()),
                 },
             ),
+            Task::NoteExpiry { auth_req_id } => self.note_expiry(auth_req_id).await,
         }
     }
 
@@ -127,6 +158,7 @@ impl TaskHandler<Task> for Flow {
             Task::RedeemCode { auth_req_id, .. } => {
                 ("code exchange", log_tag(auth_req_id.as_str()))
             }
+            Task::NoteExpiry { auth_req_id } => ("expiry", log_tag(auth_req_id.as_str())),
         }
     }
 }
@@ -151,6 +183,7 @@ impl Flow {
         let Some((notifier, target)) = self.target(delivery, &record.login_hint).await? else {
             tracing::info!(auth_req = %tag, channel, "the channel no longer reaches the user");
             crate::metrics::delivered(channel, "refused");
+            self.note_notification(id, NotificationState::Refused).await;
             self.refused(&record, delivery, deliveries).await?;
             return Ok(Step::Done);
         };
@@ -171,6 +204,7 @@ impl Flow {
         match notifier.notify(&message, target.recipient()).await {
             Ok(()) => {
                 crate::metrics::delivered(channel, "ok");
+                self.note_notification(id, NotificationState::Sent).await;
                 tracing::info!(auth_req = %tag, channel, "user notified");
                 crate::audit::record(
                     crate::audit::Step::Notified { channel },
@@ -181,14 +215,19 @@ impl Flow {
             }
             Err(NotifyError::Retryable(reason)) => {
                 crate::metrics::delivered(channel, "retry");
+                self.note_notification(id, NotificationState::Retrying)
+                    .await;
                 Ok(Step::RetryLater(reason))
             }
             Err(NotifyError::RetryAfter { reason, after }) => {
                 crate::metrics::delivered(channel, "retry");
+                self.note_notification(id, NotificationState::Retrying)
+                    .await;
                 Ok(Step::RetryAfter { reason, after })
             }
             Err(NotifyError::Gone(reason)) => {
                 crate::metrics::delivered(channel, "gone");
+                self.note_notification(id, NotificationState::Refused).await;
                 if let Some(did) = delivery.did() {
                     tracing::warn!(auth_req = %tag, channel, device = %log_tag(did), %reason,
                         "the device's push target is gone; dropping it");
@@ -199,10 +238,21 @@ impl Flow {
             }
             Err(NotifyError::Permanent(reason)) => {
                 crate::metrics::delivered(channel, "refused");
+                self.note_notification(id, NotificationState::Refused).await;
                 tracing::error!(auth_req = %tag, channel, %reason, "user notification refused");
                 self.refused(&record, delivery, deliveries).await?;
                 Ok(Step::Done)
             }
+        }
+    }
+
+    /// Records a delivery's result as the request's notification state.
+    /// Best effort: a store hiccup here must not make a delivery that
+    /// already happened run (and reach the user) again.
+    async fn note_notification(&self, id: &AuthReqId, state: NotificationState) {
+        if let Err(e) = self.store.notification(id, Some(state.as_str())).await {
+            tracing::warn!(auth_req = %log_tag(id.as_str()), error = %e,
+                "the notification state was not recorded");
         }
     }
 
@@ -309,6 +359,27 @@ impl Flow {
             Err(rejection) => (self.rejected(rejection), ()),
         };
         self.decide(&record, &outcome).await?;
+        Ok(Step::Done)
+    }
+
+    /// A request whose time is up: if nobody decided it, it expired now
+    /// ([`Flow::expired`] counts and audits that once, with any poll or
+    /// page that sees it too). Run early (another instance's clock), it
+    /// waits for the expiry.
+    async fn note_expiry(&self, id: &AuthReqId) -> Result<Step<Task>, StoreError> {
+        let Some((record, Status::Pending)) = self.store.get(id).await? else {
+            return Ok(Step::Done);
+        };
+        let left_ms = record.expires_at_ms.saturating_sub(self.clock.now_ms());
+        if left_ms > 0 {
+            return Ok(Step::Again {
+                after: Duration::from_millis(left_ms),
+                task: Task::NoteExpiry {
+                    auth_req_id: id.clone(),
+                },
+            });
+        }
+        self.expired(&record).await;
         Ok(Step::Done)
     }
 

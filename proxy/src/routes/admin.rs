@@ -13,6 +13,7 @@ use subtle::ConstantTimeEq;
 use crate::audit;
 use crate::configuration::DeliveryMode;
 use crate::domain::AuthReqId;
+use crate::flow::tasks::NotificationState;
 use crate::limits::user_hash;
 use crate::state::AppState;
 use crate::store::{Denial, Outcome, RequestRecord, Status, StoreError};
@@ -103,7 +104,35 @@ fn state_name(status: &Status, record: &RequestRecord, now_ms: u64) -> &'static 
     }
 }
 
-fn describe(state: &AppState, record: &RequestRecord, status: &Status, now_ms: u64) -> Value {
+/// The request and its notification state, read together.
+async fn read(
+    state: &AppState,
+    id: &AuthReqId,
+) -> Result<Option<(RequestRecord, Status, Option<String>)>, StoreError> {
+    let (found, notified) = futures::join!(state.store.get(id), state.store.notification(id, None));
+    Ok(found?.map(|(record, status)| (record, status, notified.ok().flatten())))
+}
+
+/// What the user was told, as `notification`: the recorded delivery state
+/// (flow/tasks.rs), `queued` while the proxy's deliveries have no result
+/// yet, and null when the proxy notifies nobody (the IdP reaches the user).
+fn notification(state: &AppState, record: &RequestRecord, notified: Option<&str>) -> Value {
+    match notified {
+        Some(notified) => json!(notified),
+        None if record.sealed_link.is_some() && state.flow.channels.any() => {
+            json!(NotificationState::Queued.as_str())
+        }
+        None => Value::Null,
+    }
+}
+
+fn describe(
+    state: &AppState,
+    record: &RequestRecord,
+    status: &Status,
+    notified: Option<&str>,
+    now_ms: u64,
+) -> Value {
     let delivery_mode = match state
         .clients
         .get(&record.client_id)
@@ -122,6 +151,7 @@ fn describe(state: &AppState, record: &RequestRecord, status: &Status, now_ms: u
         "expires_at": record.expires_at_ms / 1000,
         "delivery_mode": delivery_mode,
         "scope": record.scope,
+        "notification": notification(state, record, notified),
     });
     if let Status::Denied { reason, kind } = status {
         answer["reason"] = json!(reason);
@@ -152,7 +182,7 @@ pub async fn list(
         };
         let mut requests = Vec::new();
         for id in ids {
-            let (record, status) = match state.store.get(&id).await {
+            let (record, status, notified) = match read(&state, &id).await {
                 Ok(Some(found)) => found,
                 Ok(None) => continue,
                 Err(e) => return store_failed(e),
@@ -164,7 +194,7 @@ pub async fn list(
             {
                 continue;
             }
-            let described = describe(&state, &record, &status, now_ms);
+            let described = describe(&state, &record, &status, notified.as_deref(), now_ms);
             if query
                 .state
                 .as_deref()
@@ -189,9 +219,13 @@ pub async fn one(
     let tag = crate::crypto::log_tag(&path);
     guarded("get_request", &req, &token, Some(&tag), async {
         match find(&state, &path).await {
-            Ok(Some((record, status))) => {
-                HttpResponse::Ok().json(describe(&state, &record, &status, state.clock.now_ms()))
-            }
+            Ok(Some((record, status, notified))) => HttpResponse::Ok().json(describe(
+                &state,
+                &record,
+                &status,
+                notified.as_deref(),
+                state.clock.now_ms(),
+            )),
             Ok(None) => error(actix_web::http::StatusCode::NOT_FOUND, "no such request"),
             Err(e) => store_failed(e),
         }
@@ -199,9 +233,12 @@ pub async fn one(
     .await
 }
 
-async fn find(state: &AppState, id: &str) -> Result<Option<(RequestRecord, Status)>, StoreError> {
+async fn find(
+    state: &AppState,
+    id: &str,
+) -> Result<Option<(RequestRecord, Status, Option<String>)>, StoreError> {
     match AuthReqId::parse(id) {
-        Ok(id) => state.store.get(&id).await,
+        Ok(id) => read(state, &id).await,
         Err(_) => Ok(None),
     }
 }
@@ -218,7 +255,7 @@ pub async fn cancel(
 ) -> HttpResponse {
     let tag = crate::crypto::log_tag(&path);
     guarded("cancel_request", &req, &token, Some(&tag), async {
-        let (record, status) = match find(&state, &path).await {
+        let (record, status, _) = match find(&state, &path).await {
             Ok(Some(found)) => found,
             Ok(None) => return error(actix_web::http::StatusCode::NOT_FOUND, "no such request"),
             Err(e) => return store_failed(e),
@@ -242,10 +279,14 @@ pub async fn cancel(
             Err(e) => return store_failed(e),
         }
         audit::record(audit::Step::Cancelled, &record, state.clock.now_ms());
-        match state.store.get(&record.id).await {
-            Ok(Some((record, status))) => {
-                HttpResponse::Ok().json(describe(&state, &record, &status, state.clock.now_ms()))
-            }
+        match read(&state, &record.id).await {
+            Ok(Some((record, status, notified))) => HttpResponse::Ok().json(describe(
+                &state,
+                &record,
+                &status,
+                notified.as_deref(),
+                state.clock.now_ms(),
+            )),
             Ok(None) => ended(),
             Err(e) => store_failed(e),
         }

@@ -8,7 +8,7 @@ use parking_lot::Mutex;
 use super::{
     Binding, Confirmation, Health, JobQueue, Outcome, PollOutcome, QueueStats, QueuedJob, Quotas,
     ReplayGuard, RequestRecord, Requests, Status, StoreError, CONFIRM_WINDOW_MS,
-    EXPIRED_RETENTION_MS, SLOW_DOWN_STEP_SECS,
+    EXPIRED_RETENTION_MS, NOTIFICATION_SENT, SLOW_DOWN_STEP_SECS,
 };
 use crate::clock::Clock;
 use crate::domain::AuthReqId;
@@ -26,6 +26,8 @@ struct Entry {
     taken_by: Option<(String, u64)>,
     /// The fingerprint of the callback response bound to the request.
     callback: Option<String>,
+    /// The notification state ([`Requests::notification`]).
+    notified: Option<String>,
 }
 
 #[derive(Debug, Default)]
@@ -78,7 +80,8 @@ impl MemoryStore {
 
 impl MemoryStore {
     /// One poll, atomically under the lock; `pace` records the poll and
-    /// enforces the interval (a long poll's second look does neither).
+    /// enforces the interval. A long poll's second look does neither and
+    /// forgets the last poll: the client waited, its next poll is on time.
     fn run_poll(
         &self,
         id: &AuthReqId,
@@ -101,7 +104,10 @@ impl MemoryStore {
             return PollOutcome::Expired;
         }
         match &entry.status {
-            Status::Pending if !pace => PollOutcome::Pending,
+            Status::Pending if !pace => {
+                entry.last_poll_ms = None;
+                PollOutcome::Pending
+            }
             Status::Pending => {
                 let last = entry.last_poll_ms.replace(now_ms);
                 if last.is_some_and(|last| now_ms < last + entry.record.interval_secs * 1000) {
@@ -152,6 +158,7 @@ impl Requests for MemoryStore {
                 sealed_tokens: None,
                 taken_by: None,
                 callback: None,
+                notified: None,
             },
         );
         Ok(())
@@ -285,6 +292,28 @@ impl Requests for MemoryStore {
             .values()
             .filter(|e| e.status == Status::Pending && now_ms < e.record.expires_at_ms)
             .count() as u64)
+    }
+
+    async fn notification(
+        &self,
+        id: &AuthReqId,
+        update: Option<&str>,
+    ) -> Result<Option<String>, StoreError> {
+        let now = self.clock.now_ms();
+        let mut inner = self.inner.lock();
+        let Some(entry) = inner
+            .requests
+            .get_mut(id)
+            .filter(|e| now < e.record.expires_at_ms + EXPIRED_RETENTION_MS)
+        else {
+            return Ok(None);
+        };
+        if let Some(update) = update {
+            if entry.notified.as_deref() != Some(NOTIFICATION_SENT) {
+                entry.notified = Some(update.to_owned());
+            }
+        }
+        Ok(entry.notified.clone())
     }
 }
 

@@ -96,6 +96,14 @@ impl Requests for Metered {
     async fn pending(&self, now_ms: u64) -> Result<u64, StoreError> {
         timed("pending", self.0.pending(now_ms)).await
     }
+
+    async fn notification(
+        &self,
+        id: &AuthReqId,
+        update: Option<&str>,
+    ) -> Result<Option<String>, StoreError> {
+        timed("notification", self.0.notification(id, update)).await
+    }
 }
 
 #[async_trait]

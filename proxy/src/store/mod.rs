@@ -256,8 +256,9 @@ pub trait Requests: Send + Sync + 'static {
         now_ms: u64,
     ) -> Result<PollOutcome, StoreError>;
 
-    /// A long poll's second look: [`Requests::poll`] without recording the
-    /// poll or enforcing the interval (the client waited already).
+    /// A long poll's second look: [`Requests::poll`] without enforcing the
+    /// interval, and forgetting the last poll of a pending request, so the
+    /// client's next poll is never `slow_down` (it waited already).
     async fn recheck(
         &self,
         id: &AuthReqId,
@@ -283,7 +284,21 @@ pub trait Requests: Send + Sync + 'static {
     /// How many requests are pending and unexpired at `now_ms`, across
     /// every instance (for `/metrics`).
     async fn pending(&self, now_ms: u64) -> Result<u64, StoreError>;
+
+    /// The request's notification state (a word the flow chooses, for the
+    /// admin API), after setting it to `update` when given: one field on
+    /// the request, kept as long as the request. `sent` is never replaced
+    /// (once a delivery reached the user, another channel's failure does
+    /// not undo that). `None` when the request is gone or has none.
+    async fn notification(
+        &self,
+        id: &AuthReqId,
+        update: Option<&str>,
+    ) -> Result<Option<String>, StoreError>;
 }
+
+/// The notification state that [`Requests::notification`] never replaces.
+pub const NOTIFICATION_SENT: &str = "sent";
 
 /// One-time values (a request object's or client assertion's `jti`, a
 /// lease on a follow-up), remembered for as long as they must not recur.

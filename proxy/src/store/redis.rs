@@ -24,14 +24,15 @@ use super::connection::{RedisConn, Subscriber};
 use super::{
     Binding, Confirmation, Denial, Health, JobQueue, Outcome, PollOutcome, QueueStats, QueuedJob,
     Quotas, ReplayGuard, RequestRecord, Requests, Status, StoreError, CONFIRM_WINDOW_MS,
-    EXPIRED_RETENTION_MS, SLOW_DOWN_STEP_SECS,
+    EXPIRED_RETENTION_MS, NOTIFICATION_SENT, SLOW_DOWN_STEP_SECS,
 };
 use crate::domain::AuthReqId;
 
 const POLL: &str = r"
 -- KEYS[1] request hash, KEYS[2] sealed tokens
 -- ARGV: client_id, now_ms, slow_down step, attempt, pace ('1': record the
--- poll and answer slow_down when too fast; '0': a long poll's second look)
+-- poll and answer slow_down when too fast; '0': a long poll's second look,
+-- which forgets the last poll: the client waited, its next poll is on time)
 local r = redis.call('HMGET', KEYS[1], 'client_id', 'status', 'expires_at', 'interval', 'last_poll', 'reason')
 if not r[1] or r[1] ~= ARGV[1] then return {'unknown'} end
 local now = tonumber(ARGV[2])
@@ -41,7 +42,10 @@ if now >= tonumber(r[3]) then
 end
 local status = r[2]
 if status == 'pending' then
-  if ARGV[5] ~= '1' then return {'pending'} end
+  if ARGV[5] ~= '1' then
+    redis.call('HDEL', KEYS[1], 'last_poll')
+    return {'pending'}
+  end
   local interval = tonumber(r[4])
   local last = tonumber(r[5])
   redis.call('HSET', KEYS[1], 'last_poll', ARGV[2])
@@ -111,6 +115,16 @@ else
   redis.call('HSET', KEYS[1], 'status', 'denied', 'reason', ARGV[2], 'denial', ARGV[4])
 end
 return 1
+";
+
+const NOTIFICATION: &str = r"
+-- KEYS[1] request hash; ARGV: the new state ('' to only read it), the state
+-- never replaced. A request that is gone is not brought back.
+if redis.call('EXISTS', KEYS[1]) == 0 then return false end
+if ARGV[1] ~= '' and redis.call('HGET', KEYS[1], 'notified') ~= ARGV[2] then
+  redis.call('HSET', KEYS[1], 'notified', ARGV[1])
+end
+return redis.call('HGET', KEYS[1], 'notified')
 ";
 
 /// How many hash tags (slots) the job queue is spread over, so a cluster
@@ -189,6 +203,7 @@ pub struct RedisStore {
     confirm: Script,
     bind_callback: Script,
     finish: Script,
+    notification: Script,
     enqueue: Script,
     reschedule: Script,
     lease: Script,
@@ -233,6 +248,7 @@ impl RedisStore {
             confirm: script(CONFIRM),
             bind_callback: script(BIND_CALLBACK),
             finish: script(FINISH),
+            notification: script(NOTIFICATION),
             enqueue: timed(ENQUEUE),
             reschedule: timed(RESCHEDULE),
             lease: timed(LEASE),
@@ -333,7 +349,7 @@ impl RedisStore {
 
 impl RedisStore {
     /// One run of the poll script; `pace` records the poll and enforces the
-    /// interval (a long poll's second look does neither).
+    /// interval (a long poll's second look forgets the last poll instead).
     async fn run_poll(
         &self,
         id: &AuthReqId,
@@ -642,6 +658,21 @@ impl Requests for RedisStore {
             .await
             .map_err(unavailable)?;
         Ok(pending)
+    }
+
+    async fn notification(
+        &self,
+        id: &AuthReqId,
+        update: Option<&str>,
+    ) -> Result<Option<String>, StoreError> {
+        let mut conn = self.conn.clone();
+        self.notification
+            .key(self.request_key(id))
+            .arg(update.unwrap_or(""))
+            .arg(NOTIFICATION_SENT)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(unavailable)
     }
 }
 

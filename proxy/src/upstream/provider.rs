@@ -152,7 +152,8 @@ impl Provider {
     }
 
     /// Sends a request to the IdP's `endpoint` (a metrics label:
-    /// `discovery`, `token`, `backchannel`, `revocation`) and records
+    /// `discovery`, `token`, `backchannel`, `revocation`; `jwks` is the
+    /// key set's own, in jwks.rs) and records
     /// whether it answered, and how fast.
     pub async fn send(
         &self,
@@ -443,15 +444,6 @@ fn expiry(claims: &Map<String, Value>) -> Result<u64, UpstreamError> {
         .ok_or_else(|| UpstreamError::InvalidIdToken("exp is not a number".into()))
 }
 
-/// `ciba_upstream_calls_total` by status class (`2xx`, `4xx`, `5xx`; a
-/// CIBA `authorization_pending` is a `4xx`) or `error` (no answer).
 fn observed(endpoint: &'static str, result: &reqwest::Result<reqwest::Response>, started: Instant) {
-    let outcome = match result {
-        Ok(r) if r.status().is_success() => "2xx",
-        Ok(r) if r.status().is_client_error() => "4xx",
-        Ok(r) if r.status().is_server_error() => "5xx",
-        Ok(_) => "other",
-        Err(_) => "error",
-    };
-    crate::metrics::upstream_call(endpoint, outcome, started.elapsed());
+    crate::metrics::upstream_answered(endpoint, result, started.elapsed());
 }
