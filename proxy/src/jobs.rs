@@ -68,8 +68,14 @@ pub trait TaskHandler<T>: Send + Sync + 'static {
     }
 }
 
-/// How close to its deadline a failing job is tried one last time.
+/// How close to its deadline a failing job is tried one last time, and a
+/// periodic one runs one last time.
 const LAST_TRY_MARGIN_MS: u64 = 500;
+
+/// When a periodic job with this deadline runs for the last time.
+fn last_run_ms(deadline_ms: u64) -> u64 {
+    deadline_ms.saturating_sub(LAST_TRY_MARGIN_MS)
+}
 
 /// Backoff between attempts: 0.5 s doubling up to 30 s.
 fn backoff(attempt: u32) -> Duration {
@@ -131,6 +137,8 @@ where
         deadline_ms: u64,
     ) -> Result<(), StoreError> {
         let now = self.clock.now_ms();
+        // A first run planned after the deadline comes just before it.
+        let due_ms = due_ms.min(last_run_ms(deadline_ms).max(now));
         let envelope = Envelope {
             task,
             attempt: 0,
@@ -260,9 +268,14 @@ where
             }
             Ok(Step::Done) => self.store.complete(&job.id).await,
             Ok(Step::Again { after, task }) => {
-                let due = self.clock.now_ms() + after.as_millis() as u64;
-                if due >= envelope.deadline_ms {
-                    // Nothing left to do: the request expires on its own.
+                let now = self.clock.now_ms();
+                // A run that would fall after the deadline comes just before
+                // it instead: an outcome reached in the last stretch (an
+                // approval after the last regular check) is still seen.
+                let last = last_run_ms(envelope.deadline_ms);
+                let due = (now + after.as_millis() as u64).min(last);
+                if due <= now {
+                    // That was the last run: the request expires on its own.
                     self.store.complete(&job.id).await
                 } else {
                     let next = Envelope {

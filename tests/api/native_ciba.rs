@@ -56,6 +56,47 @@ async fn poll_until_decided(app: &TestApp, id: &str) -> ciba_proxy_e2e::app::Rep
     }
 }
 
+/// Waits until the IdP has answered `n` token calls in all; the count.
+async fn wait_for_token_calls(idp: &TestIdp, n: u64) -> u64 {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let count = idp.stats().await.unwrap().count("POST /token");
+        if count >= n {
+            return count;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{count} token calls, not {n}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Asserts the proxy makes no more token calls: none in more than two
+/// upstream intervals (oidc-provider sends none, so CIBA's 5 s).
+async fn assert_polling_stopped(idp: &TestIdp) {
+    let before = idp.stats().await.unwrap().count("POST /token");
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    let after = idp.stats().await.unwrap().count("POST /token");
+    assert_eq!(after, before, "the proxy kept asking the IdP");
+}
+
+/// Opens a request that lives `secs` at the proxy and at the IdP.
+async fn start_expiring_in(app: &TestApp, secs: u64) -> String {
+    let reply = app
+        .bc_authorize(
+            "shop",
+            &[
+                ("scope", "openid"),
+                ("login_hint", "alice"),
+                ("requested_expiry", &secs.to_string()),
+            ],
+        )
+        .await;
+    assert_eq!(reply.body["expires_in"], secs, "{reply:?}");
+    reply.body["auth_req_id"].as_str().unwrap().to_owned()
+}
+
 fn id_token_claims(reply: &ciba_proxy_e2e::app::Reply) -> serde_json::Value {
     use base64::Engine;
     let token = reply.body["id_token"].as_str().expect("an id_token");
@@ -184,6 +225,47 @@ async fn an_unanswered_request_expires_no_later_than_at_the_idp() {
     app.poll("shop", id)
         .await
         .assert_error(400, "expired_token");
+}
+
+#[tokio::test]
+async fn a_ping_after_the_last_fallback_check_still_completes_the_login() {
+    // The fallback check at 6 s is the last regular one of a 10 s request:
+    // the next would come after expiry. The approval comes after it.
+    let idp = own_idp();
+    let app = TestApp::builder()
+        .idp(idp)
+        .ciba_upstream("ping")
+        .https()
+        .upstream_toml("ping_fallback_secs = 6")
+        .spawn()
+        .await;
+    let id = start_expiring_in(&app, 10).await;
+    let forwarded = idp_request(&app).await;
+    wait_for_token_calls(idp, 1).await;
+    let approval = idp.approve(&forwarded.id).await.unwrap();
+    assert_eq!(approval.ping_error, None, "the IdP's ping was accepted");
+    let tokens = poll_until_decided(&app, &id).await;
+    assert_eq!(tokens.status, StatusCode::OK, "{tokens:?}");
+}
+
+#[tokio::test]
+async fn an_approval_after_the_last_regular_poll_is_still_collected() {
+    // Upstream checks every 5 s: the one at 5 s is the last regular one of
+    // a 9 s request; one more comes a client interval (1 s here) and a
+    // second before expiry.
+    let idp = own_idp();
+    let app = TestApp::builder()
+        .idp(idp)
+        .ciba_upstream("poll")
+        .spawn()
+        .await;
+    let id = start_expiring_in(&app, 9).await;
+    let forwarded = idp_request(&app).await;
+    wait_for_token_calls(idp, 1).await;
+    idp.approve(&forwarded.id).await.unwrap();
+    let tokens = poll_until_decided(&app, &id).await;
+    assert_eq!(tokens.status, StatusCode::OK, "{tokens:?}");
+    assert_eq!(idp.stats().await.unwrap().count("POST /token"), 2);
 }
 
 #[tokio::test]

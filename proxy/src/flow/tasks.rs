@@ -265,18 +265,32 @@ impl Flow {
             // Decided, expired or gone: polling stops.
             return Ok(Step::Done);
         };
+        // The last check comes a client interval (and a second) before
+        // expiry, so a client polling at its interval still collects what it
+        // finds: an approval after the last regular check is not lost. The
+        // configured interval, not the record's: a client that polls too
+        // fast must not make the proxy stop asking.
+        let last_check_ms = record
+            .expires_at_ms
+            .saturating_sub((self.interval + 1) * 1000);
+        let left_ms = || last_check_ms.saturating_sub(self.clock.now_ms());
         let again = |follow_up: FollowUp, after_secs: u64| Step::Again {
-            after: Duration::from_secs(after_secs),
+            // Zero after the last check: the job ends.
+            after: Duration::from_millis((after_secs * 1000).min(left_ms())),
             task: Task::AskUpstream {
                 auth_req_id: id.clone(),
                 follow_up,
             },
         };
-        let lease = format!("upstream-call:{}", log_tag(id.as_str()));
-        if !self.store.use_once(&lease, follow_up.interval_secs).await? {
+        // The lease ends by the last check, so a check made less than an
+        // interval before it does not hold it back: at most one early call
+        // per request.
+        let lease_secs = follow_up.interval_secs.min(left_ms() / 1000).max(1);
+        let tag = log_tag(id.as_str());
+        let lease = format!("upstream-call:{tag}");
+        if !self.store.use_once(&lease, lease_secs).await? {
             return Ok(again(follow_up, follow_up.interval_secs));
         }
-        let tag = log_tag(id.as_str());
         tracing::debug!(auth_req = %tag, "asking the identity provider");
         let (outcome, _) = match self.redeem(&record, Grant::Poll).await {
             Ok(Verdict::Pending) => return Ok(again(follow_up, follow_up.every_secs)),
