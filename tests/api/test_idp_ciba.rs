@@ -340,7 +340,12 @@ async fn hooks_for_slow_down_auth_url_and_extra_id_token_claims() {
     let id = ack.body["auth_req_id"].as_str().expect("auth_req_id");
     let auth_url = ack.body["auth_url"].as_str().expect("an auth_url");
     assert!(auth_url.starts_with(&idp.issuer), "{auth_url}");
-    let plain = start(idp, &client, &[("login_hint", "alice"), ("scope", "openid")]).await;
+    let plain = start(
+        idp,
+        &client,
+        &[("login_hint", "alice"), ("scope", "openid")],
+    )
+    .await;
     assert_ne!(plain, id);
 
     idp.slow_down(id, 1).await.expect("slow_down hook");
