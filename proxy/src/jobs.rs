@@ -149,11 +149,12 @@ where
         self.store.enqueue(&job, due_ms, ttl).await
     }
 
-    /// Makes a queued job due now, if it is still queued, and wakes the worker.
-    pub async fn expedite(&self, id: &str) -> Result<(), StoreError> {
-        self.store.expedite(id, self.clock.now_ms()).await?;
+    /// Makes a queued job due now, if it is still queued, and wakes the
+    /// worker; whether it was still queued.
+    pub async fn expedite(&self, id: &str) -> Result<bool, StoreError> {
+        let moved = self.store.expedite(id, self.clock.now_ms()).await?;
         self.wake();
-        Ok(())
+        Ok(moved)
     }
 
     /// Drops a queued job for good.

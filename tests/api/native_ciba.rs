@@ -381,6 +381,37 @@ async fn a_ping_after_the_last_fallback_check_still_completes_the_login() {
     assert_eq!(tokens.status, StatusCode::OK, "{tokens:?}");
 }
 
+/// Ping delivery, a 10 s request: fallback check at 6 s, the last check at
+/// 8 s (a client interval and a second before expiry); the user approves
+/// after that, and the IdP's ping alone can bring the outcome in.
+async fn approve_after_the_last_check(store: StoreKind) -> ciba_proxy_e2e::app::Reply {
+    let idp = own_idp();
+    let app = TestApp::builder()
+        .idp(idp)
+        .store(store)
+        .ciba_upstream("ping")
+        .https()
+        .upstream_toml("ping_fallback_secs = 6")
+        .spawn()
+        .await;
+    let id = start_expiring_in(&app, 10).await;
+    let forwarded = idp_request(&app).await;
+    wait_for_token_calls(idp, 2).await;
+    let approval = idp.approve(&forwarded.id).await.unwrap();
+    assert_eq!(approval.ping_error, None, "the IdP's ping was accepted");
+    poll_until_decided(&app, &id).await
+}
+
+#[tokio::test]
+async fn a_ping_after_the_last_check_before_expiry_still_completes_the_login() {
+    let (memory, redis) = tokio::join!(
+        approve_after_the_last_check(StoreKind::Memory),
+        approve_after_the_last_check(StoreKind::Redis)
+    );
+    assert_eq!(memory.status, StatusCode::OK, "memory store: {memory:?}");
+    assert_eq!(redis.status, StatusCode::OK, "redis store: {redis:?}");
+}
+
 #[tokio::test]
 async fn an_approval_after_the_last_regular_poll_is_still_collected() {
     // Upstream checks every 5 s: the one at 5 s is the last regular one of

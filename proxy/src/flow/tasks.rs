@@ -67,6 +67,12 @@ pub fn ask_upstream_job(id: &AuthReqId) -> String {
     format!("ask-{}", id.digest())
 }
 
+/// The store key that allows one token call per upstream interval for a
+/// request, whichever instance and whatever triggered it.
+pub fn upstream_call_lease(id: &AuthReqId) -> String {
+    format!("upstream-call:{}", log_tag(id.as_str()))
+}
+
 #[async_trait]
 impl TaskHandler<Task> for Flow {
     async fn run(&self, task: &Task) -> Result<Step<Task>, StoreError> {
@@ -253,6 +259,18 @@ impl Flow {
         Ok(())
     }
 
+    /// When the proxy asks a native-CIBA IdP about `record` for the last
+    /// time: a client interval (and a second) before expiry, so a client
+    /// polling at its interval still collects what it finds, and an approval
+    /// after the last regular check is not lost. The configured interval,
+    /// not the record's: a client that polls too fast must not make the
+    /// proxy stop asking.
+    pub(super) fn last_upstream_check_ms(&self, record: &RequestRecord) -> u64 {
+        record
+            .expires_at_ms
+            .saturating_sub((self.interval + 1) * 1000)
+    }
+
     /// One token call to a native-CIBA IdP. A lease in the store makes it
     /// at most one per upstream interval per request, across instances and
     /// whatever triggered it (the schedule or the IdP's ping).
@@ -265,14 +283,7 @@ impl Flow {
             // Decided, expired or gone: polling stops.
             return Ok(Step::Done);
         };
-        // The last check comes a client interval (and a second) before
-        // expiry, so a client polling at its interval still collects what it
-        // finds: an approval after the last regular check is not lost. The
-        // configured interval, not the record's: a client that polls too
-        // fast must not make the proxy stop asking.
-        let last_check_ms = record
-            .expires_at_ms
-            .saturating_sub((self.interval + 1) * 1000);
+        let last_check_ms = self.last_upstream_check_ms(&record);
         let left_ms = || last_check_ms.saturating_sub(self.clock.now_ms());
         let again = |follow_up: FollowUp, after_secs: u64| Step::Again {
             // Zero after the last check: the job ends.
@@ -287,8 +298,11 @@ impl Flow {
         // per request.
         let lease_secs = follow_up.interval_secs.min(left_ms() / 1000).max(1);
         let tag = log_tag(id.as_str());
-        let lease = format!("upstream-call:{tag}");
-        if !self.store.use_once(&lease, lease_secs).await? {
+        if !self
+            .store
+            .use_once(&upstream_call_lease(id), lease_secs)
+            .await?
+        {
             return Ok(again(follow_up, follow_up.interval_secs));
         }
         tracing::debug!(auth_req = %tag, "asking the identity provider");
