@@ -349,6 +349,77 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::ManualClock;
+    use crate::store::{JobQueue, MemoryStore};
+    use base64::{engine::general_purpose::STANDARD, Engine};
+    use secrecy::SecretString;
+
+    /// A check that never finishes: again every 10 s.
+    struct Periodic;
+
+    #[async_trait]
+    impl TaskHandler<u32> for Periodic {
+        async fn run(&self, _: &u32) -> Result<Step<u32>, StoreError> {
+            Ok(Step::Again {
+                after: Duration::from_secs(10),
+                task: 0,
+            })
+        }
+        fn describe(&self, _: &u32) -> (&'static str, String) {
+            ("periodic check", String::new())
+        }
+    }
+
+    /// Leases and runs every due job once; when the next one is due.
+    async fn run_due(jobs: &Jobs<u32>, store: &MemoryStore, now: u64) -> Option<u64> {
+        for job in store.lease(now, 1000, 10).await.unwrap() {
+            jobs.handle(&Periodic, &job).await;
+        }
+        store.queue_stats(now).await.unwrap().oldest_due_ms
+    }
+
+    /// A queue in memory on a clock the test moves.
+    fn queue() -> (ManualClock, Arc<MemoryStore>, Jobs<u32>) {
+        let clock = ManualClock::default();
+        let store = Arc::new(MemoryStore::new(Arc::new(clock.clone())));
+        let key = SecretString::from(STANDARD.encode([7u8; 32]));
+        let jobs = Jobs::new(
+            store.clone(),
+            TokenCipher::from_base64(&key).unwrap(),
+            Arc::new(clock.clone()),
+            WorkerSettings::default(),
+        );
+        (clock, store, jobs)
+    }
+
+    #[tokio::test]
+    async fn a_periodic_job_runs_once_more_just_before_its_deadline() {
+        let (clock, store, jobs) = queue();
+        let start = clock.now_ms();
+        let deadline = start + 15_500;
+        jobs.enqueue_as("check", 0, start, deadline).await.unwrap();
+        // Runs at 0 s and 10 s; the next (20 s) would miss the deadline, so
+        // the last run comes at 15 s, and then the job is done.
+        assert_eq!(run_due(&jobs, &store, start).await, Some(start + 10_000));
+        clock.advance_secs(10);
+        assert_eq!(
+            run_due(&jobs, &store, clock.now_ms()).await,
+            Some(deadline - LAST_TRY_MARGIN_MS)
+        );
+        clock.advance_secs(5);
+        assert_eq!(run_due(&jobs, &store, clock.now_ms()).await, None);
+    }
+
+    #[tokio::test]
+    async fn a_first_run_planned_past_the_deadline_comes_just_before_it() {
+        let (clock, store, jobs) = queue();
+        let now = clock.now_ms();
+        jobs.enqueue_as("check", 0, now + 30_000, now + 2_000)
+            .await
+            .unwrap();
+        let due = store.queue_stats(now).await.unwrap().oldest_due_ms;
+        assert_eq!(due, Some(now + 2_000 - LAST_TRY_MARGIN_MS));
+    }
 
     #[test]
     fn backoff_grows_and_is_capped() {
