@@ -68,8 +68,14 @@ pub trait TaskHandler<T>: Send + Sync + 'static {
     }
 }
 
-/// How close to its deadline a failing job is tried one last time.
+/// How close to its deadline a failing job is tried one last time, and a
+/// periodic one runs one last time.
 const LAST_TRY_MARGIN_MS: u64 = 500;
+
+/// When a periodic job with this deadline runs for the last time.
+fn last_run_ms(deadline_ms: u64) -> u64 {
+    deadline_ms.saturating_sub(LAST_TRY_MARGIN_MS)
+}
 
 /// Backoff between attempts: 0.5 s doubling up to 30 s.
 fn backoff(attempt: u32) -> Duration {
@@ -131,6 +137,8 @@ where
         deadline_ms: u64,
     ) -> Result<(), StoreError> {
         let now = self.clock.now_ms();
+        // A first run planned after the deadline comes just before it.
+        let due_ms = due_ms.min(last_run_ms(deadline_ms).max(now));
         let envelope = Envelope {
             task,
             attempt: 0,
@@ -141,11 +149,12 @@ where
         self.store.enqueue(&job, due_ms, ttl).await
     }
 
-    /// Makes a queued job due now, if it is still queued, and wakes the worker.
-    pub async fn expedite(&self, id: &str) -> Result<(), StoreError> {
-        self.store.expedite(id, self.clock.now_ms()).await?;
+    /// Makes a queued job due now, if it is still queued, and wakes the
+    /// worker; whether it was still queued.
+    pub async fn expedite(&self, id: &str) -> Result<bool, StoreError> {
+        let moved = self.store.expedite(id, self.clock.now_ms()).await?;
         self.wake();
-        Ok(())
+        Ok(moved)
     }
 
     /// Drops a queued job for good.
@@ -260,9 +269,14 @@ where
             }
             Ok(Step::Done) => self.store.complete(&job.id).await,
             Ok(Step::Again { after, task }) => {
-                let due = self.clock.now_ms() + after.as_millis() as u64;
-                if due >= envelope.deadline_ms {
-                    // Nothing left to do: the request expires on its own.
+                let now = self.clock.now_ms();
+                // A run that would fall after the deadline comes just before
+                // it instead: an outcome reached in the last stretch (an
+                // approval after the last regular check) is still seen.
+                let last = last_run_ms(envelope.deadline_ms);
+                let due = (now + after.as_millis() as u64).min(last);
+                if due <= now {
+                    // That was the last run: the request expires on its own.
                     self.store.complete(&job.id).await
                 } else {
                     let next = Envelope {
@@ -335,6 +349,77 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::ManualClock;
+    use crate::store::{JobQueue, MemoryStore};
+    use base64::{engine::general_purpose::STANDARD, Engine};
+    use secrecy::SecretString;
+
+    /// A check that never finishes: again every 10 s.
+    struct Periodic;
+
+    #[async_trait]
+    impl TaskHandler<u32> for Periodic {
+        async fn run(&self, _: &u32) -> Result<Step<u32>, StoreError> {
+            Ok(Step::Again {
+                after: Duration::from_secs(10),
+                task: 0,
+            })
+        }
+        fn describe(&self, _: &u32) -> (&'static str, String) {
+            ("periodic check", String::new())
+        }
+    }
+
+    /// Leases and runs every due job once; when the next one is due.
+    async fn run_due(jobs: &Jobs<u32>, store: &MemoryStore, now: u64) -> Option<u64> {
+        for job in store.lease(now, 1000, 10).await.unwrap() {
+            jobs.handle(&Periodic, &job).await;
+        }
+        store.queue_stats(now).await.unwrap().oldest_due_ms
+    }
+
+    /// A queue in memory on a clock the test moves.
+    fn queue() -> (ManualClock, Arc<MemoryStore>, Jobs<u32>) {
+        let clock = ManualClock::default();
+        let store = Arc::new(MemoryStore::new(Arc::new(clock.clone())));
+        let key = SecretString::from(STANDARD.encode([7u8; 32]));
+        let jobs = Jobs::new(
+            store.clone(),
+            TokenCipher::from_base64(&key).unwrap(),
+            Arc::new(clock.clone()),
+            WorkerSettings::default(),
+        );
+        (clock, store, jobs)
+    }
+
+    #[tokio::test]
+    async fn a_periodic_job_runs_once_more_just_before_its_deadline() {
+        let (clock, store, jobs) = queue();
+        let start = clock.now_ms();
+        let deadline = start + 15_500;
+        jobs.enqueue_as("check", 0, start, deadline).await.unwrap();
+        // Runs at 0 s and 10 s; the next (20 s) would miss the deadline, so
+        // the last run comes at 15 s, and then the job is done.
+        assert_eq!(run_due(&jobs, &store, start).await, Some(start + 10_000));
+        clock.advance_secs(10);
+        assert_eq!(
+            run_due(&jobs, &store, clock.now_ms()).await,
+            Some(deadline - LAST_TRY_MARGIN_MS)
+        );
+        clock.advance_secs(5);
+        assert_eq!(run_due(&jobs, &store, clock.now_ms()).await, None);
+    }
+
+    #[tokio::test]
+    async fn a_first_run_planned_past_the_deadline_comes_just_before_it() {
+        let (clock, store, jobs) = queue();
+        let now = clock.now_ms();
+        jobs.enqueue_as("check", 0, now + 30_000, now + 2_000)
+            .await
+            .unwrap();
+        let due = store.queue_stats(now).await.unwrap().oldest_due_ms;
+        assert_eq!(due, Some(now + 2_000 - LAST_TRY_MARGIN_MS));
+    }
 
     #[test]
     fn backoff_grows_and_is_capped() {

@@ -4,7 +4,7 @@ use ciba_proxy_e2e::device::Action;
 use ciba_proxy_e2e::keys::{CLIENT_ES256, OTHER_PS256};
 use serde_json::json;
 
-const HINT_ISSUER: &str = "https://hints.example";
+pub(crate) const HINT_ISSUER: &str = "https://hints.example";
 
 /// An ID token the IdP issued to `client` for `user`.
 async fn id_token_for(app: &TestApp, client: &str, user: &str) -> String {
@@ -90,7 +90,8 @@ async fn an_expired_id_token_hint_is_accepted_only_within_the_grace_period() {
         .contains("grace"));
 }
 
-fn trusted_issuer() -> String {
+/// `[hints]` trusting login_hint_tokens from `HINT_ISSUER` signed with `CLIENT_ES256`.
+pub(crate) fn trusted_issuer() -> String {
     format!(
         "[hints]\nlogin_hint_token_issuer = \"{HINT_ISSUER}\"\nlogin_hint_token_jwks = '{}'\n",
         CLIENT_ES256.jwks()

@@ -5,8 +5,10 @@
 use std::time::Duration;
 
 use ciba_proxy_e2e::app::{ClientSpec, StoreKind, TestApp};
+use ciba_proxy_e2e::device::{form_field, Action};
 use ciba_proxy_e2e::idp::{CibaRequest, TestIdp};
 use reqwest::StatusCode;
+use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(15);
 
@@ -54,6 +56,48 @@ async fn poll_until_decided(app: &TestApp, id: &str) -> ciba_proxy_e2e::app::Rep
         }
         tokio::time::sleep(Duration::from_millis(1100)).await;
     }
+}
+
+/// Waits (up to 30 s) until the IdP has answered `n` token calls in all;
+/// the count.
+async fn wait_for_token_calls(idp: &TestIdp, n: u64) -> u64 {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let count = idp.stats().await.unwrap().count("POST /token");
+        if count >= n {
+            return count;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{count} token calls, not {n}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Asserts the proxy makes no more token calls: none in more than two
+/// upstream intervals (oidc-provider sends none, so CIBA's 5 s).
+async fn assert_polling_stopped(idp: &TestIdp) {
+    let before = idp.stats().await.unwrap().count("POST /token");
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    let after = idp.stats().await.unwrap().count("POST /token");
+    assert_eq!(after, before, "the proxy kept asking the IdP");
+}
+
+/// Opens a request that lives `secs` at the proxy and at the IdP.
+async fn start_expiring_in(app: &TestApp, secs: u64) -> String {
+    let reply = app
+        .bc_authorize(
+            "shop",
+            &[
+                ("scope", "openid"),
+                ("login_hint", "alice"),
+                ("requested_expiry", &secs.to_string()),
+            ],
+        )
+        .await;
+    assert_eq!(reply.body["expires_in"], secs, "{reply:?}");
+    reply.body["auth_req_id"].as_str().unwrap().to_owned()
 }
 
 fn id_token_claims(reply: &ciba_proxy_e2e::app::Reply) -> serde_json::Value {
@@ -120,6 +164,130 @@ async fn a_poll_upstream_login_completes_and_the_idp_never_sees_the_clients_id()
 }
 
 #[tokio::test]
+async fn our_expires_in_is_capped_at_the_idps() {
+    // We would allow 900 s; oidc-provider keeps a request 600 s at most.
+    let app = TestApp::builder()
+        .ciba(300, 1000, 5)
+        .ciba_upstream("poll")
+        .spawn()
+        .await;
+    let reply = app
+        .bc_authorize(
+            "shop",
+            &[
+                ("scope", "openid"),
+                ("login_hint", "alice"),
+                ("requested_expiry", "900"),
+            ],
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    assert_eq!(reply.body["expires_in"], 600);
+    assert_eq!(idp_request(&app).await.requested_expiry, Some(900));
+}
+
+#[tokio::test]
+async fn id_token_hint_and_login_hint_token_are_forwarded_as_sent() {
+    use crate::hints::{trusted_issuer, HINT_ISSUER};
+    use ciba_proxy_e2e::app::now_secs;
+    use ciba_proxy_e2e::keys::CLIENT_ES256;
+    let idp = own_idp();
+    let app = TestApp::builder()
+        .idp(idp)
+        .ciba_upstream("poll")
+        .sections(&trusted_issuer())
+        .spawn()
+        .await;
+    // An ID token this IdP issued to the client's upstream registration.
+    let id = app.start("shop", "alice").await;
+    idp.approve(&idp_request(&app).await.id).await.unwrap();
+    let tokens = poll_until_decided(&app, &id).await;
+    let id_token = tokens.body["id_token"].as_str().expect("an id_token");
+
+    let by_id_token = app
+        .bc_authorize("shop", &[("scope", "openid"), ("id_token_hint", id_token)])
+        .await;
+    assert_eq!(by_id_token.status, 200, "{by_id_token:?}");
+    let forwarded = idp_request(&app).await;
+    assert_eq!(forwarded.id_token_hint.as_deref(), Some(id_token));
+    assert_eq!(forwarded.login_hint, None);
+    assert_eq!(forwarded.account, "alice");
+
+    let token =
+        CLIENT_ES256.sign(&json!({"iss": HINT_ISSUER, "sub": "bob", "exp": now_secs() + 300}));
+    let by_token = app
+        .bc_authorize("shop", &[("scope", "openid"), ("login_hint_token", &token)])
+        .await;
+    assert_eq!(by_token.status, 200, "{by_token:?}");
+    let forwarded = app
+        .idp
+        .wait_ciba_request(|r| r.account == "bob", WAIT)
+        .await
+        .unwrap();
+    assert_eq!(forwarded.login_hint_token.as_deref(), Some(token.as_str()));
+    assert_eq!(forwarded.login_hint, None);
+}
+
+#[tokio::test]
+async fn with_an_external_channel_the_user_gets_the_approval_link_and_approve_leads_to_auth_url() {
+    // WSO2 IS: notification_channel=external makes the IdP answer with an
+    // auth_url the caller must bring to the user.
+    let app = TestApp::builder()
+        .ciba_upstream("poll")
+        .upstream_toml("backchannel_params = { notification_channel = \"external\" }")
+        .spawn()
+        .await;
+    app.device.on("alice", Action::Ignore);
+    app.start("shop", "alice").await;
+    let forwarded = idp_request(&app).await;
+    assert_eq!(forwarded.form["notification_channel"], "external");
+    // oidc-provider's ids are URL-safe: the test IdP's auth_url shows them as they are.
+    let auth_url = format!("{}/_test/ciba/auth/{}", app.idp.issuer, forwarded.id);
+
+    let notification = app.device.wait_for_notification("alice").await;
+    let approval = notification.approval_url().to_owned();
+    assert!(approval.starts_with(&app.url("/approve/")), "{approval}");
+    assert_eq!(notification.authorization_url(), auth_url);
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let html = http
+        .get(&approval)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let csrf = form_field(&html, "csrf").expect("the page's csrf field");
+    let approved = http
+        .post(format!("{approval}/approve"))
+        .form(&[("csrf", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(approved.status(), StatusCode::SEE_OTHER);
+    assert_eq!(
+        approved.headers()["location"].to_str().unwrap(),
+        auth_url.as_str()
+    );
+}
+
+#[tokio::test]
+async fn without_an_auth_url_from_the_idp_the_user_is_not_notified() {
+    let app = TestApp::builder().ciba_upstream("poll").spawn().await;
+    app.device.on("alice", Action::Ignore);
+    app.start("shop", "alice").await;
+    assert!(!idp_request(&app)
+        .await
+        .form
+        .contains_key("notification_channel"));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(app.device.notifications().is_empty());
+}
+
+#[tokio::test]
 async fn a_ping_upstream_login_completes_on_the_idps_ping_with_one_token_call() {
     let app = app_with_own_idp("ping", StoreKind::Memory).await;
     let idp = app.idp;
@@ -165,7 +333,12 @@ async fn a_denial_at_the_idp_reaches_the_client_as_access_denied() {
 
 #[tokio::test]
 async fn an_unanswered_request_expires_no_later_than_at_the_idp() {
-    let app = TestApp::builder().ciba_upstream("poll").spawn().await;
+    let idp = own_idp();
+    let app = TestApp::builder()
+        .idp(idp)
+        .ciba_upstream("poll")
+        .spawn()
+        .await;
     let reply = app
         .bc_authorize(
             "shop",
@@ -184,6 +357,79 @@ async fn an_unanswered_request_expires_no_later_than_at_the_idp() {
     app.poll("shop", id)
         .await
         .assert_error(400, "expired_token");
+    assert_polling_stopped(idp).await;
+}
+
+#[tokio::test]
+async fn a_ping_after_the_last_fallback_check_still_completes_the_login() {
+    // The fallback check at 6 s is the last regular one of a 10 s request:
+    // the next would come after expiry. The approval comes after it.
+    let idp = own_idp();
+    let app = TestApp::builder()
+        .idp(idp)
+        .ciba_upstream("ping")
+        .https()
+        .upstream_toml("ping_fallback_secs = 6")
+        .spawn()
+        .await;
+    let id = start_expiring_in(&app, 10).await;
+    let forwarded = idp_request(&app).await;
+    wait_for_token_calls(idp, 1).await;
+    let approval = idp.approve(&forwarded.id).await.unwrap();
+    assert_eq!(approval.ping_error, None, "the IdP's ping was accepted");
+    let tokens = poll_until_decided(&app, &id).await;
+    assert_eq!(tokens.status, StatusCode::OK, "{tokens:?}");
+}
+
+/// Ping delivery, a 10 s request: fallback check at 6 s, the last check at
+/// 8 s (a client interval and a second before expiry); the user approves
+/// after that, and the IdP's ping alone can bring the outcome in.
+async fn approve_after_the_last_check(store: StoreKind) -> ciba_proxy_e2e::app::Reply {
+    let idp = own_idp();
+    let app = TestApp::builder()
+        .idp(idp)
+        .store(store)
+        .ciba_upstream("ping")
+        .https()
+        .upstream_toml("ping_fallback_secs = 6")
+        .spawn()
+        .await;
+    let id = start_expiring_in(&app, 10).await;
+    let forwarded = idp_request(&app).await;
+    wait_for_token_calls(idp, 2).await;
+    let approval = idp.approve(&forwarded.id).await.unwrap();
+    assert_eq!(approval.ping_error, None, "the IdP's ping was accepted");
+    poll_until_decided(&app, &id).await
+}
+
+#[tokio::test]
+async fn a_ping_after_the_last_check_before_expiry_still_completes_the_login() {
+    let (memory, redis) = tokio::join!(
+        approve_after_the_last_check(StoreKind::Memory),
+        approve_after_the_last_check(StoreKind::Redis)
+    );
+    assert_eq!(memory.status, StatusCode::OK, "memory store: {memory:?}");
+    assert_eq!(redis.status, StatusCode::OK, "redis store: {redis:?}");
+}
+
+#[tokio::test]
+async fn an_approval_after_the_last_regular_poll_is_still_collected() {
+    // Upstream checks every 5 s: the one at 5 s is the last regular one of
+    // a 9 s request; one more comes a client interval (1 s here) and a
+    // second before expiry.
+    let idp = own_idp();
+    let app = TestApp::builder()
+        .idp(idp)
+        .ciba_upstream("poll")
+        .spawn()
+        .await;
+    let id = start_expiring_in(&app, 9).await;
+    let forwarded = idp_request(&app).await;
+    wait_for_token_calls(idp, 1).await;
+    idp.approve(&forwarded.id).await.unwrap();
+    let tokens = poll_until_decided(&app, &id).await;
+    assert_eq!(tokens.status, StatusCode::OK, "{tokens:?}");
+    assert_eq!(idp.stats().await.unwrap().count("POST /token"), 2);
 }
 
 #[tokio::test]
@@ -208,6 +454,53 @@ async fn the_idps_refusals_reach_the_client_with_their_ciba_codes() {
         )
         .await;
     binding.assert_error(400, "invalid_binding_message");
+    // The test IdP refuses these accounts (CIBA Core §13).
+    let denied = app
+        .bc_authorize(
+            "shop",
+            &[("scope", "openid"), ("login_hint", "denied-dave")],
+        )
+        .await;
+    denied.assert_error(403, "access_denied");
+    assert!(
+        denied.body["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("may not sign in here"),
+        "{denied:?}"
+    );
+    let scope = app
+        .bc_authorize(
+            "shop",
+            &[("scope", "openid"), ("login_hint", "badscope-erin")],
+        )
+        .await;
+    scope.assert_error(400, "invalid_scope");
+}
+
+#[tokio::test]
+async fn an_idp_that_refuses_our_client_is_503_and_the_log_names_the_key_to_fix() {
+    let (app, proxy) = TestApp::builder()
+        .ciba_upstream("poll")
+        .spawn_process(&[])
+        .await;
+    let reply = app
+        .bc_authorize(
+            "shop",
+            &[("scope", "openid"), ("login_hint", "unauthorized-frank")],
+        )
+        .await;
+    reply.assert_error(503, "temporarily_unavailable");
+    let logs = proxy.logs();
+    assert!(
+        logs.lines()
+            .any(|l| l.contains("clients.upstream_client_id") && l.contains("unauthorized_client")),
+        "{logs}"
+    );
+    assert!(
+        !logs.contains("unauthorized-frank"),
+        "the login hint is logged"
+    );
 }
 
 #[tokio::test]
@@ -249,6 +542,7 @@ async fn an_idp_outage_while_polling_delays_the_login_but_does_not_lose_it() {
         .assert_error(400, "authorization_pending");
     let tokens = poll_until_decided(&app, &id).await;
     assert_eq!(tokens.status, StatusCode::OK, "{tokens:?}");
+    assert_polling_stopped(idp).await;
 }
 
 #[tokio::test]
@@ -296,7 +590,12 @@ async fn a_different_person_approving_ends_the_request_and_their_tokens_are_revo
 #[tokio::test]
 async fn without_the_subject_check_the_idps_resolution_of_the_hint_is_trusted() {
     // The default for this kind: the IdP resolved the user from the hint.
-    let app = TestApp::builder().ciba_upstream("poll").spawn().await;
+    // The check would fail on a claim the ID token lacks, were it on.
+    let app = TestApp::builder()
+        .ciba_upstream("poll")
+        .upstream_toml("subject_claim = \"employee_number\"")
+        .spawn()
+        .await;
     let id = app.start("shop", "alice").await;
     let forwarded = idp_request(&app).await;
     app.idp.approve(&forwarded.id).await.unwrap();
@@ -323,6 +622,63 @@ async fn a_request_the_idp_no_longer_knows_ends_with_a_clear_description() {
             .contains("newer request"),
         "{reply:?}"
     );
+}
+
+#[tokio::test]
+async fn an_id_token_naming_another_request_ends_the_request() {
+    // CIBA Core §10.1.1: the auth_req_id claim, when present, must be ours.
+    const CLAIM: &str = "urn:openid:params:jwt:claim:auth_req_id";
+    let app = TestApp::builder().ciba_upstream("poll").spawn().await;
+    let theirs = app.start("shop", "alice").await;
+    let theirs_at_idp = idp_request(&app).await;
+    let ours = app.start("shop", "bob").await;
+    let ours_at_idp = app
+        .idp
+        .wait_ciba_request(|r| r.account == "bob", WAIT)
+        .await
+        .unwrap();
+    app.idp
+        .approve_with(
+            &theirs_at_idp.id,
+            json!({ "id_token_claims": { CLAIM: "another-request" } }),
+        )
+        .await
+        .unwrap();
+    app.idp
+        .approve_with(
+            &ours_at_idp.id,
+            json!({ "id_token_claims": { CLAIM: "$auth_req_id" } }),
+        )
+        .await
+        .unwrap();
+    let mismatch = poll_until_decided(&app, &theirs).await;
+    mismatch.assert_error(400, "access_denied");
+    let matching = poll_until_decided(&app, &ours).await;
+    assert_eq!(matching.status, StatusCode::OK, "{matching:?}");
+    assert_eq!(id_token_claims(&matching)[CLAIM], ours_at_idp.id.as_str());
+}
+
+#[tokio::test]
+async fn after_the_idps_slow_down_the_next_token_call_comes_five_seconds_later() {
+    let idp = own_idp();
+    let app = TestApp::builder()
+        .idp(idp)
+        .ciba_upstream("poll")
+        .spawn()
+        .await;
+    let id = app.start("shop", "alice").await;
+    let forwarded = idp_request(&app).await;
+    idp.slow_down(&forwarded.id, 1).await.unwrap();
+    wait_for_token_calls(idp, 2).await;
+    let stats = idp.stats().await.unwrap();
+    assert_eq!(stats.token_calls[0].error.as_deref(), Some("slow_down"));
+    let calls = stats.token_calls_for(&forwarded.id);
+    // CIBA Core §11: the interval (5 s here) grows by 5 s.
+    assert!(calls[1] - calls[0] >= 10_000, "{calls:?}");
+    // The client never sees the IdP's slow_down.
+    app.poll("shop", &id)
+        .await
+        .assert_error(400, "authorization_pending");
 }
 
 #[tokio::test]
@@ -478,6 +834,9 @@ async fn a_killed_instance_holding_the_upstream_lease_does_not_strand_the_login(
     assert!(others.iter().any(|i| cluster.processes[*i]
         .logs()
         .contains("asking the identity provider")));
+    // One call by the killed instance, one by the instance that took over.
+    let token_calls = idp.stats().await.unwrap().count("POST /token");
+    assert!((1..=2).contains(&token_calls), "{token_calls} token calls");
 }
 
 #[tokio::test]

@@ -310,6 +310,70 @@ async fn hints_errors_and_the_json_login_hint() {
 }
 
 #[tokio::test]
+async fn magic_hints_give_the_idps_other_refusals() {
+    let (idp, client) = poll_client().await;
+    for (hint, error) in [
+        ("denied-dave", "access_denied"),
+        ("badscope-erin", "invalid_scope"),
+        ("unauthorized-frank", "unauthorized_client"),
+    ] {
+        let reply = backchannel(idp, &client, &[("login_hint", hint), ("scope", "openid")]).await;
+        assert_eq!(reply.status, 400, "{hint}: {:?}", reply.body);
+        assert_eq!(reply.body["error"], json!(error), "{hint}");
+    }
+}
+
+#[tokio::test]
+async fn hooks_for_slow_down_auth_url_and_extra_id_token_claims() {
+    let (idp, client) = poll_client().await;
+    // notification_channel=external: the acknowledgement carries an auth_url.
+    let ack = backchannel(
+        idp,
+        &client,
+        &[
+            ("login_hint", "alice"),
+            ("scope", "openid"),
+            ("notification_channel", "external"),
+        ],
+    )
+    .await;
+    let id = ack.body["auth_req_id"].as_str().expect("auth_req_id");
+    let auth_url = ack.body["auth_url"].as_str().expect("an auth_url");
+    assert!(auth_url.starts_with(&idp.issuer), "{auth_url}");
+    let plain = start(
+        idp,
+        &client,
+        &[("login_hint", "alice"), ("scope", "openid")],
+    )
+    .await;
+    assert_ne!(plain, id);
+
+    idp.slow_down(id, 1).await.expect("slow_down hook");
+    let slow = token(idp, &client, id).await;
+    assert_eq!(slow.status, 400);
+    assert_eq!(slow.body["error"], json!("slow_down"));
+    let pending = token(idp, &client, id).await;
+    assert_eq!(pending.body["error"], json!("authorization_pending"));
+    let calls = idp.stats().await.expect("stats").token_calls_for(id);
+    assert_eq!(calls.len(), 2);
+    assert!(calls[0] <= calls[1]);
+
+    idp.approve_with(
+        id,
+        json!({ "id_token_claims": { "urn:openid:params:jwt:claim:auth_req_id": "$auth_req_id" } }),
+    )
+    .await
+    .expect("approve");
+    let tokens = token(idp, &client, id).await;
+    assert_eq!(tokens.status, 200, "{:?}", tokens.body);
+    let id_token = claims(tokens.body["id_token"].as_str().expect("an id_token"));
+    assert_eq!(
+        id_token["urn:openid:params:jwt:claim:auth_req_id"],
+        json!(id)
+    );
+}
+
+#[tokio::test]
 async fn approval_by_someone_else_gives_their_tokens_and_offline_access_a_refresh_token() {
     let (idp, client) = poll_client().await;
     let id = start(

@@ -42,7 +42,16 @@ function newSigningKey() {
   return { ...jwk, kid: randomBytes(12).toString('base64url'), alg: 'RS256', use: 'sig' };
 }
 
+// CIBA Core §10.1.1's claim; oidc-provider never sets it itself.
+const AUTH_REQ_ID_CLAIM = 'urn:openid:params:jwt:claim:auth_req_id';
+
 async function findAccount(ctx, id) {
+  // A CIBA token call's ID token carries what the approve hook's
+  // `id_token_claims` asked for (e.g. AUTH_REQ_ID_CLAIM).
+  let extra = {};
+  try {
+    extra = cibaRequests.get(ctx?.oidc?.body?.auth_req_id)?.idTokenClaims ?? {};
+  } catch {}
   return {
     accountId: id,
     async claims() {
@@ -52,6 +61,7 @@ async function findAccount(ctx, id) {
         email: `${id}@example.test`,
         email_verified: true,
         name: id,
+        ...extra,
       };
     },
   };
@@ -64,6 +74,8 @@ const cibaRequests = new Map(); // auth_req_id -> entry (see entryJson)
 const cibaAttempts = []; // every POST /backchannel, accepted or not
 const pings = []; // every ping notification oidc-provider attempted
 const revocations = []; // every POST /token/revocation
+let tokenCalls = []; // every POST /token: {at_ms, grant_type, auth_req_id, status, error}
+const slowDowns = new Map(); // auth_req_id -> how many more token calls answer slow_down
 
 const ACCOUNT_FROM_JSON_HINT = 'username'; // Glewlwyd's login_hint shape: {"username":"alice"}
 
@@ -78,6 +90,12 @@ function accountFromHint(hint, what) {
   }
   if (typeof id !== 'string' || !id || id.startsWith('unknown')) {
     throw new errors.UnknownUserId(`no end-user matches this ${what}`);
+  }
+  // Magic accounts for the IdP's other refusals of a backchannel request.
+  if (id.startsWith('denied')) throw new errors.AccessDenied(`${id} may not sign in here`);
+  if (id.startsWith('badscope')) throw new errors.InvalidScope(`${id} may not have this scope`);
+  if (id.startsWith('unauthorized')) {
+    throw new errors.UnauthorizedClient('this client may not use CIBA for this user');
   }
   return id;
 }
@@ -173,7 +191,7 @@ function rawForm(ctx) {
 // Keeps a copy of the raw /backchannel form, then records /backchannel and /token/revocation
 // calls once oidc-provider has answered them.
 async function recordCalls(ctx, next) {
-  if (ctx.method === 'POST' && ctx.path === '/backchannel' && ctx.req.readable) {
+  if (ctx.method === 'POST' && ['/backchannel', '/token'].includes(ctx.path) && ctx.req.readable) {
     const chunks = [];
     for await (const chunk of ctx.req) chunks.push(chunk);
     const body = Buffer.concat(chunks);
@@ -183,6 +201,7 @@ async function recordCalls(ctx, next) {
       ctx.state.rawForm = withoutSecrets(querystring.parse(body.toString()));
     }
   }
+  if (ctx.method === 'POST' && ctx.path === '/token') return tokenCall(ctx, next);
   await next();
   let route;
   try {
@@ -192,6 +211,10 @@ async function recordCalls(ctx, next) {
   }
   if (route === 'backchannel_authentication') {
     const body = ctx.body && typeof ctx.body === 'object' ? ctx.body : {};
+    // WSO2 IS's external channel: the caller must bring the user to auth_url.
+    if (ctx.status === 200 && body.auth_req_id && rawForm(ctx).notification_channel === 'external') {
+      ctx.body = { ...body, auth_url: `${issuer}/_test/ciba/auth/${encodeURIComponent(body.auth_req_id)}` };
+    }
     cibaAttempts.push({
       form: rawForm(ctx),
       client_id: ctx.oidc.client?.clientId ?? null,
@@ -218,6 +241,31 @@ async function recordCalls(ctx, next) {
   }
 }
 
+// Records a POST /token; answers slow_down instead of oidc-provider while the
+// slow_down hook asks for it (oidc-provider's own CIBA grant never does).
+async function tokenCall(ctx, next) {
+  const form = ctx.state.rawForm ?? {};
+  const call = {
+    at_ms: Date.now(),
+    grant_type: form.grant_type ?? null,
+    auth_req_id: form.auth_req_id ?? null,
+    status: null,
+    error: null,
+  };
+  tokenCalls.push(call);
+  const left = slowDowns.get(call.auth_req_id) ?? 0;
+  if (left > 0) {
+    slowDowns.set(call.auth_req_id, left - 1);
+    ctx.status = 400;
+    ctx.set('cache-control', 'no-store');
+    ctx.body = { error: 'slow_down', error_description: 'you are polling too fast' };
+  } else {
+    await next();
+  }
+  call.status = ctx.status;
+  call.error = ctx.body && typeof ctx.body === 'object' ? (ctx.body.error ?? null) : null;
+}
+
 function makeProvider(issuer, jwk) {
   const provider = new Provider(issuer, {
     adapter,
@@ -226,7 +274,7 @@ function makeProvider(issuer, jwk) {
     findAccount,
     scopes: ['openid', 'profile', 'email', 'offline_access'],
     claims: {
-      openid: ['sub'],
+      openid: ['sub', AUTH_REQ_ID_CLAIM],
       profile: ['preferred_username', 'name'],
       email: ['email', 'email_verified'],
     },
@@ -370,6 +418,12 @@ async function resolveCiba(res, id, action, body) {
     result = grant;
     options = { authTime: Math.floor(Date.now() / 1000) };
     e.approvedAs = accountId;
+    // {"id_token_claims": {...}}; "$auth_req_id" stands for this request's id.
+    if (body.id_token_claims && typeof body.id_token_claims === 'object') {
+      e.idTokenClaims = Object.fromEntries(
+        Object.entries(body.id_token_claims).map(([k, v]) => [k, v === '$auth_req_id' ? id : v]),
+      );
+    }
   } else {
     const error = body.error || 'access_denied';
     const description = body.error_description || 'End-User denied the authorization request';
@@ -405,11 +459,14 @@ async function tokenStatus(token) {
 
 async function testHook(req, res, path) {
   const route = `${req.method} ${path}`;
-  if (route === 'GET /_test/stats') return json(res, 200, { total, requests: counts });
+  if (route === 'GET /_test/stats') {
+    return json(res, 200, { total, requests: counts, token_calls: tokenCalls });
+  }
   if (route === 'POST /_test/reset') {
     counts = {};
     total = 0;
-    return json(res, 200, { total, requests: counts });
+    tokenCalls = [];
+    return json(res, 200, { total, requests: counts, token_calls: tokenCalls });
   }
   if (route === 'POST /_test/rotate-keys') {
     rotate();
@@ -423,6 +480,13 @@ async function testHook(req, res, path) {
     return json(res, 200, list);
   }
   if (route === 'GET /_test/ciba/attempts') return json(res, 200, cibaAttempts);
+  const slow = /^POST \/_test\/ciba\/([^/]+)\/slow_down$/.exec(route);
+  if (slow) {
+    const { times = 1 } = await readJson(req);
+    if (!Number.isInteger(times) || times < 0) return json(res, 400, { error: 'times must be an integer >= 0' });
+    slowDowns.set(decodeURIComponent(slow[1]), times);
+    return json(res, 200, {});
+  }
   const resolve = /^POST \/_test\/ciba\/([^/]+)\/(approve|deny)$/.exec(route);
   if (resolve) {
     return resolveCiba(res, decodeURIComponent(resolve[1]), resolve[2], await readJson(req));

@@ -239,12 +239,25 @@ impl TestIdp {
         self.approve_with(id, json!({ "as": account })).await
     }
 
-    /// Approves with the hook's options: `{"as": account, "scope": "granted subset"}`.
+    /// Approves with the hook's options: `{"as": account, "scope": "granted
+    /// subset", "id_token_claims": {name: value}}`; in `id_token_claims`, the
+    /// value `"$auth_req_id"` is the request's own id.
     pub async fn approve_with(&self, id: &str, options: Value) -> anyhow::Result<Approval> {
         let reply = self
             .post_hook(&format!("/_test/ciba/{}/approve", encode(id)), options)
             .await?;
         Ok(serde_json::from_value(reply)?)
+    }
+
+    /// The next `times` token calls for request `id` answer `400 slow_down`
+    /// (oidc-provider's own CIBA grant never does).
+    pub async fn slow_down(&self, id: &str, times: u32) -> anyhow::Result<()> {
+        self.post_hook(
+            &format!("/_test/ciba/{}/slow_down", encode(id)),
+            json!({ "times": times }),
+        )
+        .await?;
+        Ok(())
     }
 
     /// The user denies: the token endpoint answers `access_denied`.
@@ -387,12 +400,36 @@ impl TestIdp {
 pub struct Stats {
     pub total: u64,
     pub requests: std::collections::HashMap<String, u64>,
+    /// Every `POST /token` since the last reset, oldest first.
+    #[serde(default)]
+    pub token_calls: Vec<TokenCall>,
 }
 
 impl Stats {
     pub fn count(&self, route: &str) -> u64 {
         self.requests.get(route).copied().unwrap_or(0)
     }
+
+    /// When (ms since the epoch) the token calls for the IdP's request
+    /// `auth_req_id` came, oldest first.
+    pub fn token_calls_for(&self, auth_req_id: &str) -> Vec<u64> {
+        self.token_calls
+            .iter()
+            .filter(|c| c.auth_req_id.as_deref() == Some(auth_req_id))
+            .map(|c| c.at_ms)
+            .collect()
+    }
+}
+
+/// One `POST /token` the IdP got ([`Stats::token_calls`]).
+#[derive(Debug, Clone, Deserialize)]
+pub struct TokenCall {
+    pub at_ms: u64,
+    pub grant_type: Option<String>,
+    pub auth_req_id: Option<String>,
+    pub status: Option<u16>,
+    /// The error it answered, if any (`authorization_pending`, `slow_down`, ...).
+    pub error: Option<String>,
 }
 
 fn encode(id: &str) -> String {

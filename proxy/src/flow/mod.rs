@@ -36,7 +36,7 @@ use crate::store::{
 };
 use crate::telemetry::record_auth_req;
 use crate::upstream::{
-    Answer, BeginRequest, Grant, Issued, PingCheck, TokenSet, Upstream, UpstreamError,
+    Answer, BeginRequest, FollowUp, Grant, Issued, PingCheck, TokenSet, Upstream, UpstreamError,
 };
 
 mod approval;
@@ -503,10 +503,50 @@ impl Flow {
             PingCheck::WrongRequest => return Err(PingRefused::Request),
         }
         if status == Status::Pending {
-            if let Err(e) = self.jobs.expedite(&tasks::ask_upstream_job(&id)).await {
+            if let Err(e) = self.ask_now(&record).await {
                 tracing::warn!(error = %e, "upstream ping not handled now; the fallback poll will ask");
             }
         }
+        Ok(())
+    }
+
+    /// Makes a pinged request's upstream check due now. After the last
+    /// check before expiry there is no check left to move: a ping then gets
+    /// one call of its own, so an approval in the request's last seconds
+    /// still reaches the client (at once, if it is a ping client).
+    async fn ask_now(&self, record: &RequestRecord) -> Result<(), StoreError> {
+        let id = &record.id;
+        let job = tasks::ask_upstream_job(id);
+        let now_ms = self.clock.now_ms();
+        if self.jobs.expedite(&job).await?
+            || now_ms < self.last_upstream_check_ms(record)
+            || now_ms >= record.expires_at_ms
+        {
+            return Ok(());
+        }
+        // One such call per request, however often the IdP pings.
+        let once = format!("upstream-late-ping:{}", log_tag(id.as_str()));
+        let ttl_secs = record.expires_at_ms.saturating_sub(now_ms).div_ceil(1000);
+        if !self.store.use_once(&once, ttl_secs).await? {
+            return Ok(());
+        }
+        // The last check's lease would hold this call back until expiry.
+        self.store
+            .forget_once(&tasks::upstream_call_lease(id))
+            .await?;
+        // Past the last check, the job ends after this one call whatever
+        // its schedule.
+        let task = Task::AskUpstream {
+            auth_req_id: id.clone(),
+            follow_up: FollowUp {
+                interval_secs: 1,
+                every_secs: 1,
+            },
+        };
+        self.jobs
+            .enqueue_as(&job, task, now_ms, record.expires_at_ms)
+            .await?;
+        self.jobs.wake();
         Ok(())
     }
 

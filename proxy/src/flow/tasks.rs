@@ -97,6 +97,12 @@ pub fn ask_upstream_job(id: &AuthReqId) -> String {
     format!("ask-{}", id.digest())
 }
 
+/// The store key that allows one token call per upstream interval for a
+/// request, whichever instance and whatever triggered it.
+pub fn upstream_call_lease(id: &AuthReqId) -> String {
+    format!("upstream-call:{}", log_tag(id.as_str()))
+}
+
 #[async_trait]
 impl TaskHandler<Task> for Flow {
     async fn run(&self, task: &Task) -> Result<Step<Task>, StoreError> {
@@ -303,6 +309,18 @@ impl Flow {
         Ok(())
     }
 
+    /// When the proxy asks a native-CIBA IdP about `record` for the last
+    /// time: a client interval (and a second) before expiry, so a client
+    /// polling at its interval still collects what it finds, and an approval
+    /// after the last regular check is not lost. The configured interval,
+    /// not the record's: a client that polls too fast must not make the
+    /// proxy stop asking.
+    pub(super) fn last_upstream_check_ms(&self, record: &RequestRecord) -> u64 {
+        record
+            .expires_at_ms
+            .saturating_sub((self.interval + 1) * 1000)
+    }
+
     /// One token call to a native-CIBA IdP. A lease in the store makes it
     /// at most one per upstream interval per request, across instances and
     /// whatever triggered it (the schedule or the IdP's ping).
@@ -315,18 +333,28 @@ impl Flow {
             // Decided, expired or gone: polling stops.
             return Ok(Step::Done);
         };
+        let last_check_ms = self.last_upstream_check_ms(&record);
+        let left_ms = || last_check_ms.saturating_sub(self.clock.now_ms());
         let again = |follow_up: FollowUp, after_secs: u64| Step::Again {
-            after: Duration::from_secs(after_secs),
+            // Zero after the last check: the job ends.
+            after: Duration::from_millis((after_secs * 1000).min(left_ms())),
             task: Task::AskUpstream {
                 auth_req_id: id.clone(),
                 follow_up,
             },
         };
-        let lease = format!("upstream-call:{}", log_tag(id.as_str()));
-        if !self.store.use_once(&lease, follow_up.interval_secs).await? {
+        // The lease ends by the last check, so a check made less than an
+        // interval before it does not hold it back: at most one early call
+        // per request.
+        let lease_secs = follow_up.interval_secs.min(left_ms() / 1000).max(1);
+        let tag = log_tag(id.as_str());
+        if !self
+            .store
+            .use_once(&upstream_call_lease(id), lease_secs)
+            .await?
+        {
             return Ok(again(follow_up, follow_up.interval_secs));
         }
-        let tag = log_tag(id.as_str());
         tracing::debug!(auth_req = %tag, "asking the identity provider");
         let (outcome, _) = match self.redeem(&record, Grant::Poll).await {
             Ok(Verdict::Pending) => return Ok(again(follow_up, follow_up.every_secs)),

@@ -392,11 +392,14 @@ impl JobQueue for MemoryStore {
         Ok(())
     }
 
-    async fn expedite(&self, job_id: &str, now_ms: u64) -> Result<(), StoreError> {
-        if let Some(entry) = self.inner.lock().jobs.get_mut(job_id) {
-            entry.0 = now_ms;
+    async fn expedite(&self, job_id: &str, now_ms: u64) -> Result<bool, StoreError> {
+        match self.inner.lock().jobs.get_mut(job_id) {
+            Some(entry) if now_ms < entry.2 => {
+                entry.0 = now_ms;
+                Ok(true)
+            }
+            _ => Ok(false),
         }
-        Ok(())
     }
 
     async fn complete(&self, job_id: &str) -> Result<(), StoreError> {

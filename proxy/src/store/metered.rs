@@ -141,7 +141,7 @@ impl JobQueue for Metered {
         timed("reschedule", self.0.reschedule(job, visible_at_ms)).await
     }
 
-    async fn expedite(&self, job_id: &str, now_ms: u64) -> Result<(), StoreError> {
+    async fn expedite(&self, job_id: &str, now_ms: u64) -> Result<bool, StoreError> {
         timed("expedite", self.0.expedite(job_id, now_ms)).await
     }
 

@@ -339,8 +339,8 @@ pub trait JobQueue: Send + Sync + 'static {
     async fn reschedule(&self, job: &QueuedJob, visible_at_ms: u64) -> Result<(), StoreError>;
 
     /// Makes a queued job due at `now_ms`, keeping its payload; a job that
-    /// is gone stays gone.
-    async fn expedite(&self, job_id: &str, now_ms: u64) -> Result<(), StoreError>;
+    /// is gone stays gone. Whether there was a job to move.
+    async fn expedite(&self, job_id: &str, now_ms: u64) -> Result<bool, StoreError>;
 
     /// Removes a job for good.
     async fn complete(&self, job_id: &str) -> Result<(), StoreError>;

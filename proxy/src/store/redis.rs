@@ -787,18 +787,19 @@ impl JobQueue for RedisStore {
         Ok(())
     }
 
-    async fn expedite(&self, job_id: &str, now_ms: u64) -> Result<(), StoreError> {
+    async fn expedite(&self, job_id: &str, now_ms: u64) -> Result<bool, StoreError> {
         let (queue, _) = self.job_keys(job_id);
         let mut conn = self.conn.clone();
-        // XX: only a job still in the queue is moved.
+        // XX: only a job still in the queue is moved; CH: count it.
         redis::cmd("ZADD")
             .arg(queue)
             .arg("XX")
+            .arg("CH")
             .arg(now_ms)
             .arg(job_id)
             .query_async::<i64>(&mut conn)
             .await
-            .map(|_| ())
+            .map(|moved| moved > 0)
             .map_err(unavailable)
     }
 

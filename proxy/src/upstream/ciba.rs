@@ -84,14 +84,7 @@ impl Ciba {
     /// The login hint in the IdP's own shape (`upstream.login_hint_template`).
     fn shaped_hint(&self, hint: &str) -> String {
         match &self.login_hint_template {
-            Some(template) => {
-                let quoted = serde_json::to_string(hint).unwrap_or_default();
-                let escaped = quoted
-                    .strip_prefix('"')
-                    .and_then(|q| q.strip_suffix('"'))
-                    .unwrap_or_default();
-                template.replace(LOGIN_HINT_PLACEHOLDER, escaped)
-            }
+            Some(template) => fill_template(template, hint),
             None => hint.to_owned(),
         }
     }
@@ -198,6 +191,18 @@ impl Ciba {
             .map_err(UpstreamError::Unavailable)?;
         Ok((status, body))
     }
+}
+
+/// `template` with the hint in place of `{login_hint}`, JSON-escaped: the
+/// templates are JSON (Glewlwyd's `{"username":"{login_hint}"}`), and a hint
+/// with a quote must not change their shape.
+fn fill_template(template: &str, hint: &str) -> String {
+    let quoted = serde_json::to_string(hint).unwrap_or_default();
+    let escaped = quoted
+        .strip_prefix('"')
+        .and_then(|q| q.strip_suffix('"'))
+        .unwrap_or_default();
+    template.replace(LOGIN_HINT_PLACEHOLDER, escaped)
 }
 
 /// An error response, or `Unavailable` when the body is not one.
@@ -340,5 +345,27 @@ impl Upstream for Ciba {
             return PingCheck::WrongRequest;
         }
         PingCheck::Valid
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_login_hint_template_json_escapes_the_hint() {
+        let template = r#"{"username":"{login_hint}"}"#;
+        assert_eq!(fill_template(template, "alice"), r#"{"username":"alice"}"#);
+        let shaped = fill_template(template, r#"a"b\c"#);
+        assert_eq!(shaped, r#"{"username":"a\"b\\c"}"#);
+        // Still one JSON object naming exactly that user.
+        let parsed: serde_json::Value = serde_json::from_str(&shaped).unwrap();
+        assert_eq!(parsed["username"], r#"a"b\c"#);
+        assert_eq!(parsed.as_object().unwrap().len(), 1);
+        let control = fill_template(template, "x\n\u{1}");
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&control).unwrap()["username"],
+            "x\n\u{1}"
+        );
     }
 }
