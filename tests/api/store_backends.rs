@@ -80,10 +80,14 @@ async fn the_flow_runs_on_a_cluster_behind_three_instances_and_survives_a_primar
         .await
         .unwrap()
         .expect("start a Redis Cluster");
+    // WAIT for one replica: a login the client was told of is on the
+    // replica that takes over (without it, a replica starved of CPU can
+    // lag past the kill, which is the window docs/scaling.md describes).
     let cluster = TestApp::builder()
         .redis_at(&redis.url())
         .lease_ms(LEASE_MS)
         .notifier_toml(WEBHOOK_TIMEOUT)
+        .store_toml("wait_replicas = 1\nwait_timeout_ms = 1000")
         .spawn_cluster(3)
         .await;
     let app = &cluster.app;
