@@ -75,7 +75,7 @@ demo-ciba: idp-deps ## One narrated login through the IdP's own CIBA (upstream.k
 	cargo run --quiet -p ciba-proxy-e2e --bin demo-ciba
 
 .PHONY: bench
-bench: idp-deps redis ## The poll path against a bare handler (ratio, latency, Redis bytes); IdP requests per login; long polling off vs on (release build)
+bench: idp-deps redis ## The poll path against a bare handler (ratio, latency, Redis bytes); store costs, WAIT, 3 instances on a cluster; IdP requests per login; long polling off vs on (release build; BENCH_ARGS=poll|store|idp for one part)
 	cargo build --release --quiet -p ciba-proxy --bin ciba-proxy -p ciba-proxy-e2e --bin bench-floor
 	CIBA_TEST_REDIS_URL=redis://$(REDIS_HOST):$(REDIS_PORT) cargo run --release --quiet -p ciba-proxy-e2e --bin bench $(BENCH_ARGS)
 

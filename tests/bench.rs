@@ -24,27 +24,27 @@ mod store_costs;
 const APPROVAL: Duration = Duration::from_secs(6);
 const POLL_COUNTS: [usize; 3] = [1, 10, 100];
 
-/// `bench poll` runs only the poll path's part, `bench store` only the
-/// store's costs (per login, WAIT, three instances on a cluster).
+/// With no argument, every part; `bench poll`, `bench store` (per login,
+/// WAIT, three instances on a cluster) or `bench idp` (the IdP's load and
+/// long polling, counts that a debug build measures as well) runs one.
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let part = std::env::args().nth(1);
-    if part.as_deref() != Some("store") {
+    let runs = |name: &str| part.is_none() || part.as_deref() == Some(name);
+    if runs("poll") {
         poll_path::against_the_floor().await?;
     }
-    if part.as_deref() == Some("poll") {
-        return Ok(());
+    if runs("store") {
+        store_costs::per_login_and_poll().await?;
+        let cluster = tokio::task::spawn_blocking(RedisCluster::start).await??;
+        store_costs::wait_cost(&cluster).await?;
+        store_costs::three_instances_on_a_cluster(&cluster).await?;
     }
-    store_costs::per_login_and_poll().await?;
-    let cluster = tokio::task::spawn_blocking(RedisCluster::start).await??;
-    store_costs::wait_cost(&cluster).await?;
-    store_costs::three_instances_on_a_cluster(&cluster).await?;
-    drop(cluster);
-    if part.as_deref() == Some("store") {
-        return Ok(());
+    if runs("idp") {
+        idp_load().await?;
+        long_polling().await?;
     }
-    idp_load().await?;
-    long_polling().await
+    Ok(())
 }
 
 /// The IdP's POST /backchannel and POST /token, counted.

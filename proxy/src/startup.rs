@@ -59,6 +59,8 @@ pub struct Application {
     /// The operator server on `[metrics] bind`, and its port.
     operator: Option<(u16, actix_web::dev::ServerHandle)>,
     worker: tokio::task::JoinHandle<()>,
+    /// The expiry sweep (`flow/expiry.rs`), stopped with the worker.
+    expiries: tokio::task::JoinHandle<()>,
     stop_worker: watch::Sender<bool>,
 }
 
@@ -122,6 +124,7 @@ impl Application {
         let (stop_worker, stopped) = watch::channel(false);
         let flow = state.flow.clone();
         let flow_for_signals = state.flow.clone();
+        let expiries = tokio::spawn(flow.clone().watch_expiries(stopped.clone()));
         let worker = tokio::spawn(flow.jobs.clone().run(flow, stopped));
         let data = web::Data::new(state);
         let input = web::Data::new(settings.input);
@@ -269,6 +272,7 @@ impl Application {
             server,
             operator,
             worker,
+            expiries,
             stop_worker,
         })
     }
@@ -291,6 +295,7 @@ impl Application {
         }
         let _ = self.stop_worker.send(true);
         let _ = self.worker.await;
+        let _ = self.expiries.await;
         served
     }
 }

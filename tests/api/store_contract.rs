@@ -563,6 +563,41 @@ async fn stats_count_the_queue_and_the_pending_requests() {
 }
 
 #[tokio::test]
+async fn an_expired_pending_request_is_taken_once_and_only_after_its_expiry() {
+    for (name, store, clock) in backends().await {
+        let now = clock.now_ms();
+        let (open, decided) = (record(&clock, "shop"), record(&clock, "shop"));
+        store.create(&open, None, now).await.unwrap();
+        store.create(&decided, None, now).await.unwrap();
+        let denied = Outcome::Denied {
+            reason: "no".into(),
+            kind: Denial::Declined,
+        };
+        assert!(store.finish(&decided.id, &denied, now).await.unwrap());
+        assert!(
+            store.take_expired(now, 10).await.unwrap().is_empty(),
+            "{name}: nothing has expired yet"
+        );
+
+        let later = open.expires_at_ms + 1;
+        // Several instances sweep at once: one of them gets it.
+        let (a, b) = tokio::join!(store.take_expired(later, 10), store.take_expired(later, 10));
+        let taken: Vec<_> = a.unwrap().into_iter().chain(b.unwrap()).collect();
+        assert_eq!(
+            taken,
+            vec![open.id.clone()],
+            "{name}: the undecided one, once"
+        );
+        assert!(
+            store.take_expired(later, 10).await.unwrap().is_empty(),
+            "{name}: never again"
+        );
+        // Taken is not forgotten: the record is still there to be observed.
+        assert!(store.get(&open.id).await.unwrap().is_some(), "{name}");
+    }
+}
+
+#[tokio::test]
 async fn recent_lists_kept_requests_newest_first() {
     for (name, store, clock) in backends().await {
         let first = record(&clock, "shop");

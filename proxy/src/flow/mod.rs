@@ -40,6 +40,7 @@ use crate::upstream::{
 };
 
 mod approval;
+mod expiry;
 mod fan_out;
 mod landing;
 mod long_poll;
@@ -318,17 +319,6 @@ impl Flow {
             .create(&record, begun.callback_state.as_deref(), now_ms)
             .await?;
         audit::record(audit::Step::Opened, &record, now_ms);
-        // Its expiry is observed when it comes, not when someone next looks.
-        self.jobs
-            .enqueue_as(
-                &tasks::expiry_job(id),
-                Task::NoteExpiry {
-                    auth_req_id: id.clone(),
-                },
-                expires_at_ms,
-                expires_at_ms + crate::store::EXPIRED_RETENTION_MS,
-            )
-            .await?;
         if let Some(follow_up) = begun.follow_up {
             let task = Task::AskUpstream {
                 auth_req_id: id.clone(),
@@ -766,40 +756,7 @@ fn refused_at_begin(e: UpstreamError) -> OAuthError {
     }
 }
 
-/// How long the marker that a request's expiry was audited lives: past the
-/// time an expired request is kept at all.
-const EXPIRED_AUDIT_SECS: u64 = crate::store::EXPIRED_RETENTION_MS / 1000 + 60;
-
 impl Flow {
-    /// True the first time request `id` is found expired undecided (by its
-    /// expiry job, a poll or the account page), false ever after.
-    async fn first_sight_of_expiry(&self, id: &AuthReqId) -> bool {
-        let first = format!("audit-expired:{}", log_tag(id.as_str()));
-        matches!(
-            self.store.use_once(&first, EXPIRED_AUDIT_SECS).await,
-            Ok(true)
-        )
-    }
-
-    /// A request found expired undecided: the metric, the audit event and
-    /// the user's history, once.
-    pub(crate) async fn expired(&self, record: &RequestRecord) {
-        if self.first_sight_of_expiry(&record.id).await {
-            self.expired_seen(record).await;
-        }
-    }
-
-    async fn expired_seen(&self, record: &RequestRecord) {
-        crate::metrics::expired();
-        audit::record(audit::Step::Expired, record, self.clock.now_ms());
-        self.remember(
-            record,
-            crate::account::history::EXPIRED,
-            record.expires_at_ms,
-        )
-        .await;
-    }
-
     /// Adds how the request ended to its user's history (with `[account]`).
     async fn remember(&self, record: &RequestRecord, outcome: &str, at_ms: u64) {
         if let Some(keep_ms) = self.history_keep_ms {

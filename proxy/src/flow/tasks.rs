@@ -49,9 +49,6 @@ pub enum Task {
         /// The code (and RFC 9207 `iss`), sealed.
         sealed_response: String,
     },
-    /// Due when the request expires: an undecided request is counted and
-    /// audited as expired then, whether or not anyone looks at it again.
-    NoteExpiry { auth_req_id: AuthReqId },
 }
 
 fn one() -> u32 {
@@ -84,11 +81,6 @@ impl NotificationState {
 /// that fails too replaces the job instead of adding one.
 pub fn redeem_code_job(id: &AuthReqId) -> String {
     format!("code-{}", id.digest())
-}
-
-/// The job id of a request's `NoteExpiry` task: one per request.
-pub fn expiry_job(id: &AuthReqId) -> String {
-    format!("expiry-{}", id.digest())
 }
 
 /// The job id of a request's `AskUpstream` task: fixed, so an IdP's ping can
@@ -130,7 +122,6 @@ impl TaskHandler<Task> for Flow {
                     None => Step::RetryLater("the identity provider is still unreachable".into()),
                 },
             ),
-            Task::NoteExpiry { auth_req_id } => self.note_expiry(auth_req_id).await,
         }
     }
 
@@ -164,7 +155,6 @@ impl TaskHandler<Task> for Flow {
             Task::RedeemCode { auth_req_id, .. } => {
                 ("code exchange", log_tag(auth_req_id.as_str()))
             }
-            Task::NoteExpiry { auth_req_id } => ("expiry", log_tag(auth_req_id.as_str())),
         }
     }
 }
@@ -387,27 +377,6 @@ impl Flow {
             Err(rejection) => (self.rejected(rejection), ()),
         };
         self.decide(&record, &outcome).await?;
-        Ok(Step::Done)
-    }
-
-    /// A request whose time is up: if nobody decided it, it expired now
-    /// ([`Flow::expired`] counts and audits that once, with any poll or
-    /// page that sees it too). Run early (another instance's clock), it
-    /// waits for the expiry.
-    async fn note_expiry(&self, id: &AuthReqId) -> Result<Step<Task>, StoreError> {
-        let Some((record, Status::Pending)) = self.store.get(id).await? else {
-            return Ok(Step::Done);
-        };
-        let left_ms = record.expires_at_ms.saturating_sub(self.clock.now_ms());
-        if left_ms > 0 {
-            return Ok(Step::Again {
-                after: Duration::from_millis(left_ms),
-                task: Task::NoteExpiry {
-                    auth_req_id: id.clone(),
-                },
-            });
-        }
-        self.expired(&record).await;
         Ok(Step::Done)
     }
 

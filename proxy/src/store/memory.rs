@@ -28,6 +28,8 @@ struct Entry {
     callback: Option<String>,
     /// The notification state ([`Requests::notification`]).
     notified: Option<String>,
+    /// Handed out by [`Requests::take_expired`] already.
+    expiry_taken: bool,
 }
 
 #[derive(Debug, Default)]
@@ -159,6 +161,7 @@ impl Requests for MemoryStore {
                 taken_by: None,
                 callback: None,
                 notified: None,
+                expiry_taken: false,
             },
         );
         Ok(())
@@ -292,6 +295,22 @@ impl Requests for MemoryStore {
             .values()
             .filter(|e| e.status == Status::Pending && now_ms < e.record.expires_at_ms)
             .count() as u64)
+    }
+
+    async fn take_expired(&self, now_ms: u64, max: usize) -> Result<Vec<AuthReqId>, StoreError> {
+        let mut inner = self.inner.lock();
+        Ok(inner
+            .requests
+            .values_mut()
+            .filter(|e| {
+                e.status == Status::Pending && e.record.expires_at_ms <= now_ms && !e.expiry_taken
+            })
+            .take(max)
+            .map(|e| {
+                e.expiry_taken = true;
+                e.record.id.clone()
+            })
+            .collect())
     }
 
     async fn notification(

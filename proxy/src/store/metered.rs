@@ -97,6 +97,10 @@ impl Requests for Metered {
         timed("pending", self.0.pending(now_ms)).await
     }
 
+    async fn take_expired(&self, now_ms: u64, max: usize) -> Result<Vec<AuthReqId>, StoreError> {
+        timed("take_expired", self.0.take_expired(now_ms, max)).await
+    }
+
     async fn notification(
         &self,
         id: &AuthReqId,

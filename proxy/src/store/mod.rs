@@ -285,6 +285,12 @@ pub trait Requests: Send + Sync + 'static {
     /// every instance (for `/metrics`).
     async fn pending(&self, now_ms: u64) -> Result<u64, StoreError>;
 
+    /// Up to `max` requests whose expiry came while they were pending, each
+    /// handed to exactly one caller across every instance, so the flow
+    /// observes an expiry when it comes (not when someone next looks) at
+    /// no cost per request: the pending index already holds them.
+    async fn take_expired(&self, now_ms: u64, max: usize) -> Result<Vec<AuthReqId>, StoreError>;
+
     /// The request's notification state (a word the flow chooses, for the
     /// admin API), after setting it to `update` when given: one field on
     /// the request, kept as long as the request. `sent` is never replaced

@@ -104,6 +104,14 @@ if bound == ARGV[1] then return 'bound' end
 return 'other'
 ";
 
+const TAKE_EXPIRED: &str = r"
+-- KEYS[1] the pending index; ARGV: now_ms, max. Atomic, so each expired
+-- request goes to one sweeper however many instances sweep.
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+if #ids > 0 then redis.call('ZREM', KEYS[1], unpack(ids)) end
+return ids
+";
+
 const FINISH: &str = r"
 -- KEYS[1] request hash, KEYS[2] sealed tokens; ARGV: outcome, payload, now_ms, denial kind
 local r = redis.call('HMGET', KEYS[1], 'status', 'expires_at')
@@ -205,6 +213,7 @@ pub struct RedisStore {
     confirm: Script,
     bind_callback: Script,
     finish: Script,
+    take_expired: Script,
     notification: Script,
     enqueue: Script,
     reschedule: Script,
@@ -250,6 +259,7 @@ impl RedisStore {
             confirm: script(CONFIRM),
             bind_callback: script(BIND_CALLBACK),
             finish: script(FINISH),
+            take_expired: script(TAKE_EXPIRED),
             notification: script(NOTIFICATION),
             enqueue: timed(ENQUEUE),
             reschedule: timed(RESCHEDULE),
@@ -766,15 +776,27 @@ impl Requests for RedisStore {
     }
 
     async fn pending(&self, now_ms: u64) -> Result<u64, StoreError> {
+        // Counts only: the expired ones are left to `take_expired`.
         let mut conn = self.conn.clone();
-        let (pending,): (u64,) = redis::pipe()
-            .zrembyscore(self.pending_key(), "-inf", now_ms)
-            .ignore()
-            .zcard(self.pending_key())
-            .query_async(&mut conn)
+        conn.zcount(self.pending_key(), format!("({now_ms}"), "+inf")
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn take_expired(&self, now_ms: u64, max: usize) -> Result<Vec<AuthReqId>, StoreError> {
+        let mut conn = self.conn.clone();
+        let ids: Vec<String> = self
+            .take_expired
+            .key(self.pending_key())
+            .arg(now_ms)
+            .arg(max)
+            .invoke_async(&mut conn)
             .await
             .map_err(unavailable)?;
-        Ok(pending)
+        Ok(ids
+            .iter()
+            .filter_map(|id| AuthReqId::parse(id).ok())
+            .collect())
     }
 
     async fn notification(
