@@ -314,7 +314,7 @@ impl RedisStore {
         format!("{}:{{{}}}:req", self.prefix, id)
     }
 
-    /// The request's write-once fields (see [`RequestData`]), apart from
+    /// The request's write-once fields (see [`DATA_FIELDS`]), apart from
     /// the hash so the hash stays a compact listpack.
     fn data_key(&self, id: &AuthReqId) -> String {
         format!("{}:{{{}}}:dat", self.prefix, id)
