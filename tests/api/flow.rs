@@ -370,11 +370,15 @@ async fn tokens_are_never_stored_in_plain_text_and_every_key_expires() {
                 .query_async(&mut conn)
                 .await
                 .unwrap(),
-            _ => vec![redis::cmd("GET")
-                .arg(key)
-                .query_async(&mut conn)
-                .await
-                .unwrap()],
+            // A request's `:dat` string is binary.
+            _ => vec![String::from_utf8_lossy(
+                &redis::cmd("GET")
+                    .arg(key)
+                    .query_async::<Vec<u8>>(&mut conn)
+                    .await
+                    .unwrap(),
+            )
+            .into_owned()],
         };
         dump.push_str(&value.join("\n"));
         let ttl: i64 = redis::cmd("PTTL")

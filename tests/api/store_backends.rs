@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use ciba_proxy::clock::{Clock, SystemClock};
 use ciba_proxy::domain::AuthReqId;
-use ciba_proxy::store::{PollOutcome, RequestRecord};
-use ciba_proxy_e2e::app::TestApp;
+use ciba_proxy::store::{Denial, Outcome, PollOutcome, RequestRecord, Status};
+use ciba_proxy_e2e::app::{redis_url, TestApp};
 use ciba_proxy_e2e::device::Action;
 use ciba_proxy_e2e::pki::TestPki;
 use ciba_proxy_e2e::redis_cluster::RedisCluster;
@@ -148,6 +148,135 @@ async fn the_proxy_follows_a_new_sentinel_primary_without_a_restart() {
         .expect("the sentinels promoted the replica");
     println!("sentinel failover: {unavailable} requests got 503 before the proxy followed the new primary");
     assert_every_login_completes_once(&app, &logins).await;
+}
+
+/// A raw connection to the shared single Redis.
+async fn raw_redis() -> redis::aio::MultiplexedConnection {
+    redis::Client::open(redis_url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_pending_request_s_hash_stays_a_listpack_however_long_its_sealed_values() {
+    let settings = store_settings(&redis_url());
+    let store = backends_for(&settings).await.expect("connect").store;
+    // As long as the real ones: a sealed authorization URL is over 500
+    // characters, the sealed upstream context about 200.
+    let sealed = |n: usize| "A".repeat(n);
+    let r = RequestRecord {
+        login_hint: format!("{}@example.com", "a".repeat(80)),
+        scope: format!("openid {}", "s".repeat(80)),
+        sealed_upstream: sealed(196),
+        sealed_ping_token: Some(sealed(88)),
+        binding_message: Some("W4SCT".into()),
+        sealed_link: Some(sealed(544)),
+        ..record("c")
+    };
+    store.create(&r, None, SystemClock.now_ms()).await.unwrap();
+    store.bind_callback(&r.id, &"f".repeat(64)).await.unwrap();
+    store.notification(&r.id, Some("sent")).await.unwrap();
+    store
+        .poll(&r.id, "c", "attempt-1", SystemClock.now_ms())
+        .await
+        .unwrap();
+
+    let key = format!("{}:{{{}}}:req", settings.key_prefix, r.id);
+    let mut conn = raw_redis().await;
+    let encoding: String = redis::cmd("OBJECT")
+        .arg("ENCODING")
+        .arg(&key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(encoding, "listpack");
+    let mut bytes = 0;
+    for key in [key, format!("{}:{{{}}}:dat", settings.key_prefix, r.id)] {
+        let ttl: i64 = redis::cmd("PTTL")
+            .arg(&key)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert!(ttl > 60_000, "{key} expires in {ttl} ms");
+        let usage: u64 = redis::cmd("MEMORY")
+            .arg("USAGE")
+            .arg(&key)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        bytes += usage;
+    }
+    // The same fields in one hash, a hashtable, took about 3,000 bytes;
+    // apart, about 1,400.
+    assert!(bytes < 1800, "{bytes} bytes");
+    let (read, status) = store.get(&r.id).await.unwrap().unwrap();
+    assert_eq!((read, status), (r, Status::Pending));
+}
+
+#[tokio::test]
+async fn a_request_written_before_the_data_key_is_still_read_and_decided() {
+    let settings = store_settings(&redis_url());
+    let store = backends_for(&settings).await.expect("connect").store;
+    let r = RequestRecord {
+        binding_message: Some("W4SCT".into()),
+        sealed_link: Some("sealed-link".into()),
+        ..record("c")
+    };
+    // The layout before `:dat` (a rolling upgrade): every field in the
+    // hash, '' for what is absent.
+    let key = format!("{}:{{{}}}:req", settings.key_prefix, r.id);
+    let fields = [
+        ("client_id", r.client_id.clone()),
+        ("status", "pending".into()),
+        ("login_hint", r.login_hint.clone()),
+        ("scope", r.scope.clone()),
+        ("upstream", r.sealed_upstream.clone()),
+        ("created_at", r.created_at_ms.to_string()),
+        ("expires_at", r.expires_at_ms.to_string()),
+        ("interval", r.interval_secs.to_string()),
+        ("ping_token", String::new()),
+        ("binding_message", "W4SCT".into()),
+        ("link", "sealed-link".into()),
+    ];
+    let mut conn = raw_redis().await;
+    redis::pipe()
+        .hset_multiple(&key, &fields)
+        .pexpire(&key, 120_000)
+        .query_async::<()>(&mut conn)
+        .await
+        .unwrap();
+
+    assert_eq!(
+        store.get(&r.id).await.unwrap(),
+        Some((r.clone(), Status::Pending))
+    );
+    assert_eq!(
+        store
+            .poll(&r.id, "c", "a1", SystemClock.now_ms())
+            .await
+            .unwrap(),
+        PollOutcome::Pending
+    );
+    let denied = Outcome::Denied {
+        reason: "the user said no".into(),
+        kind: Denial::Declined,
+    };
+    assert!(store
+        .finish(&r.id, &denied, SystemClock.now_ms())
+        .await
+        .unwrap());
+    assert_eq!(
+        store.get(&r.id).await.unwrap(),
+        Some((
+            r,
+            Status::Denied {
+                reason: "the user said no".into(),
+                kind: Denial::Declined
+            }
+        ))
+    );
 }
 
 #[tokio::test]

@@ -3,7 +3,7 @@
 //!
 //! Cluster-safe by construction: every script and transaction declares all
 //! the keys it touches in `KEYS`, and they share one hash tag (one slot):
-//! a request's keys `{prefix}:{<id>}:req|tok`, a job-queue shard's
+//! a request's keys `{prefix}:{<id>}:req|dat|tok`, a job-queue shard's
 //! `{prefix:jobs:<n>}:queue|jobs`. Keys touched beside a request (the
 //! state, the pending and recent sets) are written in separate steps, in
 //! an order that never leaves a key pointing at nothing. Every request key
@@ -14,6 +14,8 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -312,6 +314,12 @@ impl RedisStore {
         format!("{}:{{{}}}:req", self.prefix, id)
     }
 
+    /// The request's write-once fields (see [`DATA_FIELDS`]), apart from
+    /// the hash so the hash stays a compact listpack.
+    fn data_key(&self, id: &AuthReqId) -> String {
+        format!("{}:{{{}}}:dat", self.prefix, id)
+    }
+
     fn tokens_key(&self, id: &AuthReqId) -> String {
         format!("{}:{{{}}}:tok", self.prefix, id)
     }
@@ -415,6 +423,98 @@ fn number(map: &HashMap<String, String>, name: &str) -> Result<u64, StoreError> 
         .map_err(|_| StoreError::Corrupt(format!("{name} is not a number")))
 }
 
+/// A request's long, write-once fields, in this order: in the `:dat`
+/// string, and (under these names) in the hash of a request written before
+/// it. One hash value over 64 bytes (`hash-max-listpack-value`) turns the
+/// whole hash into a hashtable, several times its size; apart, the hash
+/// keeps only the small fields the scripts read and write, as a listpack.
+const DATA_FIELDS: [&str; 6] = [
+    "login_hint",
+    "scope",
+    "upstream",
+    "ping_token",
+    "binding_message",
+    "link",
+];
+
+/// The `:dat` string's layout version, its first byte.
+const DATA_VERSION: u8 = 1;
+/// Each field's first byte: absent, text, or text that is unpadded
+/// base64url (the sealed values) kept as the bytes it encodes, a quarter
+/// smaller.
+const ABSENT: u8 = 0;
+const TEXT: u8 = 1;
+const BASE64URL: u8 = 2;
+
+/// [`DATA_FIELDS`] as one string: the version, then per field its kind,
+/// a LEB128 length and its bytes.
+fn pack_data(fields: &[Option<&str>; DATA_FIELDS.len()]) -> Vec<u8> {
+    let mut out = vec![DATA_VERSION];
+    for value in fields {
+        let Some(text) = value else {
+            out.push(ABSENT);
+            continue;
+        };
+        // Only what encodes back to the very same text is kept decoded.
+        let (kind, bytes) = match URL_SAFE_NO_PAD.decode(text) {
+            Ok(raw) if URL_SAFE_NO_PAD.encode(&raw) == *text => (BASE64URL, raw),
+            _ => (TEXT, text.as_bytes().to_vec()),
+        };
+        out.push(kind);
+        let mut len = bytes.len();
+        while len >= 0x80 {
+            out.push((len & 0x7f) as u8 | 0x80);
+            len >>= 7;
+        }
+        out.push(len as u8);
+        out.extend_from_slice(&bytes);
+    }
+    out
+}
+
+/// The fields [`pack_data`] packed; anything else is `Corrupt`.
+fn unpack_data(bytes: &[u8]) -> Result<[Option<String>; DATA_FIELDS.len()], StoreError> {
+    let corrupt = || StoreError::Corrupt("malformed request data".into());
+    let mut rest = match bytes.split_first() {
+        Some((&DATA_VERSION, rest)) => rest,
+        _ => return Err(corrupt()),
+    };
+    let mut take = |n: usize| -> Result<&[u8], StoreError> {
+        if n > rest.len() {
+            return Err(corrupt());
+        }
+        let (head, tail) = rest.split_at(n);
+        rest = tail;
+        Ok(head)
+    };
+    let mut fields: [Option<String>; DATA_FIELDS.len()] = Default::default();
+    for field in &mut fields {
+        let kind = take(1)?[0];
+        if kind == ABSENT {
+            continue;
+        }
+        let mut len = 0usize;
+        for shift in (0..).step_by(7) {
+            // Four bytes say up to 256 MiB, more than Redis takes.
+            if shift > 21 {
+                return Err(corrupt());
+            }
+            let byte = take(1)?[0];
+            len |= usize::from(byte & 0x7f) << shift;
+            if byte & 0x80 == 0 {
+                break;
+            }
+        }
+        let value = take(len)?;
+        *field = Some(match kind {
+            TEXT => String::from_utf8(value.to_vec()).map_err(|_| corrupt())?,
+            BASE64URL => URL_SAFE_NO_PAD.encode(value),
+            _ => return Err(corrupt()),
+        });
+    }
+    Ok(fields)
+}
+
 #[async_trait]
 impl Requests for RedisStore {
     async fn create(
@@ -425,31 +525,36 @@ impl Requests for RedisStore {
     ) -> Result<(), StoreError> {
         let key = self.request_key(&record.id);
         let live_ms = record.expires_at_ms.saturating_sub(now_ms).max(1);
+        let kept_ms = live_ms + EXPIRED_RETENTION_MS;
         let fields = [
             ("client_id", record.client_id.clone()),
             ("status", Status::Pending.name().to_owned()),
-            ("login_hint", record.login_hint.clone()),
-            ("scope", record.scope.clone()),
-            ("upstream", record.sealed_upstream.clone()),
             ("created_at", record.created_at_ms.to_string()),
             ("expires_at", record.expires_at_ms.to_string()),
             ("interval", record.interval_secs.to_string()),
-            (
-                "ping_token",
-                record.sealed_ping_token.clone().unwrap_or_default(),
-            ),
-            (
-                "binding_message",
-                record.binding_message.clone().unwrap_or_default(),
-            ),
-            ("link", record.sealed_link.clone().unwrap_or_default()),
         ];
+        let data = pack_data(&[
+            Some(record.login_hint.as_str()),
+            Some(record.scope.as_str()),
+            Some(record.sealed_upstream.as_str()),
+            record.sealed_ping_token.as_deref(),
+            record.binding_message.as_deref(),
+            record.sealed_link.as_deref(),
+        ]);
         let mut conn = self.conn.clone();
+        // The data after the hash, in one transaction: it expires no
+        // sooner, so a hash that is there always has its data.
         redis::pipe()
             .atomic()
             .hset_multiple(&key, &fields)
             .ignore()
-            .pexpire(&key, (live_ms + EXPIRED_RETENTION_MS) as i64)
+            .pexpire(&key, kept_ms as i64)
+            .ignore()
+            .set_options(
+                self.data_key(&record.id),
+                data,
+                redis::SetOptions::default().with_expiration(redis::SetExpiry::PX(kept_ms)),
+            )
             .ignore()
             .query_async::<()>(&mut conn)
             .await
@@ -533,8 +638,13 @@ impl Requests for RedisStore {
 
     async fn get(&self, id: &AuthReqId) -> Result<Option<(RequestRecord, Status)>, StoreError> {
         let mut conn = self.conn.clone();
-        let map: HashMap<String, String> = conn
+        // One round trip; in one transaction, so both are read at one
+        // instant and the data cannot have expired after the hash was read.
+        let (map, data): (HashMap<String, String>, Option<Vec<u8>>) = redis::pipe()
+            .atomic()
             .hgetall(self.request_key(id))
+            .get(self.data_key(id))
+            .query_async(&mut conn)
             .await
             .map_err(unavailable)?;
         if map.is_empty() {
@@ -550,21 +660,28 @@ impl Requests for RedisStore {
             },
             other => return Err(StoreError::Corrupt(format!("unknown status {other}"))),
         };
+        let [login_hint, scope, upstream, ping_token, binding_message, link] = match data {
+            Some(bytes) => unpack_data(&bytes)?,
+            // Written by an instance from before the data key (a rolling
+            // upgrade): every field in the hash.
+            None => DATA_FIELDS.map(|name| map.get(name).cloned()),
+        };
+        let required = |value: Option<String>, name: &str| {
+            value.ok_or_else(|| StoreError::Corrupt(format!("request without {name}")))
+        };
+        let optional = |value: Option<String>| value.filter(|v| !v.is_empty());
         let record = RequestRecord {
             id: id.clone(),
             client_id: field(&map, "client_id")?.to_owned(),
-            login_hint: field(&map, "login_hint")?.to_owned(),
-            scope: field(&map, "scope")?.to_owned(),
-            sealed_upstream: field(&map, "upstream")?.to_owned(),
+            login_hint: required(login_hint, "login_hint")?,
+            scope: required(scope, "scope")?,
+            sealed_upstream: required(upstream, "upstream")?,
             created_at_ms: number(&map, "created_at")?,
             expires_at_ms: number(&map, "expires_at")?,
             interval_secs: number(&map, "interval")?,
-            sealed_ping_token: map.get("ping_token").filter(|t| !t.is_empty()).cloned(),
-            binding_message: map
-                .get("binding_message")
-                .filter(|t| !t.is_empty())
-                .cloned(),
-            sealed_link: map.get("link").filter(|t| !t.is_empty()).cloned(),
+            sealed_ping_token: optional(ping_token),
+            binding_message: optional(binding_message),
+            sealed_link: optional(link),
         };
         Ok(Some((record, status)))
     }
@@ -939,5 +1056,74 @@ impl Health for RedisStore {
             .await
             .map(|_| ())
             .map_err(unavailable)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn round_trip(fields: [Option<&str>; 6]) -> [Option<String>; 6] {
+        unpack_data(&pack_data(&fields)).unwrap()
+    }
+
+    #[test]
+    fn sealed_values_are_kept_as_their_bytes_and_come_back_as_written() {
+        let sealed = URL_SAFE_NO_PAD.encode([7u8; 400]);
+        let fields = [
+            Some("alice@example.com"),
+            Some("openid profile"),
+            Some(sealed.as_str()),
+            None,
+            Some(""),
+            Some(sealed.as_str()),
+        ];
+        let packed = pack_data(&fields);
+        assert!(packed.len() < 2 * 400 + 60, "{} bytes", packed.len());
+        assert_eq!(round_trip(fields), fields.map(|f| f.map(str::to_owned)));
+    }
+
+    #[test]
+    fn text_that_only_looks_like_base64url_is_kept_as_text() {
+        // Decodes, but with padding or non-zero trailing bits it would not
+        // encode back to itself.
+        let fields = [Some("QQ=="), Some("QR"), Some("sealed"), None, None, None];
+        assert_eq!(round_trip(fields), fields.map(|f| f.map(str::to_owned)));
+    }
+
+    #[test]
+    fn malformed_data_is_corrupt_not_a_panic() {
+        for bytes in [
+            &[][..],
+            &[9],
+            &[DATA_VERSION],
+            &[DATA_VERSION, TEXT, 5, b'a'],
+            &[DATA_VERSION, 7, 0, 0, 0, 0, 0, 0],
+            &[DATA_VERSION, TEXT, 0xff, 0xff, 0xff, 0xff, 0xff],
+            &[DATA_VERSION, TEXT, 1, 0xff, 0, 0, 0, 0, 0],
+        ] {
+            assert!(
+                matches!(unpack_data(bytes), Err(StoreError::Corrupt(_))),
+                "{bytes:?}"
+            );
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn any_fields_come_back_as_written(
+            fields in proptest::array::uniform6(proptest::option::of(
+                prop_oneof![".{0,300}", "[A-Za-z0-9_-]{0,600}"]
+            ))
+        ) {
+            let refs: [Option<&str>; 6] = std::array::from_fn(|i| fields[i].as_deref());
+            prop_assert_eq!(round_trip(refs), fields);
+        }
+
+        #[test]
+        fn any_bytes_unpack_or_are_corrupt(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
+            let _ = unpack_data(&bytes);
+        }
     }
 }
