@@ -1,6 +1,6 @@
 //! Logging: readable text in development, JSON in production. The request
 //! span carries method, route pattern (never the query string, which holds
-//! authorization codes) and status; handlers add the client_id and a hash
+//! authorization codes); handlers add the client_id and a hash
 //! of the auth_req_id, to it or to a span of their own.
 use std::io::IsTerminal;
 
@@ -29,10 +29,11 @@ pub fn init(settings: &LogSettings) {
 
 /// The span around every request: method, the route's pattern (never the
 /// path: `/approve/{handle}` carries a bearer secret in it, and never the
-/// query string, which holds authorization codes), status, and the
-/// client and auth_req a handler records. It runs on every poll, so it is
-/// one span and nothing more: no request id (a `getrandom` call each),
-/// no wrapper around the response body.
+/// query string, which holds authorization codes), and the client and
+/// auth_req a handler records. It runs on every poll, so it is one span
+/// and nothing more: no request id (a `getrandom` call each), no wrapper
+/// around the response body, and no status (no line is written after the
+/// answer, so it would be formatted for nothing).
 pub async fn in_request_span(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
@@ -42,18 +43,11 @@ pub async fn in_request_span(
         "request",
         method = req.method().as_str(),
         path = path.as_str(),
-        status = tracing::field::Empty,
         client_id = tracing::field::Empty,
         auth_req = tracing::field::Empty,
     );
     let call = span.in_scope(|| next.call(req));
-    let outcome = call.instrument(span.clone()).await;
-    let status = match &outcome {
-        Ok(response) => response.status(),
-        Err(error) => error.as_response_error().status_code(),
-    };
-    span.record("status", status.as_u16());
-    outcome
+    call.instrument(span).await
 }
 
 /// Tags the current request span with the client.

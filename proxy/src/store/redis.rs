@@ -35,7 +35,8 @@ const POLL: &str = r"
 -- ARGV: client_id, now_ms, slow_down step, attempt, pace ('1': record the
 -- poll and answer slow_down when too fast; '0': a long poll's second look,
 -- which forgets the last poll: the client waited, its next poll is on time)
-local r = redis.call('HMGET', KEYS[1], 'client_id', 'status', 'expires_at', 'interval', 'last_poll', 'reason')
+-- Only what a pending poll needs (each field read costs on every poll).
+local r = redis.call('HMGET', KEYS[1], 'client_id', 'status', 'expires_at', 'interval', 'last_poll')
 if not r[1] or r[1] ~= ARGV[1] then return {'unknown'} end
 local now = tonumber(ARGV[2])
 if now >= tonumber(r[3]) then
@@ -50,12 +51,12 @@ if status == 'pending' then
   end
   local interval = tonumber(r[4])
   local last = tonumber(r[5])
-  redis.call('HSET', KEYS[1], 'last_poll', ARGV[2])
   if last and now < last + interval * 1000 then
     interval = interval + tonumber(ARGV[3])
-    redis.call('HSET', KEYS[1], 'interval', interval)
+    redis.call('HSET', KEYS[1], 'last_poll', ARGV[2], 'interval', interval)
     return {'slow_down', tostring(interval)}
   end
+  redis.call('HSET', KEYS[1], 'last_poll', ARGV[2])
   return {'pending'}
 elseif status == 'approved' or status == 'issued' then
   -- The tokens stay until this attempt confirms it answered with them; an
@@ -71,7 +72,7 @@ elseif status == 'approved' or status == 'issued' then
   redis.call('HSET', KEYS[1], 'status', 'issued', 'attempt', ARGV[4], 'taken_at', taken_at)
   return {'tokens', tokens}
 elseif status == 'denied' then
-  return {'denied', r[6] or ''}
+  return {'denied', redis.call('HGET', KEYS[1], 'reason') or ''}
 end
 return {'redeemed'}
 ";
