@@ -404,7 +404,9 @@ enum DeviceCommand {
     },
     /// Approve a request; prints the URL where the user signs in at the IdP
     Approve {
-        /// The request's handle (from `pending`)
+        /// The request's handle (from `pending`); it may start with `-`
+        /// (base64url), so it is never read as an option
+        #[arg(allow_hyphen_values = true)]
         handle: String,
         /// The code shown where the request started (number matching)
         #[arg(long = "match", value_name = "CODE")]
@@ -414,6 +416,8 @@ enum DeviceCommand {
     },
     /// Deny a request: it ends at once
     Deny {
+        /// The request's handle (from `pending`)
+        #[arg(allow_hyphen_values = true)]
         handle: String,
         #[arg(long, value_name = "FILE")]
         key: PathBuf,
@@ -527,6 +531,26 @@ async fn run(command: DeviceCommand, clock: &dyn Clock) -> Result<String, Failur
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_handle_that_starts_with_a_hyphen_is_a_handle() {
+        for verb in ["approve", "deny"] {
+            let args = DeviceArgs::try_parse_from([
+                "ciba-proxy device",
+                verb,
+                "-rHandle_x",
+                "--key",
+                "k.pem",
+            ])
+            .unwrap_or_else(|e| panic!("{verb}: {e}"));
+            match args.command {
+                DeviceCommand::Approve { handle, .. } | DeviceCommand::Deny { handle, .. } => {
+                    assert_eq!(handle, "-rHandle_x")
+                }
+                _ => panic!("{verb} parsed as another command"),
+            }
+        }
+    }
 
     #[test]
     fn a_key_survives_its_pem_and_signs_verifiable_jws() {

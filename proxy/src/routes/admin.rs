@@ -105,10 +105,10 @@ fn state_name(status: &Status, record: &RequestRecord, now_ms: u64) -> &'static 
 }
 
 /// The request and its notification state, read together.
-async fn read(
-    state: &AppState,
-    id: &AuthReqId,
-) -> Result<Option<(RequestRecord, Status, Option<String>)>, StoreError> {
+/// A request as the store keeps it, with its notification state.
+type Found = (RequestRecord, Status, Option<String>);
+
+async fn read(state: &AppState, id: &AuthReqId) -> Result<Option<Found>, StoreError> {
     let (found, notified) = futures::join!(state.store.get(id), state.store.notification(id, None));
     Ok(found?.map(|(record, status)| (record, status, notified.ok().flatten())))
 }
@@ -124,6 +124,17 @@ fn notification(state: &AppState, record: &RequestRecord, notified: Option<&str>
         }
         None => Value::Null,
     }
+}
+
+/// 200 with one request, as `describe` shows it now.
+fn one_request(state: &AppState, (record, status, notified): &Found) -> HttpResponse {
+    HttpResponse::Ok().json(describe(
+        state,
+        record,
+        status,
+        notified.as_deref(),
+        state.clock.now_ms(),
+    ))
 }
 
 fn describe(
@@ -219,13 +230,7 @@ pub async fn one(
     let tag = crate::crypto::log_tag(&path);
     guarded("get_request", &req, &token, Some(&tag), async {
         match find(&state, &path).await {
-            Ok(Some((record, status, notified))) => HttpResponse::Ok().json(describe(
-                &state,
-                &record,
-                &status,
-                notified.as_deref(),
-                state.clock.now_ms(),
-            )),
+            Ok(Some(found)) => one_request(&state, &found),
             Ok(None) => error(actix_web::http::StatusCode::NOT_FOUND, "no such request"),
             Err(e) => store_failed(e),
         }
@@ -233,10 +238,7 @@ pub async fn one(
     .await
 }
 
-async fn find(
-    state: &AppState,
-    id: &str,
-) -> Result<Option<(RequestRecord, Status, Option<String>)>, StoreError> {
+async fn find(state: &AppState, id: &str) -> Result<Option<Found>, StoreError> {
     match AuthReqId::parse(id) {
         Ok(id) => read(state, &id).await,
         Err(_) => Ok(None),
@@ -280,13 +282,7 @@ pub async fn cancel(
         }
         audit::record(audit::Step::Cancelled, &record, state.clock.now_ms());
         match read(&state, &record.id).await {
-            Ok(Some((record, status, notified))) => HttpResponse::Ok().json(describe(
-                &state,
-                &record,
-                &status,
-                notified.as_deref(),
-                state.clock.now_ms(),
-            )),
+            Ok(Some(found)) => one_request(&state, &found),
             Ok(None) => ended(),
             Err(e) => store_failed(e),
         }

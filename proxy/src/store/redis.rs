@@ -311,6 +311,25 @@ impl RedisStore {
         super::RedisAccounts::new(self.conn.clone(), &self.prefix)
     }
 
+    /// Moves a quota counter by `delta` in one transaction; a new window
+    /// gets its TTL (NX: a running window keeps its own).
+    async fn step(&self, key: &str, delta: i64, window_secs: u64) -> Result<i64, StoreError> {
+        let key = format!("{}:{}", self.prefix, key);
+        let mut conn = self.conn.clone();
+        let (count,): (i64,) = redis::pipe()
+            .atomic()
+            .incr(&key, delta)
+            .cmd("EXPIRE")
+            .arg(&key)
+            .arg(window_secs.max(1))
+            .arg("NX")
+            .ignore()
+            .query_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        Ok(count)
+    }
+
     fn request_key(&self, id: &AuthReqId) -> String {
         format!("{}:{{{}}}:req", self.prefix, id)
     }
@@ -981,39 +1000,14 @@ impl JobQueue for RedisStore {
 #[async_trait]
 impl Quotas for RedisStore {
     async fn count(&self, key: &str, window_secs: u64) -> Result<u64, StoreError> {
-        let key = format!("{}:{}", self.prefix, key);
-        let mut conn = self.conn.clone();
-        let (count,): (u64,) = redis::pipe()
-            .atomic()
-            .incr(&key, 1u64)
-            .cmd("EXPIRE")
-            .arg(&key)
-            .arg(window_secs.max(1))
-            .arg("NX")
-            .ignore()
-            .query_async(&mut conn)
+        self.step(key, 1, window_secs)
             .await
-            .map_err(unavailable)?;
-        Ok(count)
+            .map(|count| u64::try_from(count).unwrap_or(0))
     }
 
     async fn uncount(&self, key: &str, window_secs: u64) -> Result<(), StoreError> {
         // A window already gone comes back below zero, but with its TTL.
-        let key = format!("{}:{}", self.prefix, key);
-        let mut conn = self.conn.clone();
-        let () = redis::pipe()
-            .atomic()
-            .decr(&key, 1u64)
-            .ignore()
-            .cmd("EXPIRE")
-            .arg(&key)
-            .arg(window_secs.max(1))
-            .arg("NX")
-            .ignore()
-            .query_async(&mut conn)
-            .await
-            .map_err(unavailable)?;
-        Ok(())
+        self.step(key, -1, window_secs).await.map(|_| ())
     }
 
     async fn take_slot(
