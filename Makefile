@@ -30,7 +30,7 @@ $(SCHEMATHESIS_STAMP): tests/schemathesis/requirements.txt
 schemathesis-deps: $(SCHEMATHESIS_STAMP) ## Install schemathesis (pinned in tests/schemathesis/requirements.txt) into target/schemathesis-venv
 
 .PHONY: schemathesis
-schemathesis: schemathesis-deps idp-deps redis ## Fuzz every endpoint against proxy/openapi.json (make test's last step)
+schemathesis: schemathesis-deps idp-deps redis ## Fuzz every endpoint of both ports against proxy/openapi.json and proxy/openapi-operator.json (make test's last step)
 	cargo build --workspace --bins
 	CIBA_TEST_REDIS_URL=redis://$(REDIS_HOST):$(REDIS_PORT) SCHEMATHESIS_VENV=$(SCHEMATHESIS_VENV) bash tests/schemathesis/run.sh
 

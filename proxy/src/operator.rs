@@ -1,8 +1,9 @@
 //! The operator's server on `[metrics] bind`, never the public port:
-//! `/metrics` for Prometheus and, with `[admin]`, the admin API
-//! (`routes/admin.rs`). Kept out of `startup.rs` on purpose: every
-//! route there is public and described in `proxy/openapi.json` (which
-//! `tests/api/openapi.rs` checks); these are not.
+//! `/metrics` for Prometheus, its own `/openapi.json` and, with `[admin]`,
+//! the admin API (`routes/admin.rs`). Kept out of `startup.rs` on purpose:
+//! every route there is public and described in `proxy/openapi.json`;
+//! these are described in `proxy/openapi-operator.json`
+//! (`tests/api/openapi_operator.rs` checks the routes here against it).
 use std::net::TcpListener;
 
 use actix_web::dev::Server;
@@ -20,11 +21,18 @@ pub fn serve(
 ) -> Result<Server, StartupError> {
     let data = web::Data::new(state);
     let server = HttpServer::new(move || {
-        let app = App::new().app_data(data.clone()).service(
-            web::resource(routes::metrics::METRICS_PATH)
-                .route(web::get().to(routes::metrics::metrics))
-                .default_service(method_not_allowed("GET")),
-        );
+        let app = App::new()
+            .app_data(data.clone())
+            .service(
+                web::resource(routes::metrics::METRICS_PATH)
+                    .route(web::get().to(routes::metrics::metrics))
+                    .default_service(method_not_allowed("GET")),
+            )
+            .service(
+                web::resource(routes::OPENAPI_PATH)
+                    .route(web::get().to(routes::openapi::operator_openapi))
+                    .default_service(method_not_allowed("GET")),
+            );
         let Some(token) = admin.clone() else {
             return app;
         };

@@ -8,14 +8,17 @@ use ciba_proxy_e2e::ping_receiver::PingReceiver;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-struct Admin {
-    app: TestApp,
-    base: String,
-    token: String,
+/// A proxy with the admin API on its operator port (also used by
+/// `openapi_operator.rs`).
+pub(crate) struct Admin {
+    pub(crate) app: TestApp,
+    /// The operator port's URL.
+    pub(crate) base: String,
+    pub(crate) token: String,
 }
 
 impl Admin {
-    async fn spawn(clients: Option<Vec<ClientSpec>>, extra: &str) -> Self {
+    pub(crate) async fn spawn(clients: Option<Vec<ClientSpec>>, extra: &str) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .unwrap()
@@ -37,17 +40,26 @@ impl Admin {
         }
     }
 
-    async fn call(&self, method: &str, path: &str, token: Option<&str>) -> (u16, Value) {
-        let http = reqwest::Client::new();
+    /// A call to the operator port, with `token` as the bearer token.
+    pub(crate) fn request(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+    ) -> reqwest::RequestBuilder {
         let url = format!("{}{path}", self.base);
-        let mut request = match method {
-            "POST" => http.post(url),
-            _ => http.get(url),
+        let request = match method {
+            "POST" => self.app.http.post(url),
+            _ => self.app.http.get(url),
         };
-        if let Some(token) = token {
-            request = request.bearer_auth(token);
+        match token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
         }
-        let response = request.send().await.unwrap();
+    }
+
+    async fn call(&self, method: &str, path: &str, token: Option<&str>) -> (u16, Value) {
+        let response = self.request(method, path, token).send().await.unwrap();
         let status = response.status().as_u16();
         (status, response.json().await.unwrap_or(Value::Null))
     }

@@ -29,6 +29,7 @@ mod mtls;
 mod multi_instance;
 mod native_ciba;
 mod openapi;
+mod openapi_operator;
 mod outages;
 mod ping;
 mod request_object;

@@ -5,7 +5,8 @@
 //! documented ones in `Allow`; and real answers, from discovery to the
 //! tokens, have the documented status, headers, media type and body.
 //! schemathesis (`make test`, `tests/schemathesis/`) then fuzzes every
-//! operation against the same document.
+//! operation against the same document. The checks here are shared with
+//! the operator port's document (`openapi_operator.rs`).
 use std::collections::{BTreeMap, BTreeSet};
 
 use ciba_proxy_e2e::app::{ClientSpec, Reply, TestApp, CIBA_GRANT};
@@ -15,22 +16,23 @@ use reqwest::Method;
 use serde_json::{json, Value};
 
 const DOCUMENT: &str = include_str!("../../proxy/openapi.json");
+const OPERATOR_DOCUMENT: &str = include_str!("../../proxy/openapi-operator.json");
 
 /// The methods an OpenAPI 3.1 path item can describe: probed at every path.
-const METHODS: [&str; 8] = [
+pub(crate) const METHODS: [&str; 8] = [
     "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE",
 ];
 
 /// An answer as the document describes it: status, headers, body text.
 #[derive(Debug)]
-struct Answer {
-    status: u16,
+pub(crate) struct Answer {
+    pub(crate) status: u16,
     headers: HeaderMap,
-    body: String,
+    pub(crate) body: String,
 }
 
 impl Answer {
-    async fn of(response: reqwest::Response) -> Self {
+    pub(crate) async fn of(response: reqwest::Response) -> Self {
         Self {
             status: response.status().as_u16(),
             headers: response.headers().clone(),
@@ -52,20 +54,33 @@ impl From<&Reply> for Answer {
     }
 }
 
-/// The document, and checks of answers against it.
-struct Spec {
-    doc: Value,
+/// A document, and checks of answers against it.
+pub(crate) struct Spec {
+    pub(crate) doc: Value,
+    /// Its file, for messages.
+    name: &'static str,
 }
 
 impl Spec {
-    fn load() -> Self {
+    /// The public port's document.
+    pub(crate) fn load() -> Self {
+        Self::parse("proxy/openapi.json", DOCUMENT)
+    }
+
+    /// The operator port's document.
+    pub(crate) fn operator() -> Self {
+        Self::parse("proxy/openapi-operator.json", OPERATOR_DOCUMENT)
+    }
+
+    fn parse(name: &'static str, text: &str) -> Self {
         Self {
-            doc: serde_json::from_str(DOCUMENT).expect("proxy/openapi.json is JSON"),
+            doc: serde_json::from_str(text).unwrap_or_else(|e| panic!("{name}: {e}")),
+            name,
         }
     }
 
     /// `(METHOD, path template)` of every documented operation.
-    fn operations(&self) -> BTreeSet<(String, String)> {
+    pub(crate) fn operations(&self) -> BTreeSet<(String, String)> {
         let paths = self.doc["paths"].as_object().expect("paths");
         let mut operations = BTreeSet::new();
         for (path, item) in paths {
@@ -91,7 +106,7 @@ impl Spec {
 
     /// Validates `instance` against `schema`, a schema of the document
     /// (JSON Schema 2020-12, formats asserted).
-    fn validate(&self, schema: &Value, instance: &Value) -> Result<(), String> {
+    pub(crate) fn validate(&self, schema: &Value, instance: &Value) -> Result<(), String> {
         const LOCATION: &str = "urn:ciba-proxy:openapi-schema";
         // Every reference in the document is `#/components/...`: they
         // resolve against a root that carries the components.
@@ -120,11 +135,11 @@ impl Spec {
     /// present and every documented header valid, a documented media type
     /// and a body that matches its schema.
     #[track_caller]
-    fn check(&self, method: &str, path: &str, answer: &Answer) {
+    pub(crate) fn check(&self, method: &str, path: &str, answer: &Answer) {
         let what = format!("{method} {path} → {}", answer.status);
         let operation = self.doc["paths"][path]
             .get(method.to_lowercase())
-            .unwrap_or_else(|| panic!("{method} {path} is not in proxy/openapi.json"));
+            .unwrap_or_else(|| panic!("{method} {path} is not in {}", self.name));
         let response = operation["responses"]
             .get(answer.status.to_string())
             .map(|r| self.deref(r))
@@ -192,7 +207,7 @@ impl Spec {
 impl Answer {
     /// Asserts a JSON error answer: status and code.
     #[track_caller]
-    fn assert_error(&self, status: u16, error: &str) {
+    pub(crate) fn assert_error(&self, status: u16, error: &str) {
         let body: Value = serde_json::from_str(&self.body).unwrap_or_default();
         assert_eq!(
             (self.status, body["error"].as_str()),
@@ -264,12 +279,14 @@ fn path_constants_under(dir: &std::path::Path, into: &mut BTreeMap<String, Strin
     }
 }
 
-/// `(METHOD, path)` of every route `proxy/src/startup.rs` registers, read
-/// from the source as it is now. Registrations this reader does not
-/// understand fail the test rather than go unseen: teach it the new form.
-fn registered_routes() -> BTreeSet<(String, String)> {
+/// `(METHOD, path)` of every route `proxy/src/<file>` (`startup.rs`, or
+/// `operator.rs` for the operator port) registers, read from the source as
+/// it is now. Registrations this reader does not understand fail the test
+/// rather than go unseen: teach it the new form.
+pub(crate) fn registered_routes(file: &str) -> BTreeSet<(String, String)> {
     let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../proxy/src");
-    let startup = std::fs::read_to_string(src.join("startup.rs")).expect("read startup.rs");
+    let startup = std::fs::read_to_string(src.join(file))
+        .unwrap_or_else(|e| panic!("read proxy/src/{file}: {e}"));
     let mut constants = BTreeMap::new();
     path_constants_under(&src, &mut constants);
     routes_in(&startup, &constants)
@@ -353,60 +370,14 @@ fn routes_in(startup: &str, constants: &BTreeMap<String, String>) -> BTreeSet<(S
 /// A concrete URL path for a path template.
 fn concrete(path: &str) -> String {
     path.replace("{handle}", "not-a-handle")
+        .replace("{auth_req_id}", "not-a-request")
 }
 
-#[tokio::test]
-async fn the_proxy_serves_this_openapi_3_1_document() {
-    let app = TestApp::spawn().await;
-    let spec = Spec::load();
-    let response = app
-        .http
-        .get(app.url("/openapi.json"))
-        .send()
-        .await
-        .expect("GET /openapi.json");
-    let answer = Answer::of(response).await;
-    spec.check("GET", "/openapi.json", &answer);
-    let served: Value = serde_json::from_str(&answer.body).expect("JSON");
-    assert_eq!(served, spec.doc, "the proxy serves proxy/openapi.json");
-    let version = spec.doc["openapi"].as_str().unwrap_or_default();
-    assert!(version.starts_with("3.1."), "openapi: {version}");
-
-    let mut found = Vec::new();
-    references(&spec.doc, String::new(), &mut found);
-    for (at, reference) in found {
-        let target = reference.strip_prefix('#').unwrap_or("not local");
-        assert!(
-            spec.doc.pointer(target).is_some(),
-            "{at}: $ref {reference} does not resolve"
-        );
-    }
-    let mut ids = BTreeSet::new();
-    for (method, path) in spec.operations() {
-        let id = spec.doc["paths"][&path][method.to_lowercase()]["operationId"]
-            .as_str()
-            .unwrap_or_else(|| panic!("{method} {path} has no operationId"));
-        assert!(ids.insert(id.to_owned()), "operationId {id} twice");
-    }
-}
-
-#[test]
-fn every_registered_route_is_documented_and_every_documented_one_registered() {
-    let routes = registered_routes();
-    let documented = Spec::load().operations();
-    let undocumented: Vec<_> = routes.difference(&documented).collect();
-    let unrouted: Vec<_> = documented.difference(&routes).collect();
-    assert!(
-        undocumented.is_empty() && unrouted.is_empty(),
-        "routes in startup.rs missing from proxy/openapi.json: {undocumented:?}; \
-         operations in proxy/openapi.json that startup.rs does not register: {unrouted:?}"
-    );
-}
-
-#[tokio::test]
-async fn documented_operations_are_served_and_other_methods_get_405_with_allow() {
-    let app = TestApp::spawn().await;
-    let spec = Spec::load();
+/// Every path of `spec`, at `base`, with every method: the documented
+/// ones are served and answer as documented (even to an empty request),
+/// the others get 405 with the documented ones in `Allow` and the JSON
+/// error body.
+pub(crate) async fn probe_every_method(spec: &Spec, http: &reqwest::Client, base: &str) {
     let documented = spec.operations();
     let paths: BTreeSet<&String> = documented.iter().map(|(_, p)| p).collect();
     for path in paths {
@@ -416,11 +387,10 @@ async fn documented_operations_are_served_and_other_methods_get_405_with_allow()
             .map(|(m, _)| m.as_str())
             .collect();
         for method in METHODS {
-            let response = app
-                .http
+            let response = http
                 .request(
                     Method::from_bytes(method.as_bytes()).unwrap(),
-                    app.url(&concrete(path)),
+                    format!("{base}{}", concrete(path)),
                 )
                 .send()
                 .await
@@ -451,6 +421,66 @@ async fn documented_operations_are_served_and_other_methods_get_405_with_allow()
             }
         }
     }
+}
+
+/// Every `$ref` of `spec` resolves and every operation has its own
+/// operationId.
+pub(crate) fn assert_well_formed(spec: &Spec) {
+    let mut found = Vec::new();
+    references(&spec.doc, String::new(), &mut found);
+    for (at, reference) in found {
+        let target = reference.strip_prefix('#').unwrap_or("not local");
+        assert!(
+            spec.doc.pointer(target).is_some(),
+            "{}{at}: $ref {reference} does not resolve",
+            spec.name
+        );
+    }
+    let mut ids = BTreeSet::new();
+    for (method, path) in spec.operations() {
+        let id = spec.doc["paths"][&path][method.to_lowercase()]["operationId"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{method} {path} has no operationId"));
+        assert!(ids.insert(id.to_owned()), "operationId {id} twice");
+    }
+}
+
+#[tokio::test]
+async fn the_proxy_serves_this_openapi_3_1_document() {
+    let app = TestApp::spawn().await;
+    let spec = Spec::load();
+    let response = app
+        .http
+        .get(app.url("/openapi.json"))
+        .send()
+        .await
+        .expect("GET /openapi.json");
+    let answer = Answer::of(response).await;
+    spec.check("GET", "/openapi.json", &answer);
+    let served: Value = serde_json::from_str(&answer.body).expect("JSON");
+    assert_eq!(served, spec.doc, "the proxy serves proxy/openapi.json");
+    let version = spec.doc["openapi"].as_str().unwrap_or_default();
+    assert!(version.starts_with("3.1."), "openapi: {version}");
+    assert_well_formed(&spec);
+}
+
+#[test]
+fn every_registered_route_is_documented_and_every_documented_one_registered() {
+    let routes = registered_routes("startup.rs");
+    let documented = Spec::load().operations();
+    let undocumented: Vec<_> = routes.difference(&documented).collect();
+    let unrouted: Vec<_> = documented.difference(&routes).collect();
+    assert!(
+        undocumented.is_empty() && unrouted.is_empty(),
+        "routes in startup.rs missing from proxy/openapi.json: {undocumented:?}; \
+         operations in proxy/openapi.json that startup.rs does not register: {unrouted:?}"
+    );
+}
+
+#[tokio::test]
+async fn documented_operations_are_served_and_other_methods_get_405_with_allow() {
+    let app = TestApp::spawn().await;
+    probe_every_method(&Spec::load(), &app.http, &app.issuer).await;
 }
 
 #[tokio::test]

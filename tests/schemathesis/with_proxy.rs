@@ -6,9 +6,12 @@
 //! port, with the test IdP (oidc-provider), the store at
 //! `CIBA_TEST_REDIS_URL` (`memory://` if unset) under a fresh key prefix,
 //! one `client_secret_basic` client and a push gateway that accepts every
-//! webhook and does nothing else. `{url}` in an argument is replaced by the
-//! proxy's URL; COMMAND also gets `CIBA_PROXY_URL`, `CIBA_PROXY_CLIENT_ID`
-//! and `CIBA_PROXY_CLIENT_SECRET`.
+//! webhook and does nothing else. Its operator port (`[metrics] bind`) serves
+//! `/metrics` and the admin API, with a random admin token. `{url}` and
+//! `{operator_url}` in an argument are replaced by the two ports' URLs;
+//! COMMAND also gets `CIBA_PROXY_URL`, `CIBA_PROXY_OPERATOR_URL`,
+//! `CIBA_PROXY_CLIENT_ID`, `CIBA_PROXY_CLIENT_SECRET` and
+//! `CIBA_PROXY_ADMIN_TOKEN`.
 //!
 //! With `--fixtures DIR`, two requests are opened first and DIR gets
 //! libFuzzer-style dictionaries (one quoted value a line) of what only a
@@ -30,6 +33,7 @@ use ciba_proxy::startup::Application;
 use ciba_proxy_e2e::idp::TestIdp;
 use ciba_proxy_e2e::server::TestServer;
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 
 const CLIENT_ID: &str = "fuzz";
 const CLIENT_SECRET: &str = "fuzz-secret";
@@ -59,7 +63,7 @@ async fn main() -> anyhow::Result<()> {
         _ => None,
     };
     let Some((program, args)) = args.split_first() else {
-        bail!("usage: with-proxy [--fixtures DIR] COMMAND [ARGS...]  ({{url}} in an argument is the proxy's URL)");
+        bail!("usage: with-proxy [--fixtures DIR] COMMAND [ARGS...]  ({{url}} and {{operator_url}} in an argument are the proxy's URLs)");
     };
 
     let idp = TestIdp::start()?;
@@ -69,6 +73,10 @@ async fn main() -> anyhow::Result<()> {
     })?;
     let listener = TcpListener::bind("127.0.0.1:0")?;
     let url = format!("http://127.0.0.1:{}", listener.local_addr()?.port());
+    // The operator port is bound by the proxy itself: a free one, found now.
+    let operator = TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+    let operator_url = format!("http://{operator}");
+    let admin_token = format!("schemathesis-{}", rand::random::<u64>());
     let upstream = idp
         .register_client(&format!("{url}/callback"))
         .await
@@ -90,6 +98,10 @@ async fn main() -> anyhow::Result<()> {
         requests_per_client_per_minute = 0
         [upstream]
         issuer = "{issuer}"
+        [metrics]
+        bind = "{operator}"
+        [admin]
+        token_sha256 = "{admin_hash}"
         [notifier]
         kind = "webhook"
         url = "http://127.0.0.1:{gateway}/notify"
@@ -109,6 +121,7 @@ async fn main() -> anyhow::Result<()> {
         gateway = gateway.port,
         upstream_id = upstream.client_id,
         upstream_secret = upstream.client_secret,
+        admin_hash = hex::encode(Sha256::digest(admin_token.as_bytes())),
     );
     let settings = Settings::from_toml(&toml).context("the proxy's settings")?;
     let app = Application::build_with(settings, listener, Arc::new(SystemClock))
@@ -121,13 +134,18 @@ async fn main() -> anyhow::Result<()> {
         write_fixtures(&http, &url, &webhooks, dir).await?;
     }
     eprintln!(
-        "with-proxy: ciba-proxy at {url} (client {CLIENT_ID}), IdP at {}",
+        "with-proxy: ciba-proxy at {url} (client {CLIENT_ID}), operator port at {operator_url}, IdP at {}",
         idp.issuer
     );
 
     let status = tokio::process::Command::new(program)
-        .args(args.iter().map(|a| a.replace("{url}", &url)))
+        .args(args.iter().map(|a| {
+            a.replace("{url}", &url)
+                .replace("{operator_url}", &operator_url)
+        }))
         .env("CIBA_PROXY_URL", &url)
+        .env("CIBA_PROXY_OPERATOR_URL", &operator_url)
+        .env("CIBA_PROXY_ADMIN_TOKEN", &admin_token)
         .env("CIBA_PROXY_CLIENT_ID", CLIENT_ID)
         .env("CIBA_PROXY_CLIENT_SECRET", CLIENT_SECRET)
         .status()

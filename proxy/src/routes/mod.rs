@@ -40,7 +40,8 @@ pub const DEVICE_REMOVE_PATH: &str = "/devices/remove";
 pub const STYLESHEET_PATH: &str = "/assets/ciba.css";
 /// Where a native-CIBA IdP in ping delivery notifies the proxy.
 pub const UPSTREAM_PING_PATH: &str = "/upstream/ping";
-/// This service's OpenAPI document (`proxy/openapi.json`).
+/// Where each port serves its OpenAPI document (`proxy/openapi.json`,
+/// `proxy/openapi-operator.json` on the operator port).
 pub const OPENAPI_PATH: &str = "/openapi.json";
 pub use ciba_proto::CIBA_GRANT_TYPE;
 
