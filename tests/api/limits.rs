@@ -1,9 +1,10 @@
 //! Abuse resistance: per-client request rate and per-user pending requests.
-use ciba_proxy_e2e::app::{ClientSpec, StoreKind, TestApp};
+use ciba_proxy_e2e::app::{clear_of_a_minute_boundary, ClientSpec, StoreKind, TestApp};
 use ciba_proxy_e2e::device::{sign_in, Action};
 
 #[tokio::test]
 async fn a_client_over_its_rate_gets_429_with_retry_after() {
+    clear_of_a_minute_boundary().await;
     let app = TestApp::builder()
         .store(StoreKind::Redis)
         .clients(vec![ClientSpec::basic("shop"), ClientSpec::basic("other")])
@@ -83,6 +84,7 @@ async fn a_user_cannot_be_flooded_with_pending_requests() {
 async fn a_user_gets_at_most_the_configured_pushes_per_minute_even_as_requests_expire() {
     // Push bombing: short-lived requests free their pending slots at once,
     // so only a rate per user stops the flood.
+    clear_of_a_minute_boundary().await;
     let app = TestApp::builder().store(StoreKind::Redis).spawn().await;
     app.device.on("alice", Action::Ignore);
     let ask = || {

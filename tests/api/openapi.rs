@@ -582,6 +582,7 @@ async fn client_answers_match_the_document() {
 
 #[tokio::test]
 async fn limits_and_outages_are_answered_as_documented() {
+    ciba_proxy_e2e::app::clear_of_a_minute_boundary().await;
     let spec = Spec::load();
     let app = TestApp::builder()
         .sections("[limits]\nrequests_per_client_per_minute = 2\npending_per_user = 1\n")

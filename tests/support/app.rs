@@ -503,6 +503,21 @@ impl TestAppBuilder {
     }
 }
 
+/// Waits, when fewer than 12 s are left in this calendar minute, until the
+/// next one starts: the proxy's per-minute limits count in calendar-minute
+/// windows, so a test that expects a 429 must not straddle two of them.
+pub async fn clear_of_a_minute_boundary() {
+    let into_minute = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("the clock is past 1970")
+        .as_millis()
+        % 60_000;
+    let left = 60_000 - into_minute;
+    if left < 12_000 {
+        tokio::time::sleep(std::time::Duration::from_millis(left as u64 + 50)).await;
+    }
+}
+
 /// Several proxy processes behind one balancer.
 pub struct Cluster {
     /// Talks to the balancer.
