@@ -343,10 +343,7 @@ impl Accounts for RedisAccounts {
             .query_async(&mut conn)
             .await
             .map_err(unavailable)?;
-        Ok(ids
-            .iter()
-            .filter_map(|id| AuthReqId::parse(id).ok())
-            .collect())
+        Ok(super::parse_ids(&ids))
     }
 
     async fn record_history(

@@ -34,6 +34,14 @@ pub use self::metered::Metered;
 
 pub use self::redis::RedisStore;
 
+/// The auth_req_ids among ids Redis gave back; one that does not parse
+/// (written by something else under the prefix) is skipped.
+fn parse_ids(ids: &[String]) -> Vec<AuthReqId> {
+    ids.iter()
+        .filter_map(|id| AuthReqId::parse(id).ok())
+        .collect()
+}
+
 /// How long an expired request is kept so a late poll still hears
 /// `expired_token` rather than `invalid_grant`.
 pub const EXPIRED_RETENTION_MS: u64 = 300_000;

@@ -789,10 +789,7 @@ impl Requests for RedisStore {
             .zrevrange(self.recent_key(), 0, max as isize - 1)
             .await
             .map_err(unavailable)?;
-        Ok(ids
-            .iter()
-            .filter_map(|id| AuthReqId::parse(id).ok())
-            .collect())
+        Ok(super::parse_ids(&ids))
     }
 
     async fn pending(&self, now_ms: u64) -> Result<u64, StoreError> {
@@ -813,10 +810,7 @@ impl Requests for RedisStore {
             .invoke_async(&mut conn)
             .await
             .map_err(unavailable)?;
-        Ok(ids
-            .iter()
-            .filter_map(|id| AuthReqId::parse(id).ok())
-            .collect())
+        Ok(super::parse_ids(&ids))
     }
 
     async fn notification(
