@@ -69,6 +69,24 @@ impl TokenCipher {
     pub fn seal(&self, plaintext: &[u8], aad: &str) -> String {
         let mut nonce = [0u8; NONCE_LEN];
         rand::thread_rng().fill_bytes(&mut nonce);
+        self.seal_with(nonce, plaintext, aad)
+    }
+
+    /// Seals so that the same `plaintext` and `aad` always give the same
+    /// value (the nonce is a keyed digest of both), for a value that must
+    /// be made again identically, as a sign-in link's `state`. It reveals
+    /// only that two values are equal; [`Self::open`] opens it.
+    pub fn seal_deterministic(&self, plaintext: &[u8], aad: &str) -> String {
+        let mut input = aad.as_bytes().to_vec();
+        input.push(0);
+        input.extend_from_slice(plaintext);
+        let digest = self.keyed_digest("deterministic nonce", &input);
+        let mut nonce = [0u8; NONCE_LEN];
+        nonce.copy_from_slice(&digest[..NONCE_LEN]);
+        self.seal_with(nonce, plaintext, aad)
+    }
+
+    fn seal_with(&self, nonce: [u8; NONCE_LEN], plaintext: &[u8], aad: &str) -> String {
         let payload = Payload {
             msg: plaintext,
             aad: aad.as_bytes(),
@@ -146,6 +164,18 @@ mod tests {
     fn sealing_twice_gives_different_ciphertexts() {
         let c = cipher();
         assert_ne!(c.seal(b"x", "a"), c.seal(b"x", "a"));
+    }
+
+    #[test]
+    fn deterministic_sealing_repeats_only_for_the_same_input_and_opens() {
+        let c = cipher();
+        let sealed = c.seal_deterministic(b"id-1", "state");
+        assert_eq!(sealed, c.seal_deterministic(b"id-1", "state"));
+        assert_ne!(sealed, c.seal_deterministic(b"id-2", "state"));
+        assert_ne!(sealed, c.seal_deterministic(b"id-1", "other"));
+        assert!(!sealed.contains("id-1"));
+        assert_eq!(c.open(&sealed, "state").unwrap(), b"id-1");
+        assert!(c.open(&sealed, "other").is_err());
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use ciba_proxy::clock::{Clock, SystemClock};
 use ciba_proxy::domain::AuthReqId;
-use ciba_proxy::store::{Denial, Outcome, PollOutcome, RequestRecord, Status};
+use ciba_proxy::store::{Denial, Outcome, PollOutcome, RequestRecord, Status, UserLink};
 use ciba_proxy_e2e::app::{redis_url, TestApp};
 use ciba_proxy_e2e::device::Action;
 use ciba_proxy_e2e::pki::TestPki;
@@ -39,7 +39,7 @@ fn record(client: &str) -> RequestRecord {
         interval_secs: 0,
         sealed_ping_token: None,
         binding_message: None,
-        sealed_link: None,
+        user_link: UserLink::None,
     }
 }
 
@@ -172,10 +172,10 @@ async fn a_pending_request_s_hash_stays_a_listpack_however_long_its_sealed_value
         sealed_upstream: sealed(196),
         sealed_ping_token: Some(sealed(88)),
         binding_message: Some("W4SCT".into()),
-        sealed_link: Some(sealed(544)),
+        user_link: UserLink::Sealed(sealed(544)),
         ..record("c")
     };
-    store.create(&r, None, SystemClock.now_ms()).await.unwrap();
+    store.create(&r, SystemClock.now_ms()).await.unwrap();
     store.bind_callback(&r.id, &"f".repeat(64)).await.unwrap();
     store.notification(&r.id, Some("sent")).await.unwrap();
     store
@@ -221,7 +221,7 @@ async fn a_request_written_before_the_data_key_is_still_read_and_decided() {
     let store = backends_for(&settings).await.expect("connect").store;
     let r = RequestRecord {
         binding_message: Some("W4SCT".into()),
-        sealed_link: Some("sealed-link".into()),
+        user_link: UserLink::Sealed("sealed-link".into()),
         ..record("c")
     };
     // The layout before `:dat` (a rolling upgrade): every field in the
@@ -248,9 +248,23 @@ async fn a_request_written_before_the_data_key_is_still_read_and_decided() {
         .await
         .unwrap();
 
+    // And its callback `state`, then a key of its own.
+    redis::cmd("SET")
+        .arg(format!("{}:state:old-state", settings.key_prefix))
+        .arg(r.id.as_str())
+        .arg("PX")
+        .arg(120_000)
+        .query_async::<()>(&mut conn)
+        .await
+        .unwrap();
+
     assert_eq!(
         store.get(&r.id).await.unwrap(),
         Some((r.clone(), Status::Pending))
+    );
+    assert_eq!(
+        store.legacy_state_owner("old-state").await.unwrap(),
+        Some(r.id.clone())
     );
     assert_eq!(
         store
@@ -289,10 +303,7 @@ async fn scripts_flushed_under_the_proxy_are_sent_again() {
         .expect("connect to the cluster");
     let store = backends.store;
     let r = record("c");
-    store
-        .create(&r, Some(&format!("state-{}", r.id)), SystemClock.now_ms())
-        .await
-        .unwrap();
+    store.create(&r, SystemClock.now_ms()).await.unwrap();
     let now = SystemClock.now_ms();
     assert_eq!(
         store.poll(&r.id, "c", "a1", now).await.unwrap(),
@@ -427,7 +438,7 @@ async fn a_cluster_is_reached_through_any_one_seed_that_answers() {
     let r = record("c");
     backends
         .store
-        .create(&r, None, SystemClock.now_ms())
+        .create(&r, SystemClock.now_ms())
         .await
         .expect("a write on whichever node holds the slot");
     assert!(backends.store.get(&r.id).await.unwrap().is_some());
@@ -471,7 +482,7 @@ async fn with_wait_replicas_a_login_s_writes_wait_for_a_replica_on_its_primary()
         let before = waits_on(primary);
         backends
             .store
-            .create(&r, None, SystemClock.now_ms())
+            .create(&r, SystemClock.now_ms())
             .await
             .unwrap();
         assert!(backends

@@ -11,7 +11,7 @@ use ciba_proxy::store::accounts::challenge_digest;
 use ciba_proxy::store::{
     Accounts, Binding, Confirmation, Denial, Device, Enrolment, HistoryEntry, MemoryAccounts,
     MemoryStore, Outcome, PollOutcome, PushTarget, QueueStats, QueuedJob, RequestRecord, Status,
-    Store, WebPushKeys, WebPushSubscription,
+    Store, UserLink, WebPushKeys, WebPushSubscription,
 };
 use ciba_proxy_e2e::app::redis_url;
 use ciba_proxy_e2e::redis_deployments::shared_redis_backends;
@@ -38,28 +38,20 @@ fn record(clock: &ManualClock, client: &str) -> RequestRecord {
         interval_secs: 5,
         sealed_ping_token: None,
         binding_message: Some("W4SCT".into()),
-        sealed_link: Some("sealed-link".into()),
+        user_link: UserLink::FromContext,
     }
 }
 
 #[tokio::test]
-async fn state_leads_to_the_request_and_binds_one_response() {
+async fn a_request_binds_one_callback_response() {
     for (name, store, clock) in backends().await {
         let r = record(&clock, "c");
-        let state = format!("state-{}", rand::random::<u64>());
-        store
-            .create(&r, Some(&state), clock.now_ms())
-            .await
-            .unwrap();
-        // Not consumed: a retried callback finds it again.
-        for _ in 0..2 {
-            assert_eq!(
-                store.state_owner(&state).await.unwrap(),
-                Some(r.id.clone()),
-                "{name}"
-            );
-        }
-        assert_eq!(store.state_owner("other").await.unwrap(), None, "{name}");
+        store.create(&r, clock.now_ms()).await.unwrap();
+        assert_eq!(
+            store.legacy_state_owner("no-such-state").await.unwrap(),
+            None,
+            "{name}"
+        );
         // The first response binds; the same again is a retry; another is refused.
         assert_eq!(
             store.bind_callback(&r.id, "fp-1").await.unwrap(),
@@ -91,10 +83,7 @@ async fn state_leads_to_the_request_and_binds_one_response() {
 async fn poll_walks_pending_slow_down_tokens_redeemed() {
     for (name, store, clock) in backends().await {
         let r = record(&clock, "c");
-        store
-            .create(&r, Some(&format!("s-{name}")), clock.now_ms())
-            .await
-            .unwrap();
+        store.create(&r, clock.now_ms()).await.unwrap();
         assert_eq!(
             store.poll(&r.id, "c", "a1", clock.now_ms()).await.unwrap(),
             PollOutcome::Pending,
@@ -149,10 +138,7 @@ async fn poll_walks_pending_slow_down_tokens_redeemed() {
 async fn other_clients_and_unknown_ids_look_alike() {
     for (name, store, clock) in backends().await {
         let r = record(&clock, "c");
-        store
-            .create(&r, Some(&format!("s2-{name}")), clock.now_ms())
-            .await
-            .unwrap();
+        store.create(&r, clock.now_ms()).await.unwrap();
         assert_eq!(
             store
                 .poll(&r.id, "intruder", "a1", clock.now_ms())
@@ -177,10 +163,7 @@ async fn other_clients_and_unknown_ids_look_alike() {
 async fn denial_and_expiry_are_reported() {
     for (name, store, clock) in backends().await {
         let denied = record(&clock, "c");
-        store
-            .create(&denied, Some(&format!("s3-{name}")), clock.now_ms())
-            .await
-            .unwrap();
+        store.create(&denied, clock.now_ms()).await.unwrap();
         let outcome = Outcome::Denied {
             reason: "the user declined".into(),
             kind: Denial::Declined,
@@ -199,10 +182,7 @@ async fn denial_and_expiry_are_reported() {
         );
 
         let late = record(&clock, "c");
-        store
-            .create(&late, Some(&format!("s4-{name}")), clock.now_ms())
-            .await
-            .unwrap();
+        store.create(&late, clock.now_ms()).await.unwrap();
         let after = late.expires_at_ms;
         let approved = Outcome::Approved {
             sealed_tokens: "t".into(),
@@ -223,10 +203,7 @@ async fn denial_and_expiry_are_reported() {
 async fn concurrent_polls_take_the_tokens_once() {
     for (name, store, clock) in backends().await {
         let r = record(&clock, "c");
-        store
-            .create(&r, Some(&format!("s5-{name}")), clock.now_ms())
-            .await
-            .unwrap();
+        store.create(&r, clock.now_ms()).await.unwrap();
         let approved = Outcome::Approved {
             sealed_tokens: "t".into(),
         };
@@ -258,7 +235,7 @@ async fn concurrent_polls_take_the_tokens_once() {
 /// A request of client "c" whose login completed with the tokens "t".
 async fn approved_request(store: &dyn Store, clock: &ManualClock) -> RequestRecord {
     let r = record(clock, "c");
-    store.create(&r, None, clock.now_ms()).await.unwrap();
+    store.create(&r, clock.now_ms()).await.unwrap();
     let approved = Outcome::Approved {
         sealed_tokens: "t".into(),
     };
@@ -536,8 +513,8 @@ async fn stats_count_the_queue_and_the_pending_requests() {
         store.enqueue(&late, now + 5_000, 600_000).await.unwrap();
         store.enqueue(&early, now - 2_000, 600_000).await.unwrap();
         let (open, decided) = (record(&clock, "shop"), record(&clock, "shop"));
-        store.create(&open, None, now).await.unwrap();
-        store.create(&decided, None, now).await.unwrap();
+        store.create(&open, now).await.unwrap();
+        store.create(&decided, now).await.unwrap();
         let denied = Outcome::Denied {
             reason: "no".into(),
             kind: Denial::Declined,
@@ -567,8 +544,8 @@ async fn an_expired_pending_request_is_taken_once_and_only_after_its_expiry() {
     for (name, store, clock) in backends().await {
         let now = clock.now_ms();
         let (open, decided) = (record(&clock, "shop"), record(&clock, "shop"));
-        store.create(&open, None, now).await.unwrap();
-        store.create(&decided, None, now).await.unwrap();
+        store.create(&open, now).await.unwrap();
+        store.create(&decided, now).await.unwrap();
         let denied = Outcome::Denied {
             reason: "no".into(),
             kind: Denial::Declined,
@@ -601,10 +578,10 @@ async fn an_expired_pending_request_is_taken_once_and_only_after_its_expiry() {
 async fn recent_lists_kept_requests_newest_first() {
     for (name, store, clock) in backends().await {
         let first = record(&clock, "shop");
-        store.create(&first, None, clock.now_ms()).await.unwrap();
+        store.create(&first, clock.now_ms()).await.unwrap();
         clock.advance_secs(1);
         let second = record(&clock, "shop");
-        store.create(&second, None, clock.now_ms()).await.unwrap();
+        store.create(&second, clock.now_ms()).await.unwrap();
         let now = clock.now_ms();
         assert_eq!(
             store.recent(now, 10).await.unwrap(),

@@ -46,7 +46,7 @@ impl Account {
     pub async fn start_sign_in(&self) -> Result<(Url, Cookie<'static>), SignInRefused> {
         let started = self
             .sign_in
-            .sign_in(&self.registration, self.registration.scope.iter(), &[])
+            .sign_in(&self.registration, self.registration.scope.iter())
             .await
             .map_err(|e| {
                 tracing::warn!(error = %e, "account sign-in could not start");

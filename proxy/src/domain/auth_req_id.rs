@@ -2,15 +2,17 @@ use sha2::{Digest, Sha256};
 
 use crate::crypto::{random_token, TokenCipher};
 
-/// CIBA Core §7.3: an opaque, unguessable handle. Ours carries 256 random
-/// bits as base64url, so it only ever uses `A-Za-z0-9-_`.
+/// CIBA Core §7.3: an opaque, unguessable handle. Ours carries 160 random
+/// bits (RFC 6749 §10.10's SHOULD for generated credentials) as base64url,
+/// so it only ever uses `A-Za-z0-9-_`. No more: the id is in six Redis
+/// keys and members per pending request.
 /// Serialized as the plain string; deserializing parses it again, so a
 /// background job read back from the store holds a valid id too.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct AuthReqId(String);
 
-const RANDOM_BYTES: usize = 32;
+const RANDOM_BYTES: usize = 20;
 const MAX_LEN: usize = 256;
 
 #[derive(Debug, thiserror::Error)]
@@ -90,8 +92,8 @@ mod tests {
     #[test]
     fn generated_ids_have_at_least_160_bits_and_a_safe_alphabet() {
         let id = AuthReqId::generate();
-        // 32 bytes = 256 bits; base64url without padding is 43 characters.
-        assert_eq!(id.as_str().len(), 43);
+        // 20 bytes = 160 bits; base64url without padding is 27 characters.
+        assert_eq!(id.as_str().len(), 27);
         assert!(AuthReqId::parse(id.as_str()).is_ok());
         assert_ne!(AuthReqId::generate(), id);
     }

@@ -28,8 +28,9 @@ use crate::clients::Client;
 use crate::configuration::BindingMessageCheck;
 use crate::domain::AuthReqId;
 use crate::limits::user_hash;
-use crate::store::{Denial, Outcome, RequestRecord, Status, StoreError};
+use crate::store::{Denial, Outcome, RequestRecord, Status, StoreError, UserLink};
 use crate::telemetry::{record_auth_req, record_client};
+use crate::upstream::{LinkFor, UpstreamError};
 
 /// Associated data of approval handles and of the pages' form tokens.
 const HANDLE_AAD: &str = "approval-link";
@@ -169,7 +170,12 @@ impl Flow {
                 self.expired(&record).await;
                 continue;
             }
-            live.extend(self.live_record(record));
+            // The page's link is made from the IdP's metadata: without it,
+            // the list is as unavailable as without the store.
+            let found = self.live_record(record).await.map_err(|e| {
+                StoreError::Unavailable(format!("the sign-in link cannot be made: {e}"))
+            })?;
+            live.extend(found);
         }
         Ok(live)
     }
@@ -344,24 +350,50 @@ impl Flow {
         if self.clients.get(&record.client_id).is_none() {
             return Err(ApprovalRefused::Ended);
         }
-        self.live_record(record).ok_or(ApprovalRefused::Unknown)
+        match self.live_record(record).await {
+            Ok(live) => live.ok_or(ApprovalRefused::Unknown),
+            Err(e) => {
+                tracing::warn!(error = %e, "approval page: the sign-in link cannot be made");
+                Err(ApprovalRefused::Unavailable)
+            }
+        }
     }
 
     /// A pending record with its sign-in link and client; `None` without a
     /// link (a native-CIBA IdP reaches the user itself) or a client.
-    fn live_record(&self, record: RequestRecord) -> Option<Live> {
-        let link = record
-            .sealed_link
-            .as_deref()
-            .and_then(|sealed| self.cipher.open(sealed, record.id.as_str()).ok())
-            .and_then(|plain| String::from_utf8(plain).ok())
-            .and_then(|text| Url::parse(&text).ok())?;
-        let client = self.clients.get(&record.client_id)?;
-        Some(Live {
+    async fn live_record(&self, record: RequestRecord) -> Result<Option<Live>, UpstreamError> {
+        let Some(client) = self.clients.get(&record.client_id) else {
+            return Ok(None);
+        };
+        let id = record.id.as_str();
+        let link = match &record.user_link {
+            UserLink::None => None,
+            UserLink::FromContext => {
+                let Ok(context) = self.cipher.open(&record.sealed_upstream, id) else {
+                    return Ok(None);
+                };
+                self.upstream
+                    .user_link(&LinkFor {
+                        client: &client,
+                        login_hint: &record.login_hint,
+                        scope: &record.scope,
+                        context: &context,
+                        callback_state: &self.callback_state(&record.id),
+                    })
+                    .await?
+            }
+            UserLink::Sealed(sealed) => self
+                .cipher
+                .open(sealed, id)
+                .ok()
+                .and_then(|plain| String::from_utf8(plain).ok())
+                .and_then(|text| Url::parse(&text).ok()),
+        };
+        Ok(link.map(|link| Live {
             record,
             link,
             client,
-        })
+        }))
     }
 
     /// Number matching: the codes the page and the devices offer. They

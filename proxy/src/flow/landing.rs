@@ -50,15 +50,42 @@ impl Response<'_> {
     }
 }
 
+/// What a callback `state` is sealed for, so no other sealed reference
+/// (an approval link, a ping token) passes for one.
+const STATE_AAD: &str = "callback-state";
+
 impl Flow {
+    /// The `state` that brings the user's browser back for request `id`:
+    /// the id, sealed. It names the request without a key in the store,
+    /// only this proxy can make one (a forged state finds nothing), and it
+    /// is the same each time, so the sign-in link made again for the
+    /// approval page is the very link the user was sent.
+    pub(super) fn callback_state(&self, id: &AuthReqId) -> String {
+        self.cipher
+            .seal_deterministic(id.as_str().as_bytes(), STATE_AAD)
+    }
+
+    fn callback_target(&self, state: &str) -> Option<AuthReqId> {
+        const MAX_STATE_LEN: usize = 512;
+        if state.len() > MAX_STATE_LEN {
+            return None;
+        }
+        let plain = self.cipher.open(state, STATE_AAD).ok()?;
+        AuthReqId::parse(std::str::from_utf8(&plain).ok()?).ok()
+    }
+
     /// The user's browser is back from the IdP with `code` and `state` (or
     /// `error`): redeem the code and decide the request.
     pub async fn land(&self, query: &FormParams) -> Result<Landing, OAuthError> {
         let Some(upstream_state) = query.get("state") else {
             return Ok(Landing::BadLink);
         };
-        let Some(id) = self.store.state_owner(upstream_state).await? else {
-            return Ok(Landing::NoLongerValid);
+        let id = match self.callback_target(upstream_state) {
+            Some(id) => id,
+            None => match self.store.legacy_state_owner(upstream_state).await? {
+                Some(id) => id,
+                None => return Ok(Landing::NoLongerValid),
+            },
         };
         record_auth_req(&id);
         let response = match (query.get("code"), query.get("error")) {

@@ -32,7 +32,7 @@ use crate::notifier::{Channels, UserNotification};
 use crate::ping::ClientPinger;
 use crate::store::{
     Accounts, Confirmation, Decisions, Denial, Outcome, PollOutcome, RequestRecord, Status, Store,
-    StoreError,
+    StoreError, UserLink,
 };
 use crate::telemetry::record_auth_req;
 use crate::upstream::{
@@ -261,6 +261,7 @@ impl Flow {
                 binding_message: request.binding_message.as_ref(),
                 acr_values: request.acr_values.as_deref(),
                 expires_in: request.expires_in,
+                callback_state: &self.callback_state(id),
             })
             .await
             .map_err(refused_at_begin)?;
@@ -301,10 +302,10 @@ impl Flow {
                 .binding_message
                 .as_ref()
                 .map(|b| b.as_str().to_owned()),
-            sealed_link: begun
-                .user_link
-                .as_ref()
-                .map(|link| self.cipher.seal(link.as_str().as_bytes(), id.as_str())),
+            user_link: match begun.user_link {
+                Some(_) => UserLink::FromContext,
+                None => UserLink::None,
+            },
         };
         // The user's list of requests (the account page, the devices) keeps
         // it as long as the record lives, so an expiry can still be seen.
@@ -315,9 +316,7 @@ impl Flow {
                 expires_at_ms + crate::store::EXPIRED_RETENTION_MS,
             )
             .await?;
-        self.store
-            .create(&record, begun.callback_state.as_deref(), now_ms)
-            .await?;
+        self.store.create(&record, now_ms).await?;
         audit::record(audit::Step::Opened, &record, now_ms);
         if let Some(follow_up) = begun.follow_up {
             let task = Task::AskUpstream {

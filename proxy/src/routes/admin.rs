@@ -16,7 +16,7 @@ use crate::domain::AuthReqId;
 use crate::flow::tasks::NotificationState;
 use crate::limits::user_hash;
 use crate::state::AppState;
-use crate::store::{Denial, Outcome, RequestRecord, Status, StoreError};
+use crate::store::{Denial, Outcome, RequestRecord, Status, StoreError, UserLink};
 
 pub const ADMIN_REQUESTS_PATH: &str = "/admin/requests";
 pub const ADMIN_REQUEST_PATH: &str = "/admin/requests/{auth_req_id}";
@@ -119,7 +119,7 @@ async fn read(state: &AppState, id: &AuthReqId) -> Result<Option<Found>, StoreEr
 fn notification(state: &AppState, record: &RequestRecord, notified: Option<&str>) -> Value {
     match notified {
         Some(notified) => json!(notified),
-        None if record.sealed_link.is_some() && state.flow.channels.any() => {
+        None if record.user_link != UserLink::None && state.flow.channels.any() => {
             json!(NotificationState::Queued.as_str())
         }
         None => Value::Null,

@@ -35,7 +35,6 @@ struct Entry {
 #[derive(Debug, Default)]
 struct Inner {
     requests: HashMap<AuthReqId, Entry>,
-    states: HashMap<String, (AuthReqId, u64)>,
     once: HashMap<String, u64>,
     /// id → (due at, payload, expires at)
     jobs: HashMap<String, (u64, String, u64)>,
@@ -54,7 +53,6 @@ impl Inner {
         self.last_sweep_ms = now;
         self.requests
             .retain(|_, e| now < e.record.expires_at_ms + EXPIRED_RETENTION_MS);
-        self.states.retain(|_, (_, until)| now < *until);
         self.once.retain(|_, until| now < *until);
         self.jobs.retain(|_, (_, _, until)| now < *until);
         self.counters.retain(|_, (_, until)| now < *until);
@@ -138,19 +136,9 @@ impl MemoryStore {
 
 #[async_trait]
 impl Requests for MemoryStore {
-    async fn create(
-        &self,
-        record: &RequestRecord,
-        state: Option<&str>,
-        now_ms: u64,
-    ) -> Result<(), StoreError> {
+    async fn create(&self, record: &RequestRecord, now_ms: u64) -> Result<(), StoreError> {
         let mut inner = self.inner.lock();
         inner.sweep(now_ms);
-        if let Some(state) = state {
-            inner
-                .states
-                .insert(state.to_owned(), (record.id.clone(), record.expires_at_ms));
-        }
         inner.requests.insert(
             record.id.clone(),
             Entry {
@@ -167,14 +155,9 @@ impl Requests for MemoryStore {
         Ok(())
     }
 
-    async fn state_owner(&self, state: &str) -> Result<Option<AuthReqId>, StoreError> {
-        let now = self.clock.now_ms();
-        let inner = self.inner.lock();
-        Ok(inner
-            .states
-            .get(state)
-            .filter(|(_, until)| now < *until)
-            .map(|(id, _)| id.clone()))
+    /// Memory outlives no upgrade.
+    async fn legacy_state_owner(&self, _state: &str) -> Result<Option<AuthReqId>, StoreError> {
+        Ok(None)
     }
 
     async fn bind_callback(

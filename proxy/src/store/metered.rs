@@ -27,17 +27,12 @@ async fn timed<T>(
 
 #[async_trait]
 impl Requests for Metered {
-    async fn create(
-        &self,
-        record: &RequestRecord,
-        state: Option<&str>,
-        now_ms: u64,
-    ) -> Result<(), StoreError> {
-        timed("create", self.0.create(record, state, now_ms)).await
+    async fn create(&self, record: &RequestRecord, now_ms: u64) -> Result<(), StoreError> {
+        timed("create", self.0.create(record, now_ms)).await
     }
 
-    async fn state_owner(&self, state: &str) -> Result<Option<AuthReqId>, StoreError> {
-        timed("state_owner", self.0.state_owner(state)).await
+    async fn legacy_state_owner(&self, state: &str) -> Result<Option<AuthReqId>, StoreError> {
+        timed("legacy_state_owner", self.0.legacy_state_owner(state)).await
     }
 
     async fn bind_callback(

@@ -96,9 +96,22 @@ pub struct RequestRecord {
     pub sealed_ping_token: Option<String>,
     /// What the user is asked to compare with the consumption device.
     pub binding_message: Option<String>,
-    /// The link the approval page's "Approve" leads to (the authorization
-    /// URL, or the IdP's own link for the user), sealed.
-    pub sealed_link: Option<String>,
+    /// Whether the user signs in through a link the proxy delivers (the
+    /// authorization URL, or a native-CIBA IdP's own link), where the
+    /// approval page's "Approve" leads.
+    pub user_link: UserLink,
+}
+
+/// Where a request's sign-in link comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UserLink {
+    /// None: the IdP reaches the user itself.
+    None,
+    /// Made again from the sealed upstream context when it is needed
+    /// ([`crate::upstream::Upstream::user_link`]); not stored.
+    FromContext,
+    /// Stored sealed, by a version that kept links (read during an upgrade).
+    Sealed(String),
 }
 
 /// What `/metrics` samples from the job queue on each scrape.
@@ -223,19 +236,14 @@ pub enum PollOutcome {
 /// and redeemed, and listed for the admin API.
 #[async_trait]
 pub trait Requests: Send + Sync + 'static {
-    /// Saves a new pending request and, when the user's browser will come
-    /// back to `/callback`, the single-use `state` bound to it.
-    async fn create(
-        &self,
-        record: &RequestRecord,
-        state: Option<&str>,
-        now_ms: u64,
-    ) -> Result<(), StoreError>;
+    /// Saves a new pending request. Its callback `state` needs no key: it
+    /// is the request's id, sealed.
+    async fn create(&self, record: &RequestRecord, now_ms: u64) -> Result<(), StoreError>;
 
-    /// The request a callback `state` belongs to. The state is not consumed:
-    /// a retried callback must find it again; [`Requests::bind_callback`] keeps
-    /// any other response out.
-    async fn state_owner(&self, state: &str) -> Result<Option<AuthReqId>, StoreError>;
+    /// The request a callback `state` stored by an older version (which
+    /// kept a `state` key per request) belongs to: a sign-in that started
+    /// before an upgrade still lands. The state is not consumed.
+    async fn legacy_state_owner(&self, state: &str) -> Result<Option<AuthReqId>, StoreError>;
 
     /// Binds the callback response with this fingerprint to the request,
     /// unless another one is bound already.

@@ -25,7 +25,7 @@ use sha2::{Digest, Sha256};
 use super::connection::{RedisConn, Subscriber};
 use super::{
     Binding, Confirmation, Denial, Health, JobQueue, Outcome, PollOutcome, QueueStats, QueuedJob,
-    Quotas, ReplayGuard, RequestRecord, Requests, Status, StoreError, CONFIRM_WINDOW_MS,
+    Quotas, ReplayGuard, RequestRecord, Requests, Status, StoreError, UserLink, CONFIRM_WINDOW_MS,
     EXPIRED_RETENTION_MS, NOTIFICATION_SENT, SLOW_DOWN_STEP_SECS,
 };
 use crate::domain::AuthReqId;
@@ -377,10 +377,9 @@ impl RedisStore {
         format!("{}:recent-requests", self.prefix)
     }
 
-    /// The callback `state`'s pointer to its request: its own slot, written
-    /// only once the request is stored, and expiring before it, so it never
-    /// names a request that is not there.
-    fn state_key(&self, state: &str) -> String {
+    /// A callback `state`'s pointer to its request, as versions that made
+    /// random states wrote it; only read now.
+    fn legacy_state_key(&self, state: &str) -> String {
         format!("{}:state:{}", self.prefix, state)
     }
 }
@@ -537,12 +536,7 @@ fn unpack_data(bytes: &[u8]) -> Result<[Option<String>; DATA_FIELDS.len()], Stor
 
 #[async_trait]
 impl Requests for RedisStore {
-    async fn create(
-        &self,
-        record: &RequestRecord,
-        state: Option<&str>,
-        now_ms: u64,
-    ) -> Result<(), StoreError> {
+    async fn create(&self, record: &RequestRecord, now_ms: u64) -> Result<(), StoreError> {
         let key = self.request_key(&record.id);
         let live_ms = record.expires_at_ms.saturating_sub(now_ms).max(1);
         let kept_ms = live_ms + EXPIRED_RETENTION_MS;
@@ -559,7 +553,12 @@ impl Requests for RedisStore {
             Some(record.sealed_upstream.as_str()),
             record.sealed_ping_token.as_deref(),
             record.binding_message.as_deref(),
-            record.sealed_link.as_deref(),
+            match &record.user_link {
+                UserLink::None => None,
+                // Present but empty: made again when needed.
+                UserLink::FromContext => Some(""),
+                UserLink::Sealed(sealed) => Some(sealed.as_str()),
+            },
         ]);
         let mut conn = self.conn.clone();
         // The data after the hash, in one transaction: it expires no
@@ -580,18 +579,6 @@ impl Requests for RedisStore {
             .await
             .map_err(unavailable)?;
         self.replicate(&key).await;
-        // The state only once the request is there: a crash in between
-        // leaves a request nobody was told of (it expires), never a state
-        // naming nothing. It lives `live_ms`, the request longer.
-        if let Some(state) = state {
-            conn.set_options::<_, _, ()>(
-                self.state_key(state),
-                record.id.as_str(),
-                redis::SetOptions::default().with_expiration(redis::SetExpiry::PX(live_ms)),
-            )
-            .await
-            .map_err(unavailable)?;
-        }
         // Beside the request, not in its transaction: other keys, other
         // slots, so one pipeline per key.
         let oldest_kept = now_ms.saturating_sub(
@@ -630,9 +617,12 @@ impl Requests for RedisStore {
         a.and(b).map_err(unavailable)
     }
 
-    async fn state_owner(&self, state: &str) -> Result<Option<AuthReqId>, StoreError> {
+    async fn legacy_state_owner(&self, state: &str) -> Result<Option<AuthReqId>, StoreError> {
         let mut conn = self.conn.clone();
-        let id: Option<String> = conn.get(self.state_key(state)).await.map_err(unavailable)?;
+        let id: Option<String> = conn
+            .get(self.legacy_state_key(state))
+            .await
+            .map_err(unavailable)?;
         Ok(id.and_then(|id| AuthReqId::parse(&id).ok()))
     }
 
@@ -701,7 +691,11 @@ impl Requests for RedisStore {
             interval_secs: number(&map, "interval")?,
             sealed_ping_token: optional(ping_token),
             binding_message: optional(binding_message),
-            sealed_link: optional(link),
+            user_link: match link {
+                None => UserLink::None,
+                Some(link) if link.is_empty() => UserLink::FromContext,
+                Some(sealed) => UserLink::Sealed(sealed),
+            },
         };
         Ok(Some((record, status)))
     }

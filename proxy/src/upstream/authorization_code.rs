@@ -8,6 +8,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
 use oauth2::basic::{
     BasicErrorResponse, BasicRevocationErrorResponse, BasicTokenIntrospectionResponse,
     BasicTokenType,
@@ -21,22 +23,71 @@ use oauth2::{
 use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 use url::Url;
 
 use super::provider::MAX_RESPONSE_BYTES;
 use super::{
-    Answer, BeginRequest, Begun, Grant, Issued, Provider, ProviderMetadata, TokenSet, Upstream,
-    UpstreamError,
+    Answer, BeginRequest, Begun, Grant, Issued, LinkFor, Provider, ProviderMetadata, TokenSet,
+    Upstream, UpstreamError,
 };
 use crate::clients::Client;
 use crate::domain::AuthReqId;
 use crate::jwks::read_limited;
 
-/// What this kind remembers about one request.
+/// What this kind remembers about one request: a random PKCE verifier
+/// (RFC 7636 §4.1, 256 bits) from which the nonce is derived, and the
+/// `acr_values` asked for. Short on purpose: the sign-in link is made again
+/// from it ([`Upstream::user_link`]) instead of being stored, since the link
+/// was most of a pending request's bytes. A context written before kept
+/// its nonce and the link apart (the long names, read as aliases).
 #[derive(Serialize, Deserialize)]
 struct Context {
+    #[serde(rename = "v", alias = "pkce_verifier")]
     pkce_verifier: String,
-    nonce: String,
+    #[serde(
+        rename = "n",
+        alias = "nonce",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    nonce: Option<String>,
+    #[serde(rename = "a", default, skip_serializing_if = "Option::is_none")]
+    acr_values: Option<String>,
+}
+
+impl Context {
+    fn new(acr_values: Option<&str>) -> Self {
+        Self {
+            pkce_verifier: crate::crypto::random_token(32),
+            nonce: None,
+            acr_values: acr_values.map(str::to_owned),
+        }
+    }
+
+    fn read(bytes: &[u8]) -> Result<Self, UpstreamError> {
+        serde_json::from_slice(bytes)
+            .map_err(|e| UpstreamError::Rejected(format!("unreadable request context: {e}")))
+    }
+
+    fn bytes(&self) -> Result<Vec<u8>, UpstreamError> {
+        serde_json::to_vec(self).map_err(|e| UpstreamError::Unavailable(e.to_string()))
+    }
+
+    /// The ID token's `nonce`: a digest of the verifier, so it is not kept
+    /// and reveals nothing of the verifier (which differs from the PKCE
+    /// challenge by its label).
+    fn nonce(&self) -> String {
+        match &self.nonce {
+            Some(nonce) => nonce.clone(),
+            None => {
+                let mut digest = Sha256::new();
+                digest.update(b"ciba-proxy nonce\0");
+                digest.update(self.pkce_verifier.as_bytes());
+                URL_SAFE_NO_PAD.encode(digest.finalize())
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -97,40 +148,54 @@ impl AuthorizationCode {
         oauth
     }
 
-    /// Starts a sign-in at the IdP for `client`'s registration: the
-    /// authorization URL (PKCE S256, a fresh `state` and `nonce`, `scopes`
-    /// and the `extra` parameters) and what [`Self::finish`] needs back.
-    /// The backchannel flow and the account page both sign in this way.
+    /// Starts a sign-in at the IdP for `client`'s registration (the account
+    /// page's): a fresh context, `state` and the authorization URL.
     pub async fn sign_in<'s>(
         &self,
         client: &Client,
         scopes: impl Iterator<Item = &'s str>,
-        extra: &[(&str, String)],
     ) -> Result<SignIn, UpstreamError> {
-        let metadata = self.provider.metadata().await?;
-        let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+        let context = Context::new(None);
         let state = crate::crypto::random_token(32);
-        let nonce = crate::crypto::random_token(32);
-        let oauth = self.oauth_client(&metadata, client);
-        let mut authorize = oauth
-            .authorize_url(|| CsrfToken::new(state.clone()))
-            .add_scopes(scopes.map(|s| oauth2::Scope::new(s.to_owned())))
-            .set_pkce_challenge(challenge)
-            .add_extra_param("nonce", nonce.clone());
-        for (name, value) in extra {
-            authorize = authorize.add_extra_param(*name, value.clone());
-        }
-        let (url, _) = authorize.url();
-        let context = Context {
-            pkce_verifier: verifier.secret().to_owned(),
-            nonce,
-        };
+        let url = self
+            .authorization_url(client, &context, scopes, None, &state)
+            .await?;
         Ok(SignIn {
             url,
             state,
-            context: serde_json::to_vec(&context)
-                .map_err(|e| UpstreamError::Unavailable(e.to_string()))?,
+            context: context.bytes()?,
         })
+    }
+
+    /// The authorization URL for the sign-in `context` describes: PKCE S256
+    /// from its verifier, its nonce and acr_values, `state`, `scopes`, and
+    /// the login hint when there is one. The same context always gives the
+    /// same URL but for the state, so the link need not be stored.
+    async fn authorization_url<'s>(
+        &self,
+        client: &Client,
+        context: &Context,
+        scopes: impl Iterator<Item = &'s str>,
+        login_hint: Option<&str>,
+        state: &str,
+    ) -> Result<Url, UpstreamError> {
+        let metadata = self.provider.metadata().await?;
+        let verifier = PkceCodeVerifier::new(context.pkce_verifier.clone());
+        let challenge = PkceCodeChallenge::from_code_verifier_sha256(&verifier);
+        let oauth = self.oauth_client(&metadata, client);
+        let state = state.to_owned();
+        let mut authorize = oauth
+            .authorize_url(|| CsrfToken::new(state))
+            .add_scopes(scopes.map(|s| oauth2::Scope::new(s.to_owned())))
+            .set_pkce_challenge(challenge)
+            .add_extra_param("nonce", context.nonce());
+        if let Some(hint) = login_hint {
+            authorize = authorize.add_extra_param("login_hint", hint.to_owned());
+        }
+        if let Some(acr) = &context.acr_values {
+            authorize = authorize.add_extra_param("acr_values", acr.clone());
+        }
+        Ok(authorize.url().0)
     }
 
     /// Finishes a sign-in [`Self::sign_in`] started, with the code (and RFC
@@ -153,8 +218,7 @@ impl AuthorizationCode {
                 )));
             }
         }
-        let context: Context = serde_json::from_slice(context)
-            .map_err(|e| UpstreamError::Rejected(format!("unreadable request context: {e}")))?;
+        let context = Context::read(context)?;
         let tokens = self
             .exchange_code(client, code, &context.pkce_verifier, now_secs)
             .await?;
@@ -162,7 +226,7 @@ impl AuthorizationCode {
             .provider
             .validate_fresh_id_token(&tokens.id_token, client, now_secs)
             .await?;
-        if claims.get("nonce").and_then(Value::as_str) != Some(context.nonce.as_str()) {
+        if claims.get("nonce").and_then(Value::as_str) != Some(context.nonce().as_str()) {
             return Err(UpstreamError::InvalidIdToken(
                 "nonce does not match the request".into(),
             ));
@@ -259,20 +323,35 @@ impl Upstream for AuthorizationCode {
     }
 
     async fn begin(&self, request: &BeginRequest<'_>) -> Result<Begun, UpstreamError> {
-        let mut extra = vec![("login_hint", request.login_hint.as_str().to_owned())];
-        if let Some(acr) = request.acr_values {
-            extra.push(("acr_values", acr.to_owned()));
-        }
-        let started = self
-            .sign_in(request.client, request.scope.iter(), &extra)
+        let context = Context::new(request.acr_values);
+        let url = self
+            .authorization_url(
+                request.client,
+                &context,
+                request.scope.iter(),
+                Some(request.login_hint.as_str()),
+                request.callback_state,
+            )
             .await?;
         Ok(Begun {
-            context: started.context,
-            user_link: Some(started.url),
-            callback_state: Some(started.state),
+            context: context.bytes()?,
+            user_link: Some(url),
             expires_in: None,
             follow_up: None,
         })
+    }
+
+    async fn user_link(&self, link: &LinkFor<'_>) -> Result<Option<Url>, UpstreamError> {
+        let context = Context::read(link.context)?;
+        self.authorization_url(
+            link.client,
+            &context,
+            link.scope.split_ascii_whitespace(),
+            Some(link.login_hint),
+            link.callback_state,
+        )
+        .await
+        .map(Some)
     }
 
     async fn redeem(

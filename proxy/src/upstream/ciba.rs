@@ -14,7 +14,7 @@ use url::Url;
 
 use super::provider::{ErrorResponse, TokenResponse, MAX_RESPONSE_BYTES};
 use super::{
-    Answer, BeginRequest, Begun, FollowUp, Grant, Issued, PingCheck, Provider, Upstream,
+    Answer, BeginRequest, Begun, FollowUp, Grant, Issued, LinkFor, PingCheck, Provider, Upstream,
     UpstreamError,
 };
 use crate::clients::Client;
@@ -42,6 +42,16 @@ struct Context {
     /// Ping delivery: the bearer token the IdP pings with.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     ping_token: Option<String>,
+    /// WSO2 IS's `auth_url`, for the user's device.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    auth_url: Option<Url>,
+}
+
+impl Context {
+    fn read(bytes: &[u8]) -> Result<Self, UpstreamError> {
+        serde_json::from_slice(bytes)
+            .map_err(|e| UpstreamError::Rejected(format!("unreadable request context: {e}")))
+    }
 }
 
 /// CIBA Core §7.3, plus WSO2 IS's `auth_url` for its external channel.
@@ -297,12 +307,12 @@ impl Upstream for Ciba {
         let context = Context {
             upstream_id: ack.auth_req_id,
             ping_token,
+            auth_url: ack.auth_url.clone(),
         };
         Ok(Begun {
             context: serde_json::to_vec(&context)
                 .map_err(|e| UpstreamError::Unavailable(e.to_string()))?,
             user_link: ack.auth_url,
-            callback_state: None,
             expires_in: Some(ack.expires_in),
             follow_up: Some(FollowUp {
                 interval_secs,
@@ -324,9 +334,12 @@ impl Upstream for Ciba {
                 "a native-CIBA upstream never sends the user's browser to /callback".into(),
             ));
         }
-        let context: Context = serde_json::from_slice(context)
-            .map_err(|e| UpstreamError::Rejected(format!("unreadable request context: {e}")))?;
-        self.token_call(client, &context, now_secs).await
+        self.token_call(client, &Context::read(context)?, now_secs)
+            .await
+    }
+
+    async fn user_link(&self, link: &LinkFor<'_>) -> Result<Option<Url>, UpstreamError> {
+        Ok(Context::read(link.context)?.auth_url)
     }
 
     fn ping_target(&self, bearer: &str) -> Option<AuthReqId> {

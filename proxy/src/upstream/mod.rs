@@ -80,16 +80,28 @@ pub struct BeginRequest<'a> {
     pub acr_values: Option<&'a str>,
     /// The lifetime the proxy gives the request, seconds.
     pub expires_in: u64,
+    /// The `state` that brings the user's browser back to `/callback` (the
+    /// request's id, sealed: it names the request without a lookup key).
+    pub callback_state: &'a str,
+}
+
+/// What [`Upstream::user_link`] makes a request's sign-in link from.
+pub struct LinkFor<'a> {
+    pub client: &'a Client,
+    pub login_hint: &'a str,
+    pub scope: &'a str,
+    /// What [`Upstream::begin`] returned as the context, opened.
+    pub context: &'a [u8],
+    pub callback_state: &'a str,
 }
 
 /// A sign-in started at the IdP.
 pub struct Begun {
     /// What this kind must remember about the request (sealed by the flow).
     pub context: Vec<u8>,
-    /// A link the user's device opens to sign in.
+    /// A link the user's device opens to sign in; [`Upstream::user_link`]
+    /// makes it again from the context.
     pub user_link: Option<Url>,
-    /// The `state` that brings the user's browser back to `/callback`.
-    pub callback_state: Option<String>,
     /// The IdP's own lifetime for the request, when shorter than asked.
     pub expires_in: Option<u64>,
     /// When the proxy must ask the IdP for the outcome itself; `None` when
@@ -164,6 +176,11 @@ pub trait Upstream: Send + Sync + 'static {
 
     /// Starts the sign-in for one backchannel request.
     async fn begin(&self, request: &BeginRequest<'_>) -> Result<Begun, UpstreamError>;
+
+    /// The sign-in link [`Self::begin`] gave, made again from the request's
+    /// context: links are not stored, as they were most of a pending
+    /// request's bytes. `None` when the IdP reaches the user itself.
+    async fn user_link(&self, link: &LinkFor<'_>) -> Result<Option<Url>, UpstreamError>;
 
     /// Asks the IdP about the request whose context is `context`, with the
     /// code the browser brought back or by polling; tokens come back with
