@@ -1,10 +1,15 @@
 //! `make bench`'s floor: the least an actix-web server can do for a CIBA
 //! poll on Redis. One handler reads the form body, does one Redis GET
-//! (over a `ConnectionManager`, as the proxy's store does) and answers
-//! `authorization_pending` as JSON. No parsing, no client authentication,
-//! no logging: the poll path's ratio to this is its overhead.
+//! (over a `ConnectionManager`, as the proxy's store does) of the polled
+//! request's own key, and answers `authorization_pending` as JSON. No
+//! parsing beyond finding `auth_req_id=`, no client authentication, no
+//! logging: the poll path's ratio to this is its overhead. Reading the
+//! request's own key, not one hot key, gives both sides the same Redis
+//! working set: with many requests in flight, most of a poll's Redis time
+//! is fetching that request's memory.
 //!
-//! Usage: `bench-floor <bind> <redis-url> <key>` (the bench starts it).
+//! Usage: `bench-floor <bind> <redis-url> <key>`: `*` in `<key>` stands
+//! for the polled auth_req_id (the bench starts it).
 use std::time::Duration;
 
 use actix_web::http::header::{CacheControl, CacheDirective};
@@ -18,9 +23,13 @@ struct Floor {
     key: String,
 }
 
-async fn poll(_body: web::Bytes, floor: web::Data<Floor>) -> HttpResponse {
+async fn poll(body: web::Bytes, floor: web::Data<Floor>) -> HttpResponse {
     let mut conn = floor.conn.clone();
-    match conn.get::<_, Option<String>>(&floor.key).await {
+    let key = match auth_req_id(&body) {
+        Some(id) => floor.key.replace('*', id),
+        None => floor.key.clone(),
+    };
+    match conn.get::<_, Option<Vec<u8>>>(&key).await {
         Ok(_) => HttpResponse::BadRequest()
             .insert_header(CacheControl(vec![CacheDirective::NoStore]))
             .json(serde_json::json!({
@@ -29,6 +38,14 @@ async fn poll(_body: web::Bytes, floor: web::Data<Floor>) -> HttpResponse {
             })),
         Err(_) => HttpResponse::ServiceUnavailable().finish(),
     }
+}
+
+/// The `auth_req_id` form value (ids need no percent-decoding).
+fn auth_req_id(body: &[u8]) -> Option<&str> {
+    let body = std::str::from_utf8(body).ok()?;
+    let start = body.find("auth_req_id=")? + "auth_req_id=".len();
+    let rest = &body[start..];
+    Some(&rest[..rest.find('&').unwrap_or(rest.len())])
 }
 
 #[actix_web::main]

@@ -501,3 +501,38 @@ async fn with_wait_replicas_a_login_s_writes_wait_for_a_replica_on_its_primary()
         assert!(waits_on(primary) >= before + 2, "{url}");
     }
 }
+
+#[tokio::test]
+async fn a_poll_of_an_unknown_id_leaves_nothing_lasting_and_no_request() {
+    let settings = store_settings(&redis_url());
+    let store = backends_for(&settings).await.expect("connect").store;
+    let id = AuthReqId::generate();
+    // The pending path writes `last_poll` without a script: for an id that
+    // was never stored, that write must expire on its own.
+    assert_eq!(
+        store
+            .poll(&id, "c", "a1", SystemClock.now_ms())
+            .await
+            .unwrap(),
+        PollOutcome::Unknown
+    );
+    let key = format!("{}:{{{}}}:req", settings.key_prefix, id);
+    let ttl: i64 = redis::cmd("PTTL")
+        .arg(&key)
+        .query_async(&mut raw_redis().await)
+        .await
+        .unwrap();
+    assert!((1..=60_000).contains(&ttl), "{key} expires in {ttl} ms");
+    assert_eq!(store.get(&id).await.unwrap(), None);
+    // Another client's request: unknown to this one, and unchanged.
+    let r = record("owner");
+    store.create(&r, SystemClock.now_ms()).await.unwrap();
+    assert_eq!(
+        store
+            .poll(&r.id, "intruder", "a2", SystemClock.now_ms())
+            .await
+            .unwrap(),
+        PollOutcome::Unknown
+    );
+    assert_eq!(store.get(&r.id).await.unwrap(), Some((r, Status::Pending)));
+}

@@ -4,6 +4,11 @@
 //! keep-alive connections polling pending requests with Basic auth. The
 //! two take turns, so a neighbour's burst of work hits both alike. Also
 //! Redis bytes per pending request, and that no poll reaches the IdP.
+//!
+//! Two loads: polls on time (each of many stored requests polled less
+//! often than its interval, so the answer is `authorization_pending`, as
+//! the floor's), which the goal is about; and a client that polls too fast
+//! (50 requests, each polled hundreds of times a second: `slow_down`).
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
@@ -18,6 +23,9 @@ use ciba_proxy_e2e::device::Action;
 use crate::load::{self, Sample};
 
 const PENDING_REQUESTS: usize = 50;
+/// Requests stored for the on-time load, each with a 1 s interval: at the
+/// rates measured here each is polled every 1.3 s or more.
+const STORED_REQUESTS: usize = 80_000;
 const CONNECTIONS: usize = 32;
 const WARM_UP: Duration = Duration::from_secs(1);
 /// Each side runs ROUNDS turns of TURN, alternating.
@@ -54,14 +62,16 @@ pub async fn against_the_floor() -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_millis(300)).await;
     bytes_per_pending_request(&app.prefix, PENDING_REQUESTS).await?;
 
-    let floor = Floor::start(&format!("{}-floor:pending", app.prefix)).await?;
+    let on_time_ids = store_pending_requests(&app.prefix, &app.clients[0].client_id).await?;
+    // The floor reads each polled request's own data key.
+    let floor = Floor::start(&format!("{}:{{*}}:dat", app.prefix)).await?;
     let proxy_addr: SocketAddr = proxy.url.trim_start_matches("http://").parse()?;
     let client = &app.clients[0];
     let basic = format!(
         "Basic {}",
         STANDARD.encode(format!("{}:{}", client.client_id, client.client_secret))
     );
-    let polls = |addr: SocketAddr| -> Vec<Vec<u8>> {
+    let polls = |addr: SocketAddr, ids: &[String]| -> Vec<Vec<u8>> {
         ids.iter()
             .map(|id| {
                 let grant = percent_encoding::utf8_percent_encode(
@@ -73,52 +83,118 @@ pub async fn against_the_floor() -> anyhow::Result<()> {
             })
             .collect()
     };
-    let (to_proxy, to_floor) = (polls(proxy_addr), polls(floor.addr));
 
     let idp_before = app.idp.stats().await?.total;
     let log_lines_before = proxy.logs().lines().count();
     println!(
-        "poll path at the floor: {CONNECTIONS} keep-alive connections, {PENDING_REQUESTS} pending requests, \
+        "poll path at the floor: {CONNECTIONS} keep-alive connections, \
          {ROUNDS} turns of {}s each, alternating; proxy log level {level:?}",
         TURN.as_secs()
     );
     let redis_pid = redis_pid().await.unwrap_or(0);
-    let (proxy_pid, floor_pid) = (proxy.pid(), floor.child.id());
-    let (mut proxy_total, mut floor_total, ratios) = tokio::task::spawn_blocking(move || {
-        load::run(floor.addr, &to_floor, CONNECTIONS, WARM_UP, &[])?;
-        load::run(proxy_addr, &to_proxy, CONNECTIONS, WARM_UP, &[])?;
-        let (mut proxy_total, mut floor_total) = (Sample::default(), Sample::default());
-        let mut ratios = Vec::new();
-        for _ in 0..ROUNDS {
-            let floor_turn = load::run(
-                floor.addr,
-                &to_floor,
-                CONNECTIONS,
-                TURN,
-                &[floor_pid, redis_pid],
-            )?;
-            let proxy_turn = load::run(
-                proxy_addr,
-                &to_proxy,
-                CONNECTIONS,
-                TURN,
-                &[proxy_pid, redis_pid],
-            )?;
-            ratios.push(proxy_turn.per_sec() / floor_turn.per_sec());
-            floor_total.add(floor_turn);
-            proxy_total.add(proxy_turn);
-        }
-        drop(floor);
-        anyhow::Ok((proxy_total, floor_total, ratios))
+    let pids = Pids {
+        proxy: proxy.pid(),
+        floor: floor.child.id(),
+        redis: redis_pid,
+    };
+    let addrs = (proxy_addr, floor.addr);
+    let on_time = (
+        polls(proxy_addr, &on_time_ids),
+        polls(floor.addr, &on_time_ids),
+    );
+    let too_fast = (polls(proxy_addr, &ids), polls(floor.addr, &ids));
+    let (on_time, too_fast) = tokio::task::spawn_blocking(move || {
+        let on_time = turns(addrs, &on_time, pids)?;
+        let too_fast = turns(addrs, &too_fast, pids)?;
+        anyhow::Ok((on_time, too_fast))
     })
     .await??;
+    drop(floor);
+    let ratio = report(
+        &format!("polls on time ({STORED_REQUESTS} requests, interval 1 s)"),
+        on_time,
+    );
+    report(
+        &format!("a client polling too fast ({PENDING_REQUESTS} requests)"),
+        too_fast,
+    );
+    println!(
+        "  ratio proxy/floor, polls on time: {ratio:.2} (goal >= {RATIO_GOAL}){}",
+        if ratio >= RATIO_GOAL {
+            ""
+        } else {
+            "  BELOW GOAL"
+        }
+    );
+    delete_keys(&format!("{}:*", app.prefix)).await?;
     let idp_during = app.idp.stats().await?.total - idp_before;
     let log_lines = proxy.logs().lines().count() - log_lines_before;
 
+    println!("  proxy log lines while polling: {log_lines}");
+    println!("  requests that reached the IdP while polling: {idp_during}");
+    anyhow::ensure!(idp_during == 0, "polls reached the IdP");
+    drop(proxy);
+    Ok(())
+}
+
+#[derive(Clone, Copy)]
+struct Pids {
+    proxy: u32,
+    floor: u32,
+    redis: u32,
+}
+
+/// What one load measured on each side, and the ratio of each round.
+struct Turns {
+    proxy: Sample,
+    floor: Sample,
+    ratios: Vec<f64>,
+}
+
+/// A warm-up each, then [`ROUNDS`] alternating turns of the same load
+/// (`(to the proxy, to the floor)`).
+fn turns(
+    (proxy_addr, floor_addr): (SocketAddr, SocketAddr),
+    (to_proxy, to_floor): &(Vec<Vec<u8>>, Vec<Vec<u8>>),
+    pids: Pids,
+) -> anyhow::Result<Turns> {
+    load::run(floor_addr, to_floor, CONNECTIONS, WARM_UP, &[])?;
+    load::run(proxy_addr, to_proxy, CONNECTIONS, WARM_UP, &[])?;
+    let (mut proxy, mut floor) = (Sample::default(), Sample::default());
+    let mut ratios = Vec::new();
+    for _ in 0..ROUNDS {
+        let floor_turn = load::run(
+            floor_addr,
+            to_floor,
+            CONNECTIONS,
+            TURN,
+            &[pids.floor, pids.redis],
+        )?;
+        let proxy_turn = load::run(
+            proxy_addr,
+            to_proxy,
+            CONNECTIONS,
+            TURN,
+            &[pids.proxy, pids.redis],
+        )?;
+        ratios.push(proxy_turn.per_sec() / floor_turn.per_sec());
+        floor.add(floor_turn);
+        proxy.add(proxy_turn);
+    }
+    Ok(Turns {
+        proxy,
+        floor,
+        ratios,
+    })
+}
+
+/// Prints one load's table; answers the overall ratio.
+fn report(what: &str, mut turns: Turns) -> f64 {
+    println!("  {what}:");
     println!(
         "  side  |  polls/s | p50 ms | p99 ms | CPU µs per poll: server, redis, load | answers"
     );
-    for (name, sample) in [("floor", &mut floor_total), ("proxy", &mut proxy_total)] {
+    for (name, sample) in [("floor", &mut turns.floor), ("proxy", &mut turns.proxy)] {
         let (p50, p99) = (sample.percentile(0.5), sample.percentile(0.99));
         let cpu: Vec<String> = sample
             .cpu_micros_per_poll()
@@ -134,22 +210,81 @@ pub async fn against_the_floor() -> anyhow::Result<()> {
             sample.answers.iter().collect::<BTreeMap<_, _>>()
         );
     }
-    let ratio = proxy_total.per_sec() / floor_total.per_sec();
-    let turns: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
+    let ratio = turns.proxy.per_sec() / turns.floor.per_sec();
+    let rounds: Vec<String> = turns.ratios.iter().map(|r| format!("{r:.2}")).collect();
     println!(
-        "  ratio proxy/floor: {ratio:.2} (goal >= {RATIO_GOAL}; per round {}){}",
-        turns.join(", "),
-        if ratio >= RATIO_GOAL {
-            ""
-        } else {
-            "  BELOW GOAL"
-        }
+        "  ratio proxy/floor: {ratio:.2} (per round {})",
+        rounds.join(", ")
     );
-    println!("  proxy log lines while polling: {log_lines}");
-    println!("  requests that reached the IdP while polling: {idp_during}");
-    anyhow::ensure!(idp_during == 0, "polls reached the IdP");
-    drop(proxy);
-    Ok(())
+    ratio
+}
+
+/// [`STORED_REQUESTS`] pending requests of `client_id`, stored as
+/// `/bc-authorize` stores them (through the proxy's own store, under the
+/// proxy's prefix), each with a 1 s interval.
+async fn store_pending_requests(prefix: &str, client_id: &str) -> anyhow::Result<Vec<String>> {
+    use ciba_proxy::clock::{Clock, SystemClock};
+    use ciba_proxy::domain::AuthReqId;
+    use ciba_proxy::store::{RedisStore, RequestRecord, Requests, UserLink};
+    use futures::StreamExt;
+
+    let store = RedisStore::connect(&redis_url(), prefix, Duration::from_secs(5)).await?;
+    let now = SystemClock.now_ms();
+    let records = (0..STORED_REQUESTS).map(|i| RequestRecord {
+        id: AuthReqId::generate(),
+        client_id: client_id.to_owned(),
+        login_hint: format!("stored{i}"),
+        scope: "openid".into(),
+        created_at_ms: now,
+        sealed_upstream: "A".repeat(106),
+        // Long enough for the whole run, short enough to go soon after.
+        expires_at_ms: now + 120_000,
+        interval_secs: 1,
+        sealed_ping_token: None,
+        binding_message: None,
+        user_link: UserLink::FromContext,
+    });
+    let ids: Vec<anyhow::Result<String>> = futures::stream::iter(records)
+        .map(|record| {
+            let store = store.clone();
+            async move {
+                store.create(&record, now).await?;
+                anyhow::Ok(record.id.as_str().to_owned())
+            }
+        })
+        .buffer_unordered(64)
+        .collect()
+        .await;
+    ids.into_iter().collect()
+}
+
+/// Removes the run's keys: the stored requests would hold Redis memory
+/// until they expire.
+async fn delete_keys(pattern: &str) -> anyhow::Result<()> {
+    let mut conn = redis::Client::open(redis_url())?
+        .get_multiplexed_async_connection()
+        .await?;
+    let mut cursor = 0u64;
+    loop {
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(pattern)
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(&mut conn)
+            .await?;
+        if !keys.is_empty() {
+            redis::cmd("UNLINK")
+                .arg(&keys)
+                .query_async::<()>(&mut conn)
+                .await?;
+        }
+        cursor = next;
+        if cursor == 0 {
+            return Ok(());
+        }
+    }
 }
 
 /// The local Redis's process id (its CPU time is read from /proc), if
@@ -255,16 +390,6 @@ struct Floor {
 
 impl Floor {
     async fn start(key: &str) -> anyhow::Result<Self> {
-        let mut conn = redis::Client::open(redis_url())?
-            .get_multiplexed_async_connection()
-            .await?;
-        redis::cmd("SET")
-            .arg(key)
-            .arg("pending")
-            .arg("EX")
-            .arg(600)
-            .query_async::<()>(&mut conn)
-            .await?;
         let addr = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
         let exe = std::env::current_exe()?.with_file_name("bench-floor");
         anyhow::ensure!(
