@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use crate::redis_process::{free_port, node_config, temp_dir, wait_until, Access, Process};
+use crate::redis_process::{
+    free_port, node_config, temp_dir, userinfo, wait_until, Access, Process,
+};
 
 /// Short, so a test sees a failover within seconds.
 const NODE_TIMEOUT_MS: u64 = 1000;
@@ -119,7 +121,7 @@ impl RedisCluster {
         } else {
             "redis+cluster"
         };
-        let userinfo = user.map_or(String::new(), |(u, p)| format!("{u}:{p}@"));
+        let userinfo = userinfo(user);
         let seeds: Vec<String> = self
             .nodes
             .iter()

@@ -168,8 +168,22 @@ impl Access {
 }
 
 /// The ACL user of the data nodes of a secured fixture (the URL's user).
+/// Its password has the characters a URL must percent-encode, as managed
+/// services' generated passwords do.
 pub const DATA_USER: &str = "ciba";
-pub const DATA_PASSWORD: &str = "data-Pw-3f7a91";
+pub const DATA_PASSWORD: &str = "data-Pw/3f@7a:91%";
+
+/// `user:password@` for a URL, each percent-encoded.
+pub fn userinfo(user: Option<(&str, &str)>) -> String {
+    use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
+    user.map_or(String::new(), |(u, p)| {
+        format!(
+            "{}:{}@",
+            utf8_percent_encode(u, NON_ALPHANUMERIC),
+            utf8_percent_encode(p, NON_ALPHANUMERIC)
+        )
+    })
+}
 
 /// A data node's configuration file: on `port` (TLS-only with `tls`),
 /// keeping nothing on disk, and with `acl` only the user [`DATA_USER`]

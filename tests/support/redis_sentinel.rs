@@ -8,7 +8,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use crate::redis_process::{
-    free_port, node_config, temp_dir, tls_config, wait_until, Access, Process,
+    free_port, node_config, temp_dir, tls_config, userinfo, wait_until, Access, Process,
 };
 
 pub const MASTER: &str = "ciba";
@@ -218,7 +218,7 @@ impl RedisSentinel {
         } else {
             "redis+sentinel"
         };
-        let userinfo = user.map_or(String::new(), |(u, p)| format!("{u}:{p}@"));
+        let userinfo = userinfo(user);
         let hosts: Vec<String> = self
             .sentinels
             .iter()
