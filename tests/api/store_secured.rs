@@ -18,6 +18,7 @@ use ciba_proxy_e2e::redis_cluster::RedisCluster;
 use ciba_proxy_e2e::redis_deployments::{
     backends_for, secured_sentinel_settings, tls_cluster_settings,
 };
+use ciba_proxy_e2e::redis_process::ADMIN_PASSWORD;
 use ciba_proxy_e2e::redis_sentinel::{
     RedisSentinel, Security, DATA_PASSWORD, DATA_USER, SENTINEL_PASSWORD, SENTINEL_USER,
 };
@@ -29,7 +30,12 @@ const WRONG_PASSWORD: &str = "wrong-Pw-6b0d2c";
 /// Every password of the fixtures, as given and as the URL encodes it.
 fn passwords() -> Vec<String> {
     let mut all = Vec::new();
-    for password in [WRONG_PASSWORD, DATA_PASSWORD, SENTINEL_PASSWORD] {
+    for password in [
+        WRONG_PASSWORD,
+        DATA_PASSWORD,
+        SENTINEL_PASSWORD,
+        ADMIN_PASSWORD,
+    ] {
         all.push(password.to_owned());
         all.push(utf8_percent_encode(password, NON_ALPHANUMERIC).to_string());
     }

@@ -4,7 +4,8 @@
 //! starts one per test binary; a test that kills a node starts its own.
 //! [`RedisCluster::shared_tls`] is a smaller one, 3 primaries without
 //! replicas, that speaks only TLS (`tls-cluster yes`, a client certificate
-//! from the test CA required) and knows only the ACL user [`DATA_USER`].
+//! from the test CA required), where the proxy's ACL user [`DATA_USER`] has
+//! only the rights docs/scaling.md lists.
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::OnceLock;
@@ -13,7 +14,8 @@ use std::time::Duration;
 use anyhow::Context;
 
 use crate::redis_process::{
-    free_port, node_config, temp_dir, userinfo, wait_until, Access, Process,
+    free_port, node_config, temp_dir, userinfo, wait_until, Access, Process, ADMIN_PASSWORD,
+    ADMIN_USER,
 };
 
 /// Short, so a test sees a failover within seconds.
@@ -55,7 +57,7 @@ impl RedisCluster {
         let dir = temp_dir("cluster");
         let access = Access {
             tls: secured,
-            user: secured.then(|| (DATA_USER.to_owned(), DATA_PASSWORD.to_owned())),
+            user: secured.then(|| (ADMIN_USER.to_owned(), ADMIN_PASSWORD.to_owned())),
         };
         let mut nodes = Vec::new();
         for _ in 0..nodes_count {
@@ -109,8 +111,8 @@ impl RedisCluster {
         self.url_as(
             self.access
                 .user
-                .as_ref()
-                .map(|(u, p)| (u.as_str(), p.as_str())),
+                .is_some()
+                .then_some((DATA_USER, DATA_PASSWORD)),
         )
     }
 

@@ -173,6 +173,21 @@ impl Access {
 pub const DATA_USER: &str = "ciba";
 pub const DATA_PASSWORD: &str = "data-Pw/3f@7a:91%";
 
+/// What [`DATA_USER`] may do: the keys and channel of the test prefixes
+/// (`contract-…`, `test-…`), and the commands docs/scaling.md ("Managed
+/// services") lists, so the suite checks that list.
+pub const DATA_USER_RULES: &str = "resetchannels ~contract-* ~test-* ~{contract-* ~{test-* \
+    &contract-*:decided &test-*:decided -@all \
+    +hset +hget +hmget +hgetall +hdel +del +exists +get +set +pexpire +pexpireat \
+    +expire +incr +zadd +zrem +zrange +zrangebyscore +zrevrange +zrevrangebyscore \
+    +zremrangebyscore +zcard +sadd +srem +smembers +evalsha +eval +script \
+    +publish +subscribe +ping +time +role +cluster|slots +wait +multi +exec +hmset +incrby +zcount";
+
+/// Every right on secured data nodes: what the replica (`masteruser`),
+/// the sentinels (`sentinel auth-user`) and the fixtures use.
+pub const ADMIN_USER: &str = "admin";
+pub const ADMIN_PASSWORD: &str = "admin-Pw-51e9b4";
+
 /// `user:password@` for a URL, each percent-encoded.
 pub fn userinfo(user: Option<(&str, &str)>) -> String {
     use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
@@ -186,7 +201,8 @@ pub fn userinfo(user: Option<(&str, &str)>) -> String {
 }
 
 /// A data node's configuration file: on `port` (TLS-only with `tls`),
-/// keeping nothing on disk, and with `acl` only the user [`DATA_USER`]
+/// keeping nothing on disk, and with `acl` only the users [`DATA_USER`]
+/// (the proxy's, with [`DATA_USER_RULES`]) and [`ADMIN_USER`]
 /// (`user default off`).
 pub fn node_config(port: u16, tls: bool, acl: bool) -> String {
     let mut conf = if tls {
@@ -200,7 +216,9 @@ pub fn node_config(port: u16, tls: bool, acl: bool) -> String {
     conf.push_str("repl-diskless-sync-delay 0\n");
     if acl {
         conf.push_str(&format!(
-            "user default off\nuser {DATA_USER} on >{DATA_PASSWORD} ~* &* +@all\n"
+            "user default off\n\
+             user {ADMIN_USER} on >{ADMIN_PASSWORD} ~* &* +@all\n\
+             user {DATA_USER} on >{DATA_PASSWORD} {DATA_USER_RULES}\n"
         ));
     }
     conf

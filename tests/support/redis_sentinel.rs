@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use crate::redis_process::{
     free_port, node_config, temp_dir, tls_config, userinfo, wait_until, Access, Process,
+    ADMIN_PASSWORD, ADMIN_USER,
 };
 
 pub const MASTER: &str = "ciba";
@@ -24,10 +25,10 @@ pub const SENTINEL_PASSWORD: &str = "sentinel-Pw-c28e40";
 pub enum Security {
     /// Plain TCP, no password.
     Open,
-    /// Data nodes with the ACL user [`DATA_USER`] (`user default off`;
-    /// the replica and the sentinels log in as it), sentinels with their
-    /// own user [`SENTINEL_USER`] (`sentinel sentinel-user/-pass` for each
-    /// other).
+    /// Data nodes with the ACL user [`DATA_USER`], which may do only what
+    /// docs/scaling.md lists (`user default off`; the replica and the
+    /// sentinels log in as an admin user), sentinels with their own user
+    /// [`SENTINEL_USER`] (`sentinel sentinel-user/-pass` for each other).
     Acl,
     /// [`Security::Acl`], and every node and sentinel speaks only TLS and
     /// requires a client certificate from the test CA.
@@ -37,7 +38,7 @@ pub enum Security {
 impl Security {
     /// How the fixture reaches the data nodes.
     fn data_access(self) -> Access {
-        self.access(DATA_USER, DATA_PASSWORD)
+        self.access(ADMIN_USER, ADMIN_PASSWORD)
     }
 
     /// How the fixture reaches the sentinels.
@@ -101,7 +102,7 @@ impl RedisSentinel {
                 conf.push_str(&format!("replicaof 127.0.0.1 {primary}\n"));
                 if acl {
                     conf.push_str(&format!(
-                        "masteruser {DATA_USER}\nmasterauth {DATA_PASSWORD}\n"
+                        "masteruser {ADMIN_USER}\nmasterauth {ADMIN_PASSWORD}\n"
                     ));
                 }
             }
@@ -147,8 +148,8 @@ impl RedisSentinel {
                      user {SENTINEL_USER} on >{SENTINEL_PASSWORD} ~* &* +@all\n\
                      sentinel sentinel-user {SENTINEL_USER}\n\
                      sentinel sentinel-pass {SENTINEL_PASSWORD}\n\
-                     sentinel auth-user {MASTER} {DATA_USER}\n\
-                     sentinel auth-pass {MASTER} {DATA_PASSWORD}\n"
+                     sentinel auth-user {MASTER} {ADMIN_USER}\n\
+                     sentinel auth-pass {MASTER} {ADMIN_PASSWORD}\n"
                 ));
             }
             let path = dir.join(format!("sentinel-{port}.conf"));
