@@ -36,5 +36,6 @@ mod request_object;
 mod retry_safety;
 mod store_backends;
 mod store_contract;
+mod store_secured;
 mod test_idp_ciba;
 mod token;

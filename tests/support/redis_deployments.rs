@@ -1,7 +1,10 @@
 //! Every Redis deployment the proxy speaks to, connected the way the proxy
 //! connects (`store::connect` from `[store]` settings): the shared single
-//! Redis, the shared cluster, the shared Sentinel group and the shared TLS
-//! Redis that requires a client certificate. Each gets a fresh key prefix.
+//! Redis, the shared cluster, the shared Sentinel group, the shared TLS
+//! Redis that requires a client certificate, and the secured forms: a
+//! Sentinel group with ACL users, the same over TLS with client
+//! certificates, and a TLS cluster with an ACL user. Each gets a fresh key
+//! prefix.
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,7 +16,7 @@ use secrecy::SecretString;
 use crate::app::redis_url;
 use crate::pki::TestPki;
 use crate::redis_cluster::RedisCluster;
-use crate::redis_sentinel::RedisSentinel;
+use crate::redis_sentinel::{RedisSentinel, Security, SENTINEL_PASSWORD, SENTINEL_USER};
 use crate::redis_tls::RedisTls;
 
 /// `[store]` for `url` with a fresh key prefix.
@@ -28,13 +31,38 @@ pub fn store_settings(url: &str) -> StoreSettings {
 
 /// `[store]` for the shared TLS Redis that requires a client certificate.
 pub fn mtls_settings() -> StoreSettings {
+    with_client_certificate(store_settings(&RedisTls::shared_with_client_certs().url()))
+}
+
+/// The test PKI's CA and client certificate on `settings`.
+fn with_client_certificate(settings: StoreSettings) -> StoreSettings {
     let pki = TestPki::shared();
     StoreSettings {
         ca_file: Some(pki.ca_path.clone()),
         client_cert_file: Some(pki.client.cert_path.clone()),
         client_key_file: Some(pki.client.key_path.clone()),
-        ..store_settings(&RedisTls::shared_with_client_certs().url())
+        ..settings
     }
+}
+
+/// `[store]` for a secured Sentinel group: the data nodes' user and
+/// password in the URL, the sentinels' in `sentinel_username/_password`,
+/// and for a TLS group the CA and the client certificate.
+pub fn secured_sentinel_settings(group: &RedisSentinel) -> StoreSettings {
+    let settings = StoreSettings {
+        sentinel_username: Some(SENTINEL_USER.to_owned()),
+        sentinel_password: Some(SecretString::from(SENTINEL_PASSWORD)),
+        ..store_settings(&group.url())
+    };
+    match group.security() {
+        Security::TlsAcl => with_client_certificate(settings),
+        _ => settings,
+    }
+}
+
+/// `[store]` for the shared TLS cluster with its ACL user.
+pub fn tls_cluster_settings() -> StoreSettings {
+    with_client_certificate(store_settings(&RedisCluster::shared_tls().url()))
 }
 
 /// Connects as the proxy does.
@@ -43,14 +71,57 @@ pub async fn backends_for(settings: &StoreSettings) -> anyhow::Result<Backends> 
     Ok(connect(&target, Arc::new(SystemClock)).await?)
 }
 
+/// Starts every shared deployment at once (each starts once per test
+/// binary; together they take as long as the slowest).
+async fn start_shared_deployments() {
+    let starts: [fn(); 6] = [
+        || {
+            RedisCluster::shared();
+        },
+        || {
+            RedisCluster::shared_tls();
+        },
+        || {
+            RedisSentinel::shared();
+        },
+        || {
+            RedisSentinel::shared_acl();
+        },
+        || {
+            RedisSentinel::shared_tls();
+        },
+        || {
+            RedisTls::shared_with_client_certs();
+        },
+    ];
+    let started: Vec<_> = starts
+        .into_iter()
+        .map(tokio::task::spawn_blocking)
+        .collect();
+    for start in started {
+        start.await.expect("start a shared Redis deployment");
+    }
+}
+
 /// (name, backends, key prefix) for the single Redis, the cluster,
-/// Sentinel and TLS.
+/// Sentinel, TLS, Sentinel with ACL, Sentinel with ACL over TLS and the
+/// cluster with ACL over TLS.
 pub async fn shared_redis_backends() -> Vec<(&'static str, Backends, String)> {
+    start_shared_deployments().await;
     let settings = [
         ("redis", store_settings(&redis_url())),
         ("cluster", store_settings(&RedisCluster::shared().url())),
         ("sentinel", store_settings(&RedisSentinel::shared().url())),
         ("tls", mtls_settings()),
+        (
+            "sentinel-acl",
+            secured_sentinel_settings(RedisSentinel::shared_acl()),
+        ),
+        (
+            "sentinel-tls-acl",
+            secured_sentinel_settings(RedisSentinel::shared_tls()),
+        ),
+        ("cluster-tls-acl", tls_cluster_settings()),
     ];
     let mut all = Vec::new();
     for (name, settings) in settings {
