@@ -11,7 +11,7 @@ use std::time::Duration;
 use ciba_proxy::clock::{Clock, SystemClock};
 use ciba_proxy::configuration::StoreSettings;
 use ciba_proxy::domain::AuthReqId;
-use ciba_proxy::store::{Backends, RequestRecord, Status};
+use ciba_proxy::store::{Backends, RequestRecord, Status, UserLink};
 use ciba_proxy_e2e::app::TestApp;
 use ciba_proxy_e2e::pki::TestPki;
 use ciba_proxy_e2e::redis_cluster::RedisCluster;
@@ -245,7 +245,7 @@ fn record() -> RequestRecord {
         interval_secs: 0,
         sealed_ping_token: None,
         binding_message: None,
-        sealed_link: None,
+        user_link: UserLink::None,
     }
 }
 
@@ -263,10 +263,7 @@ async fn the_store_follows_a_failover_of_a_tls_sentinel_group_with_acl() {
     };
     let store = connect(&settings).await.expect("connect").store;
     let before = record();
-    store
-        .create(&before, None, SystemClock.now_ms())
-        .await
-        .unwrap();
+    store.create(&before, SystemClock.now_ms()).await.unwrap();
 
     group.kill_primary();
     // Kept until the end: dropping the group stops its sentinels.
@@ -283,7 +280,7 @@ async fn the_store_follows_a_failover_of_a_tls_sentinel_group_with_acl() {
     // store reaches it over TLS as the data nodes' user.
     let mut after = record();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while let Err(e) = store.create(&after, None, SystemClock.now_ms()).await {
+    while let Err(e) = store.create(&after, SystemClock.now_ms()).await {
         // A fresh request each time: a failed attempt may have written.
         after = record();
         assert!(
