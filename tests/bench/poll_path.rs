@@ -62,7 +62,13 @@ pub async fn against_the_floor() -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_millis(300)).await;
     bytes_per_pending_request(&app.prefix, PENDING_REQUESTS).await?;
 
-    let on_time_ids = store_pending_requests(&app.prefix, &app.clients[0].client_id).await?;
+    let on_time_ids = store_pending_requests(
+        &redis_url(),
+        &app.prefix,
+        &app.clients[0].client_id,
+        STORED_REQUESTS,
+    )
+    .await?;
     // The floor reads each polled request's own data key.
     let floor = Floor::start(&format!("{}:{{*}}:dat", app.prefix)).await?;
     let proxy_addr: SocketAddr = proxy.url.trim_start_matches("http://").parse()?;
@@ -219,18 +225,23 @@ fn report(what: &str, mut turns: Turns) -> f64 {
     ratio
 }
 
-/// [`STORED_REQUESTS`] pending requests of `client_id`, stored as
-/// `/bc-authorize` stores them (through the proxy's own store, under the
-/// proxy's prefix), each with a 1 s interval.
-async fn store_pending_requests(prefix: &str, client_id: &str) -> anyhow::Result<Vec<String>> {
+/// `count` pending requests of `client_id`, stored as `/bc-authorize`
+/// stores them (through the proxy's own store at `url`, under the proxy's
+/// prefix), each with a 1 s interval, for polls on time.
+pub async fn store_pending_requests(
+    url: &str,
+    prefix: &str,
+    client_id: &str,
+    count: usize,
+) -> anyhow::Result<Vec<String>> {
     use ciba_proxy::clock::{Clock, SystemClock};
     use ciba_proxy::domain::AuthReqId;
     use ciba_proxy::store::{RedisStore, RequestRecord, Requests, UserLink};
     use futures::StreamExt;
 
-    let store = RedisStore::connect(&redis_url(), prefix, Duration::from_secs(5)).await?;
+    let store = RedisStore::connect(url, prefix, Duration::from_secs(5)).await?;
     let now = SystemClock.now_ms();
-    let records = (0..STORED_REQUESTS).map(|i| RequestRecord {
+    let records = (0..count).map(|i| RequestRecord {
         id: AuthReqId::generate(),
         client_id: client_id.to_owned(),
         login_hint: format!("stored{i}"),

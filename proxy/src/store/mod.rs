@@ -5,9 +5,9 @@
 //! end-to-end suite checks against each.
 //!
 //! A request moves `pending → approved → issued` or `pending → denied`; it
-//! expires at `expires_at` whatever its state. A poll is one atomic step that
-//! checks ownership and expiry, enforces the interval and hands the sealed
-//! tokens out at most once.
+//! expires at `expires_at` whatever its state. A poll checks ownership and
+//! expiry, enforces the interval and hands the sealed tokens out at most
+//! once (that last part atomically).
 use async_trait::async_trait;
 
 use crate::domain::AuthReqId;
