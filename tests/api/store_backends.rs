@@ -14,7 +14,9 @@ use ciba_proxy_e2e::app::{redis_url, TestApp};
 use ciba_proxy_e2e::device::Action;
 use ciba_proxy_e2e::pki::TestPki;
 use ciba_proxy_e2e::redis_cluster::RedisCluster;
-use ciba_proxy_e2e::redis_deployments::{backends_for, mtls_settings, store_settings};
+use ciba_proxy_e2e::redis_deployments::{
+    backends_for, decision_heard, mtls_settings, store_settings,
+};
 use ciba_proxy_e2e::redis_sentinel::RedisSentinel;
 use ciba_proxy_e2e::redis_tls::RedisTls;
 
@@ -26,22 +28,7 @@ const ACK: Duration = Duration::from_secs(8);
 const WEBHOOK_TIMEOUT: &str = "timeout_ms = 15000";
 const LEASE_MS: u64 = 20_000;
 
-fn record(client: &str) -> RequestRecord {
-    let now = SystemClock.now_ms();
-    RequestRecord {
-        id: AuthReqId::generate(),
-        client_id: client.into(),
-        login_hint: "alice".into(),
-        scope: "openid".into(),
-        sealed_upstream: "sealed".into(),
-        created_at_ms: now,
-        expires_at_ms: now + 60_000,
-        interval_secs: 0,
-        sealed_ping_token: None,
-        binding_message: None,
-        user_link: UserLink::None,
-    }
-}
+use ciba_proxy_e2e::redis_deployments::pending_record as record;
 
 /// Starts `n` logins for `<user>0..<user>{n-1}`, each device answering its
 /// webhook slowly; returns (hint, auth_req_id).
@@ -350,24 +337,10 @@ async fn a_decision_on_one_cluster_node_wakes_long_polls_listening_on_another() 
         ports[ports.len() - 1]
     ));
     let listener = backends_for(&listener_settings).await.expect("connect");
-    let id = AuthReqId::generate();
-    let watch = listener.decisions.watch(&id);
-    // Until the subscriber is listening, an announcement is lost: announce
-    // until one is heard.
-    let heard = async {
-        loop {
-            announcer.decisions.announce(&id).await;
-            if tokio::time::timeout(Duration::from_millis(200), watch.notify().notified())
-                .await
-                .is_ok()
-            {
-                return;
-            }
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(20), heard)
-        .await
-        .expect("the decision reached the other node's subscriber");
+    assert!(
+        decision_heard(&announcer, &listener, Duration::from_secs(20)).await,
+        "the decision did not reach the other node's subscriber"
+    );
 }
 
 #[tokio::test]

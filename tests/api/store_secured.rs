@@ -10,13 +10,12 @@ use std::time::Duration;
 
 use ciba_proxy::clock::{Clock, SystemClock};
 use ciba_proxy::configuration::StoreSettings;
-use ciba_proxy::domain::AuthReqId;
-use ciba_proxy::store::{Backends, RequestRecord, Status, UserLink};
+use ciba_proxy::store::{Backends, RequestRecord, Status};
 use ciba_proxy_e2e::app::TestApp;
 use ciba_proxy_e2e::pki::TestPki;
 use ciba_proxy_e2e::redis_cluster::RedisCluster;
 use ciba_proxy_e2e::redis_deployments::{
-    backends_for, secured_sentinel_settings, tls_cluster_settings,
+    backends_for, decision_heard, pending_record, secured_sentinel_settings, tls_cluster_settings,
 };
 use ciba_proxy_e2e::redis_process::ADMIN_PASSWORD;
 use ciba_proxy_e2e::redis_sentinel::{
@@ -211,42 +210,15 @@ async fn a_decision_announced_over_tls_with_acl_reaches_another_instance_s_long_
     ] {
         let announcer = connect(&settings).await.expect(what);
         let listener = connect(&settings).await.expect(what);
-        let id = AuthReqId::generate();
-        let watch = listener.decisions.watch(&id);
-        // Until the subscriber is listening, an announcement is lost:
-        // announce until one is heard.
-        let heard = async {
-            loop {
-                announcer.decisions.announce(&id).await;
-                if tokio::time::timeout(Duration::from_millis(200), watch.notify().notified())
-                    .await
-                    .is_ok()
-                {
-                    return;
-                }
-            }
-        };
-        tokio::time::timeout(Duration::from_secs(20), heard)
-            .await
-            .unwrap_or_else(|_| panic!("{what}: the decision was not heard"));
+        assert!(
+            decision_heard(&announcer, &listener, Duration::from_secs(20)).await,
+            "{what}: the decision was not heard"
+        );
     }
 }
 
 fn record() -> RequestRecord {
-    let now = SystemClock.now_ms();
-    RequestRecord {
-        id: AuthReqId::generate(),
-        client_id: "c".into(),
-        login_hint: "alice".into(),
-        scope: "openid".into(),
-        sealed_upstream: "sealed".into(),
-        created_at_ms: now,
-        expires_at_ms: now + 60_000,
-        interval_secs: 0,
-        sealed_ping_token: None,
-        binding_message: None,
-        user_link: UserLink::None,
-    }
+    pending_record("c")
 }
 
 #[tokio::test]

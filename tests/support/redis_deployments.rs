@@ -19,6 +19,45 @@ use crate::redis_cluster::RedisCluster;
 use crate::redis_sentinel::{RedisSentinel, Security, SENTINEL_PASSWORD, SENTINEL_USER};
 use crate::redis_tls::RedisTls;
 
+/// A pending request of `client`, as the store tests write it.
+pub fn pending_record(client: &str) -> ciba_proxy::store::RequestRecord {
+    use ciba_proxy::clock::Clock;
+    let now = SystemClock.now_ms();
+    ciba_proxy::store::RequestRecord {
+        id: ciba_proxy::domain::AuthReqId::generate(),
+        client_id: client.into(),
+        login_hint: "alice".into(),
+        scope: "openid".into(),
+        sealed_upstream: "sealed".into(),
+        created_at_ms: now,
+        expires_at_ms: now + 60_000,
+        interval_secs: 0,
+        sealed_ping_token: None,
+        binding_message: None,
+        user_link: ciba_proxy::store::UserLink::None,
+    }
+}
+
+/// Whether a decision `announcer` announces reaches `listener`'s
+/// subscriber within `within`. Until the subscriber is listening, an
+/// announcement is lost: it announces until one is heard.
+pub async fn decision_heard(announcer: &Backends, listener: &Backends, within: Duration) -> bool {
+    let id = ciba_proxy::domain::AuthReqId::generate();
+    let watch = listener.decisions.watch(&id);
+    let heard = async {
+        loop {
+            announcer.decisions.announce(&id).await;
+            if tokio::time::timeout(Duration::from_millis(200), watch.notify().notified())
+                .await
+                .is_ok()
+            {
+                return;
+            }
+        }
+    };
+    tokio::time::timeout(within, heard).await.is_ok()
+}
+
 /// `[store]` for `url` with a fresh key prefix.
 pub fn store_settings(url: &str) -> StoreSettings {
     StoreSettings {
