@@ -57,7 +57,11 @@ async fn connect(settings: &StoreSettings) -> anyhow::Result<Backends> {
 
 /// Connecting with `settings` is refused, and the error, in every form it
 /// could be logged in, names none of the passwords.
-async fn assert_refused_without_repeating_a_password(what: &str, settings: &StoreSettings) {
+/// The refusal's text, checked to repeat no password.
+async fn assert_refused_without_repeating_a_password(
+    what: &str,
+    settings: &StoreSettings,
+) -> String {
     let refusal = match connect(settings).await {
         Err(e) => e,
         Ok(backends) => match backends.store.ping().await {
@@ -69,6 +73,7 @@ async fn assert_refused_without_repeating_a_password(what: &str, settings: &Stor
     for password in passwords() {
         assert!(!text.contains(&password), "{what}: {text}");
     }
+    text
 }
 
 async fn assert_connects(what: &str, settings: &StoreSettings) {
@@ -90,13 +95,18 @@ async fn sentinels_with_acl_refuse_a_wrong_sentinel_password_and_it_is_never_rep
             sentinel_password: Some(SecretString::from(WRONG_PASSWORD)),
             ..right.clone()
         };
-        assert_refused_without_repeating_a_password(&group.url_as(None), &wrong).await;
+        // The error names the setting to fix.
+        let sentinels_refused = "the sentinels refused store.sentinel_username";
+        let text = assert_refused_without_repeating_a_password(&group.url_as(None), &wrong).await;
+        assert!(text.contains(sentinels_refused), "{text}");
         let anonymous = StoreSettings {
             sentinel_username: None,
             sentinel_password: None,
             ..right.clone()
         };
-        assert_refused_without_repeating_a_password(&group.url_as(None), &anonymous).await;
+        let text =
+            assert_refused_without_repeating_a_password(&group.url_as(None), &anonymous).await;
+        assert!(text.contains(sentinels_refused), "{text}");
         assert_connects(&group.url_as(None), &right).await;
     }
 }
@@ -109,7 +119,11 @@ async fn data_nodes_with_acl_refuse_a_wrong_password_in_the_url_and_it_is_never_
             url: SecretString::from(group.url_as(Some((DATA_USER, WRONG_PASSWORD)))),
             ..right.clone()
         };
-        assert_refused_without_repeating_a_password(&group.url_as(None), &wrong).await;
+        let text = assert_refused_without_repeating_a_password(&group.url_as(None), &wrong).await;
+        assert!(
+            text.contains("the data nodes refused the user and password in store.url"),
+            "{text}"
+        );
         // The sentinels' user is not the data nodes'.
         let swapped = StoreSettings {
             url: SecretString::from(group.url_as(Some((SENTINEL_USER, SENTINEL_PASSWORD)))),

@@ -168,7 +168,13 @@ pub async fn open(target: &StoreTarget) -> Result<Connections, StoreError> {
                     .set_client_to_sentinel_certificates(files.certificates());
             }
             let sentinel = builder.build().map_err(unavailable)?;
-            let conn = SentinelConn::connect(sentinel, manager_config(target)).await?;
+            let conn = match SentinelConn::connect(sentinel, manager_config(target)).await {
+                Ok(conn) => conn,
+                Err(e) if refused_credentials(&e) => {
+                    return Err(who_refused(target, sentinels, e).await)
+                }
+                Err(e) => return Err(unavailable(e)),
+            };
             Ok(Connections {
                 conn: RedisConn::Sentinel(conn.clone()),
                 subscriber: Subscriber::Sentinel(conn),
@@ -307,14 +313,49 @@ fn read_only(e: &RedisError) -> bool {
     e.kind() == ErrorKind::ReadOnly || e.to_string().contains("READONLY")
 }
 
+/// Wrong credentials (`WRONGPASS`), or none where some are needed (`NOAUTH`).
+fn refused_credentials(e: &RedisError) -> bool {
+    e.kind() == ErrorKind::AuthenticationFailed || matches!(e.code(), Some("NOAUTH" | "WRONGPASS"))
+}
+
+/// A Sentinel connection fails alike whether the sentinels or the data
+/// nodes refused their credentials: asks the sentinels alone, so the error
+/// names the setting to fix.
+async fn who_refused(target: &StoreTarget, sentinels: &[Node], error: RedisError) -> StoreError {
+    let tls = target.tls.is_some();
+    for node in sentinels {
+        let info = info(node, tls, 0, &target.sentinel_auth);
+        let Ok(client) = (match &target.tls {
+            Some(files) => Client::build_with_tls(info, files.certificates()),
+            None => Client::open(info),
+        }) else {
+            continue;
+        };
+        // Without credentials the connection opens and the first command
+        // is refused (NOAUTH), so it takes a PING to know.
+        let answered = tokio::time::timeout(target.timeout, async {
+            let mut conn = client.get_multiplexed_async_connection().await?;
+            redis::cmd("PING").query_async::<String>(&mut conn).await
+        })
+        .await;
+        let side = match answered {
+            Ok(Ok(_)) => "the sentinels accepted store.sentinel_username and store.sentinel_password; the data nodes refused the user and password in store.url",
+            Ok(Err(e)) if refused_credentials(&e) => {
+                "the sentinels refused store.sentinel_username and store.sentinel_password"
+            }
+            _ => continue,
+        };
+        return StoreError::Unavailable(format!("{error}: {side}"));
+    }
+    unavailable(error)
+}
+
 impl SentinelConn {
     async fn connect(
         mut sentinel: SentinelClient,
         config: ConnectionManagerConfig,
-    ) -> Result<Self, StoreError> {
-        let (address, manager) = Self::primary(&mut sentinel, &config)
-            .await
-            .map_err(unavailable)?;
+    ) -> Result<Self, RedisError> {
+        let (address, manager) = Self::primary(&mut sentinel, &config).await?;
         let conn = Self(Arc::new(SentinelInner {
             sentinel: tokio::sync::Mutex::new(sentinel),
             current: Mutex::new((0, manager)),
