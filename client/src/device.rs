@@ -293,6 +293,10 @@ pub struct Pending {
     pub handle: String,
     pub client_name: String,
     pub binding_message: Option<String>,
+    /// Number matching: the codes to pick from (the binding message is then
+    /// withheld: the user must read it on the consumption device).
+    #[serde(default)]
+    pub match_choices: Option<Vec<String>>,
     pub scope: String,
     pub expires_at: u64,
 }
@@ -485,13 +489,19 @@ async fn run(command: DeviceCommand, clock: &dyn Clock) -> Result<String, Failur
             let list: Vec<Value> = requests
                 .iter()
                 .map(|p| {
-                    json!({
+                    let mut listed = json!({
                         "handle": p.handle,
                         "client_name": p.client_name,
                         "binding_message": p.binding_message,
                         "scope": p.scope,
                         "expires_at": p.expires_at,
-                    })
+                    });
+                    // Pick the one the consumption device shows, then
+                    // `approve --match CODE`.
+                    if let Some(choices) = &p.match_choices {
+                        listed["match_choices"] = json!(choices);
+                    }
+                    listed
                 })
                 .collect();
             Ok(Value::Array(list).to_string())

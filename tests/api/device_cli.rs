@@ -145,3 +145,37 @@ async fn the_console_device_denies() {
     assert_eq!(code, Some(1));
     assert!(stderr.contains("key_file"), "{stderr}");
 }
+
+#[tokio::test]
+async fn the_console_device_offers_the_codes_to_match_and_approves_with_one() {
+    let app = TestApp::builder()
+        .store(StoreKind::Redis)
+        .client_toml("binding_message_check = \"match\"")
+        .spawn()
+        .await;
+    let key = KeyFile::new();
+    let qr = serde_json::to_string(&offer_enrolment(&app, "carol").await).unwrap();
+    let (code, _, stderr) = device(&["register", "--qr", &qr, "--key", &key.path]).await;
+    assert_eq!(code, Some(0), "{stderr}");
+    app.device.on("carol", Action::Ignore);
+    let id = app.start("shop", "carol").await;
+    let (code, stdout, stderr) = device(&["pending", "--key", &key.path]).await;
+    assert_eq!(code, Some(0), "{stderr}");
+    let pending: Value = serde_json::from_str(stdout.trim()).unwrap();
+    // The code itself is withheld: the user reads it where the request
+    // started, and picks it among three.
+    assert_eq!(pending[0]["binding_message"], Value::Null, "{stdout}");
+    let choices: Vec<String> = serde_json::from_value(pending[0]["match_choices"].clone())
+        .unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    assert_eq!(choices.len(), 3, "{stdout}");
+    assert!(choices.contains(&"W4SCT".to_owned()), "{stdout}");
+    let handle = pending[0]["handle"].as_str().unwrap();
+    let (code, stdout, stderr) =
+        device(&["approve", handle, "--match", "W4SCT", "--key", &key.path]).await;
+    assert_eq!(code, Some(0), "{stderr}");
+    let page = sign_in(stdout.trim(), &Action::SignInAs("carol".into()))
+        .await
+        .unwrap();
+    assert_eq!(page.status, 200, "{page:?}");
+    assert_eq!(app.poll("shop", &id).await.status, 200);
+}
