@@ -54,54 +54,29 @@ type PollFields = (
 /// created (a real request's hash has its TTL already: `NX` leaves it).
 const STRAY_POLL_TTL_MS: u64 = 60_000;
 
-/// The poll as one atomic step, now run only for an approved or issued
-/// request (the pending path is plain commands, [`RedisStore::run_poll`]);
-/// it still answers every status, as the status may have moved since.
-const POLL: &str = r"
--- KEYS[1] request hash, KEYS[2] sealed tokens
--- ARGV: client_id, now_ms, slow_down step, attempt, pace ('1': record the
--- poll and answer slow_down when too fast; '0': a long poll's second look,
--- which forgets the last poll: the client waited, its next poll is on time)
--- Only what a pending poll needs (each field read costs on every poll).
-local r = redis.call('HMGET', KEYS[1], 'client_id', 'status', 'expires_at', 'interval', 'last_poll')
+/// Taking an approved request's tokens for one poll's attempt, atomically
+/// (the pending path is plain commands, [`RedisStore::run_poll`]). The
+/// request was seen approved or issued; a status never goes back.
+const TAKE_TOKENS: &str = r"
+-- KEYS[1] request hash, KEYS[2] sealed tokens; ARGV: client_id, now_ms, attempt
+local r = redis.call('HMGET', KEYS[1], 'client_id', 'status', 'expires_at')
 if not r[1] or r[1] ~= ARGV[1] then return {'unknown'} end
-local now = tonumber(ARGV[2])
-if now >= tonumber(r[3]) then
+if tonumber(ARGV[2]) >= tonumber(r[3]) then
   redis.call('DEL', KEYS[2])
   return {'expired'}
 end
-local status = r[2]
-if status == 'pending' then
-  if ARGV[5] ~= '1' then
-    redis.call('HDEL', KEYS[1], 'last_poll')
-    return {'pending'}
-  end
-  local interval = tonumber(r[4])
-  local last = tonumber(r[5])
-  if last and now < last + interval * 1000 then
-    interval = interval + tonumber(ARGV[3])
-    redis.call('HSET', KEYS[1], 'last_poll', ARGV[2], 'interval', interval)
-    return {'slow_down', tostring(interval)}
-  end
-  redis.call('HSET', KEYS[1], 'last_poll', ARGV[2])
-  return {'pending'}
-elseif status == 'approved' or status == 'issued' then
-  -- The tokens stay until this attempt confirms it answered with them; an
-  -- attempt whose answer never left (a timeout, a crash) leaves them to the
-  -- client's retry, which takes them over.
-  local tokens = redis.call('GET', KEYS[2])
-  if not tokens then
-    if status == 'approved' then return {'expired'} end
-    return {'redeemed'}
-  end
-  local t = redis.call('TIME')
-  local taken_at = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-  redis.call('HSET', KEYS[1], 'status', 'issued', 'attempt', ARGV[4], 'taken_at', taken_at)
-  return {'tokens', tokens}
-elseif status == 'denied' then
-  return {'denied', redis.call('HGET', KEYS[1], 'reason') or ''}
+-- The tokens stay until this attempt confirms it answered with them; an
+-- attempt whose answer never left (a timeout, a crash) leaves them to the
+-- client's retry, which takes them over.
+local tokens = redis.call('GET', KEYS[2])
+if not tokens then
+  if r[2] == 'approved' then return {'expired'} end
+  return {'redeemed'}
 end
-return {'redeemed'}
+local t = redis.call('TIME')
+local taken_at = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('HSET', KEYS[1], 'status', 'issued', 'attempt', ARGV[3], 'taken_at', taken_at)
+return {'tokens', tokens}
 ";
 
 const CONFIRM: &str = r"
@@ -237,7 +212,7 @@ pub struct RedisStore {
     subscriber: Subscriber,
     conn: RedisConn,
     prefix: String,
-    poll: Script,
+    take_tokens: Script,
     confirm: Script,
     bind_callback: Script,
     finish: Script,
@@ -283,7 +258,7 @@ impl RedisStore {
             subscriber,
             conn,
             prefix: prefix.to_owned(),
-            poll: script(POLL),
+            take_tokens: script(TAKE_TOKENS),
             confirm: script(CONFIRM),
             bind_callback: script(BIND_CALLBACK),
             finish: script(FINISH),
@@ -457,12 +432,16 @@ impl RedisStore {
         let expires_at =
             expires_at.ok_or_else(|| StoreError::Corrupt("request without expires_at".into()))?;
         match status.as_deref() {
-            _ if now_ms >= expires_at => {
+            // Only an approved request can have tokens to drop (they
+            // expire with it in Redis too; deleting them now keeps an
+            // instance whose clock lags from handing them out).
+            Some("approved" | "issued") if now_ms >= expires_at => {
                 conn.del::<_, ()>(self.tokens_key(id))
                     .await
                     .map_err(unavailable)?;
                 Ok(PollOutcome::Expired)
             }
+            _ if now_ms >= expires_at => Ok(PollOutcome::Expired),
             Some("pending") => {
                 let interval = interval
                     .ok_or_else(|| StoreError::Corrupt("request without interval".into()))?;
@@ -483,8 +462,7 @@ impl RedisStore {
         }
     }
 
-    /// The poll script: takes the tokens of an approved request for this
-    /// attempt, atomically.
+    /// [`TAKE_TOKENS`]: an approved request's tokens, for this attempt.
     async fn take_tokens(
         &self,
         id: &AuthReqId,
@@ -494,14 +472,12 @@ impl RedisStore {
     ) -> Result<PollOutcome, StoreError> {
         let mut conn = self.conn.clone();
         let reply: Vec<String> = self
-            .poll
+            .take_tokens
             .key(self.request_key(id))
             .key(self.tokens_key(id))
             .arg(client_id)
             .arg(now_ms)
-            .arg(SLOW_DOWN_STEP_SECS)
             .arg(attempt)
-            .arg("0")
             .invoke_async(&mut conn)
             .await
             .map_err(unavailable)?;
