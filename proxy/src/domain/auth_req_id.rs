@@ -53,7 +53,15 @@ impl AuthReqId {
         cipher.seal(plain.as_bytes(), aad)
     }
 
-    /// The request a reference from [`Self::seal_reference`] names.
+    /// Like [`Self::seal_reference`], but the same each time for the same
+    /// id and `aad` (no random part), for a reference that must be made
+    /// again identically, as a sign-in link's callback `state`.
+    pub fn seal_stable_reference(&self, cipher: &TokenCipher, aad: &str) -> String {
+        cipher.seal_deterministic(format!("{}.", self.0).as_bytes(), aad)
+    }
+
+    /// The request a reference from [`Self::seal_reference`] or
+    /// [`Self::seal_stable_reference`] names.
     pub fn open_reference(cipher: &TokenCipher, reference: &str, aad: &str) -> Option<Self> {
         const MAX_REFERENCE_LEN: usize = 512;
         if reference.is_empty() || reference.len() > MAX_REFERENCE_LEN {

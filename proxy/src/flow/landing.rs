@@ -61,17 +61,7 @@ impl Flow {
     /// is the same each time, so the sign-in link made again for the
     /// approval page is the very link the user was sent.
     pub(super) fn callback_state(&self, id: &AuthReqId) -> String {
-        self.cipher
-            .seal_deterministic(id.as_str().as_bytes(), STATE_AAD)
-    }
-
-    fn callback_target(&self, state: &str) -> Option<AuthReqId> {
-        const MAX_STATE_LEN: usize = 512;
-        if state.len() > MAX_STATE_LEN {
-            return None;
-        }
-        let plain = self.cipher.open(state, STATE_AAD).ok()?;
-        AuthReqId::parse(std::str::from_utf8(&plain).ok()?).ok()
+        id.seal_stable_reference(&self.cipher, STATE_AAD)
     }
 
     /// The user's browser is back from the IdP with `code` and `state` (or
@@ -80,7 +70,7 @@ impl Flow {
         let Some(upstream_state) = query.get("state") else {
             return Ok(Landing::BadLink);
         };
-        let id = match self.callback_target(upstream_state) {
+        let id = match AuthReqId::open_reference(&self.cipher, upstream_state, STATE_AAD) {
             Some(id) => id,
             None => match self.store.legacy_state_owner(upstream_state).await? {
                 Some(id) => id,
