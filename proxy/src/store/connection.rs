@@ -74,12 +74,21 @@ fn info(node: &Node, tls: bool, db: i64, auth: &Credentials) -> ConnectionInfo {
 }
 
 fn client(target: &StoreTarget, node: &Node, db: i64) -> Result<Client, StoreError> {
-    let info = info(node, target.tls.is_some(), db, &target.auth);
+    client_as(target, node, db, &target.auth).map_err(unavailable)
+}
+
+/// A client for `node` with `auth` (the data nodes' or the sentinels').
+fn client_as(
+    target: &StoreTarget,
+    node: &Node,
+    db: i64,
+    auth: &Credentials,
+) -> Result<Client, RedisError> {
+    let info = info(node, target.tls.is_some(), db, auth);
     match &target.tls {
         Some(tls) => Client::build_with_tls(info, tls.certificates()),
         None => Client::open(info),
     }
-    .map_err(unavailable)
 }
 
 fn manager_config(target: &StoreTarget) -> ConnectionManagerConfig {
@@ -322,13 +331,8 @@ fn refused_credentials(e: &RedisError) -> bool {
 /// nodes refused their credentials: asks the sentinels alone, so the error
 /// names the setting to fix.
 async fn who_refused(target: &StoreTarget, sentinels: &[Node], error: RedisError) -> StoreError {
-    let tls = target.tls.is_some();
     for node in sentinels {
-        let info = info(node, tls, 0, &target.sentinel_auth);
-        let Ok(client) = (match &target.tls {
-            Some(files) => Client::build_with_tls(info, files.certificates()),
-            None => Client::open(info),
-        }) else {
+        let Ok(client) = client_as(target, node, 0, &target.sentinel_auth) else {
             continue;
         };
         // Without credentials the connection opens and the first command
