@@ -517,3 +517,41 @@ async fn answers_on_the_page_are_audited_like_answers_on_devices() {
         "{log}"
     );
 }
+
+#[tokio::test]
+async fn a_callback_state_is_only_one_the_proxy_made_for_a_sign_in() {
+    let app = TestApp::builder().store(StoreKind::Redis).spawn().await;
+    app.device.on("alice", Action::Ignore);
+    let id = app.start("shop", "alice").await;
+    let notification = app.device.wait_for_notification("alice").await;
+    // The approval link's handle is the id sealed too, but for another
+    // purpose: as a callback state it names nothing.
+    let handle = notification.approval_url().rsplit('/').next().unwrap();
+    let landed = page(&app.url(&format!("/callback?state={handle}&error=access_denied"))).await;
+    assert_eq!(landed.status(), StatusCode::GONE);
+    app.poll("shop", &id)
+        .await
+        .assert_error(400, "authorization_pending");
+
+    // A state an older version made has a key of its own: a sign-in it
+    // started still lands after the upgrade.
+    let mut redis = redis::Client::open(ciba_proxy_e2e::app::redis_url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    redis::cmd("SET")
+        .arg(format!("{}:state:older-state", app.prefix))
+        .arg(&id)
+        .arg("PX")
+        .arg(60_000)
+        .query_async::<()>(&mut redis)
+        .await
+        .unwrap();
+    let landed = page(&app.url("/callback?state=older-state&error=access_denied")).await;
+    assert_eq!(landed.status(), StatusCode::OK);
+    assert!(landed.text().await.unwrap().contains("Request declined"));
+    app.poll("shop", &id)
+        .await
+        .assert_error(400, "access_denied");
+}
