@@ -36,6 +36,7 @@ mod request_object;
 mod retry_safety;
 mod store_backends;
 mod store_contract;
+mod store_per_thread;
 mod store_secured;
 mod test_idp_ciba;
 mod token;

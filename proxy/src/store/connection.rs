@@ -18,11 +18,32 @@ use redis::{
 use secrecy::ExposeSecret;
 
 use super::connect::{Credentials, Node, StoreTarget, Topology};
+use super::per_thread::{Lookup, PerThread};
 use super::StoreError;
 
 /// A connection to whichever deployment `store.url` names; cheap to clone.
+/// On a single server or a cluster each thread that runs a single-threaded
+/// runtime has a connection of its own (see [`PerThread`]).
+pub struct RedisConn {
+    shared: Link,
+    per_thread: Option<Arc<PerThread>>,
+    /// The link the command in flight goes down (its future borrows it).
+    current: Option<Link>,
+}
+
+impl Clone for RedisConn {
+    fn clone(&self) -> Self {
+        Self {
+            shared: self.shared.clone(),
+            per_thread: self.per_thread.clone(),
+            current: None,
+        }
+    }
+}
+
+/// One connection to the deployment.
 #[derive(Clone)]
-pub enum RedisConn {
+pub(super) enum Link {
     Single(ConnectionManager),
     Cluster(ClusterConnection),
     Sentinel(SentinelConn),
@@ -111,11 +132,21 @@ pub async fn open(target: &StoreTarget) -> Result<Connections, StoreError> {
         )),
         Topology::Single { node, db } => {
             let client = client(target, node, *db)?;
-            let conn = ConnectionManager::new_with_config(client.clone(), manager_config(target))
+            let config = manager_config(target);
+            let conn = ConnectionManager::new_with_config(client.clone(), config.clone())
                 .await
                 .map_err(unavailable)?;
+            let opener = client.clone();
+            let per_thread = PerThread::new(Box::new(move || {
+                let (client, config) = (opener.clone(), config.clone());
+                Box::pin(async move {
+                    Ok(Link::Single(
+                        ConnectionManager::new_with_config(client, config).await?,
+                    ))
+                })
+            }));
             Ok(Connections {
-                conn: RedisConn::Single(conn),
+                conn: RedisConn::new(Link::Single(conn), Some(per_thread)),
                 subscriber: Subscriber::Nodes(vec![client]),
             })
         }
@@ -134,12 +165,16 @@ pub async fn open(target: &StoreTarget) -> Result<Connections, StoreError> {
             }
             let cluster = builder.build().map_err(unavailable)?;
             let conn = cluster.get_async_connection().await.map_err(unavailable)?;
+            let per_thread = PerThread::new(Box::new(move || {
+                let cluster = cluster.clone();
+                Box::pin(async move { Ok(Link::Cluster(cluster.get_async_connection().await?)) })
+            }));
             let nodes = seeds
                 .iter()
                 .map(|n| client(target, n, 0))
                 .collect::<Result<Vec<_>, _>>()?;
             Ok(Connections {
-                conn: RedisConn::Cluster(conn),
+                conn: RedisConn::new(Link::Cluster(conn), Some(per_thread)),
                 subscriber: Subscriber::Nodes(nodes),
             })
         }
@@ -185,7 +220,8 @@ pub async fn open(target: &StoreTarget) -> Result<Connections, StoreError> {
                 Err(e) => return Err(unavailable(e)),
             };
             Ok(Connections {
-                conn: RedisConn::Sentinel(conn.clone()),
+                // One connection, which follows the sentinels across a failover.
+                conn: RedisConn::new(Link::Sentinel(conn.clone()), None),
                 subscriber: Subscriber::Sentinel(conn),
             })
         }
@@ -203,8 +239,9 @@ impl RedisConn {
     ) -> RedisResult<i64> {
         let mut cmd = redis::cmd("WAIT");
         cmd.arg(replicas).arg(timeout_ms);
-        match self {
-            Self::Cluster(c) => {
+        // The link this thread's writes went down: WAIT counts its own.
+        match &mut self.link().await {
+            Link::Cluster(c) => {
                 let route = Route::new(key_slot(key.as_bytes()), SlotAddr::Master);
                 let value = c
                     .route_command(
@@ -214,7 +251,7 @@ impl RedisConn {
                     .await?;
                 i64::from_owned_redis_value(value)
             }
-            _ => cmd.query_async(self).await,
+            link => cmd.query_async(link).await,
         }
     }
 }
@@ -243,7 +280,71 @@ fn key_slot(key: &[u8]) -> u16 {
     crc % 16384
 }
 
+impl RedisConn {
+    fn new(shared: Link, per_thread: Option<Arc<PerThread>>) -> Self {
+        Self {
+            shared,
+            per_thread,
+            current: None,
+        }
+    }
+
+    /// The link this thread's commands go down, opened if need be.
+    async fn link(&self) -> Link {
+        let Some(per_thread) = &self.per_thread else {
+            return self.shared.clone();
+        };
+        match per_thread.lookup() {
+            Lookup::Ready(link) => link,
+            Lookup::Open(cell) => per_thread
+                .open(cell)
+                .await
+                .unwrap_or_else(|| self.shared.clone()),
+            Lookup::Shared => self.shared.clone(),
+        }
+    }
+}
+
 impl ConnectionLike for RedisConn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self.per_thread.as_ref().map(PerThread::lookup) {
+            None | Some(Lookup::Shared) => self.shared.req_packed_command(cmd),
+            Some(Lookup::Ready(link)) => self.current.insert(link).req_packed_command(cmd),
+            Some(Lookup::Open(_)) => Box::pin(async move {
+                let link = self.link().await;
+                self.current.insert(link).req_packed_command(cmd).await
+            }),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self.per_thread.as_ref().map(PerThread::lookup) {
+            None | Some(Lookup::Shared) => self.shared.req_packed_commands(cmd, offset, count),
+            Some(Lookup::Ready(link)) => self
+                .current
+                .insert(link)
+                .req_packed_commands(cmd, offset, count),
+            Some(Lookup::Open(_)) => Box::pin(async move {
+                let link = self.link().await;
+                self.current
+                    .insert(link)
+                    .req_packed_commands(cmd, offset, count)
+                    .await
+            }),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        self.shared.get_db()
+    }
+}
+
+impl ConnectionLike for Link {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
             Self::Single(c) => c.req_packed_command(cmd),

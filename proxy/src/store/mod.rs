@@ -20,6 +20,7 @@ mod connection;
 pub mod decisions;
 mod memory;
 mod metered;
+mod per_thread;
 mod redis;
 
 pub use self::accounts::{
