@@ -8,8 +8,14 @@
 //! working set: with many requests in flight, most of a poll's Redis time
 //! is fetching that request's memory.
 //!
-//! Usage: `bench-floor <bind> <redis-url> <key>`: `*` in `<key>` stands
-//! for the polled auth_req_id (the bench starts it).
+//! With `per-worker`, each worker thread opens a Redis connection of its
+//! own, as the proxy does (proxy/src/store/per_thread.rs): that floor says
+//! how much of the proxy's overhead is left once neither side hops threads
+//! to reach Redis.
+//!
+//! Usage: `bench-floor <bind> <redis-url> <key> [per-worker]`: `*` in
+//! `<key>` stands for the polled auth_req_id (the bench starts it).
+use std::cell::RefCell;
 use std::time::Duration;
 
 use actix_web::http::header::{CacheControl, CacheDirective};
@@ -20,11 +26,33 @@ use redis::AsyncCommands;
 
 struct Floor {
     conn: ConnectionManager,
+    client: redis::Client,
+    per_worker: bool,
     key: String,
 }
 
+thread_local! {
+    static WORKER_CONN: RefCell<Option<ConnectionManager>> = const { RefCell::new(None) };
+}
+
+impl Floor {
+    async fn conn(&self) -> redis::RedisResult<ConnectionManager> {
+        if !self.per_worker {
+            return Ok(self.conn.clone());
+        }
+        if let Some(conn) = WORKER_CONN.with(|c| c.borrow().clone()) {
+            return Ok(conn);
+        }
+        let conn = ConnectionManager::new(self.client.clone()).await?;
+        WORKER_CONN.with(|c| *c.borrow_mut() = Some(conn.clone()));
+        Ok(conn)
+    }
+}
+
 async fn poll(body: web::Bytes, floor: web::Data<Floor>) -> HttpResponse {
-    let mut conn = floor.conn.clone();
+    let Ok(mut conn) = floor.conn().await else {
+        return HttpResponse::ServiceUnavailable().finish();
+    };
     let key = match auth_req_id(&body) {
         Some(id) => floor.key.replace('*', id),
         None => floor.key.clone(),
@@ -51,12 +79,17 @@ fn auth_req_id(body: &[u8]) -> Option<&str> {
 #[actix_web::main]
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
-    let [_, bind, redis_url, key] = args.as_slice() else {
-        anyhow::bail!("usage: bench-floor <bind> <redis-url> <key>");
+    let (bind, redis_url, key, per_worker) = match args.as_slice() {
+        [_, bind, redis_url, key] => (bind, redis_url, key, false),
+        [_, bind, redis_url, key, mode] if mode == "per-worker" => (bind, redis_url, key, true),
+        _ => anyhow::bail!("usage: bench-floor <bind> <redis-url> <key> [per-worker]"),
     };
-    let conn = ConnectionManager::new(redis::Client::open(redis_url.as_str())?).await?;
+    let client = redis::Client::open(redis_url.as_str())?;
+    let conn = ConnectionManager::new(client.clone()).await?;
     let floor = web::Data::new(Floor {
         conn,
+        client,
+        per_worker,
         key: key.clone(),
     });
     // The proxy's worker count (startup.rs), so both serve on the same threads.

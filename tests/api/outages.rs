@@ -79,6 +79,37 @@ async fn a_redis_restart_gives_503s_meanwhile_and_loses_nothing() {
 }
 
 #[tokio::test]
+async fn a_moment_after_redis_is_back_no_worker_s_next_request_fails() {
+    let mut redis = RedisServer::start()
+        .await
+        .expect("start a private redis-server");
+    let app = TestApp::builder()
+        .redis_at(&redis.url())
+        .ciba(120, 600, 1)
+        .spawn()
+        .await;
+    app.device.on("alice", Action::Ignore);
+    let id = app.start("shop", "alice").await;
+    // Every worker thread has reached Redis over its own connection.
+    for _ in 0..6 {
+        let reply = app.poll_on_a_new_connection("shop", &id).await;
+        assert_eq!(reply.status, 400, "{reply:?}");
+    }
+
+    // A restart breaks every connection; none was in use at the time.
+    redis.stop().await;
+    redis.restart().await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    for _ in 0..6 {
+        let reply = app.poll_on_a_new_connection("shop", &id).await;
+        assert!(
+            matches!(reply.error(), "authorization_pending" | "slow_down"),
+            "{reply:?}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn an_idp_that_dies_during_a_login_ends_it_once_the_code_expires() {
     let idp: &'static TestIdp = Box::leak(Box::new(TestIdp::start().unwrap()));
     let app = TestApp::builder()

@@ -70,7 +70,9 @@ pub async fn against_the_floor() -> anyhow::Result<()> {
     )
     .await?;
     // The floor reads each polled request's own data key.
-    let floor = Floor::start(&format!("{}:{{*}}:dat", app.prefix)).await?;
+    let floor_key = format!("{}:{{*}}:dat", app.prefix);
+    let floor = Floor::start(&floor_key, false).await?;
+    let floor_per_worker = Floor::start(&floor_key, true).await?;
     let proxy_addr: SocketAddr = proxy.url.trim_start_matches("http://").parse()?;
     let client = &app.clients[0];
     let basic = format!(
@@ -104,21 +106,37 @@ pub async fn against_the_floor() -> anyhow::Result<()> {
         redis: redis_pid,
     };
     let addrs = (proxy_addr, floor.addr);
+    let per_worker_addrs = (proxy_addr, floor_per_worker.addr);
+    let per_worker_pids = Pids {
+        floor: floor_per_worker.child.id(),
+        ..pids
+    };
     let on_time = (
         polls(proxy_addr, &on_time_ids),
         polls(floor.addr, &on_time_ids),
     );
+    let on_time_per_worker = (
+        polls(proxy_addr, &on_time_ids),
+        polls(floor_per_worker.addr, &on_time_ids),
+    );
     let too_fast = (polls(proxy_addr, &ids), polls(floor.addr, &ids));
-    let (on_time, too_fast) = tokio::task::spawn_blocking(move || {
+    let (on_time, on_time_per_worker, too_fast) = tokio::task::spawn_blocking(move || {
         let on_time = turns(addrs, &on_time, pids)?;
+        let per_worker = turns(per_worker_addrs, &on_time_per_worker, per_worker_pids)?;
         let too_fast = turns(addrs, &too_fast, pids)?;
-        anyhow::Ok((on_time, too_fast))
+        anyhow::Ok((on_time, per_worker, too_fast))
     })
     .await??;
-    drop(floor);
+    drop((floor, floor_per_worker));
     let ratio = report(
         &format!("polls on time ({STORED_REQUESTS} requests, interval 1 s)"),
         on_time,
+    );
+    // Not the goal's floor: what is left of the proxy's overhead once the
+    // floor, too, reaches Redis from each worker thread.
+    report(
+        "polls on time, against a floor with a Redis connection per worker",
+        on_time_per_worker,
     );
     report(
         &format!("a client polling too fast ({PENDING_REQUESTS} requests)"),
@@ -400,7 +418,8 @@ struct Floor {
 }
 
 impl Floor {
-    async fn start(key: &str) -> anyhow::Result<Self> {
+    /// `per_worker`: a Redis connection per worker thread.
+    async fn start(key: &str, per_worker: bool) -> anyhow::Result<Self> {
         let addr = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
         let exe = std::env::current_exe()?.with_file_name("bench-floor");
         anyhow::ensure!(
@@ -408,12 +427,12 @@ impl Floor {
             "{} is missing: `make bench` builds it",
             exe.display()
         );
-        let child = Command::new(exe)
-            .arg(addr.to_string())
-            .arg(redis_url())
-            .arg(key)
-            .stdout(Stdio::null())
-            .spawn()?;
+        let mut command = Command::new(exe);
+        command.arg(addr.to_string()).arg(redis_url()).arg(key);
+        if per_worker {
+            command.arg("per-worker");
+        }
+        let child = command.stdout(Stdio::null()).spawn()?;
         let floor = Self { child, addr };
         for _ in 0..100 {
             if tokio::net::TcpStream::connect(addr).await.is_ok() {

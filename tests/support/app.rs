@@ -764,8 +764,35 @@ impl TestApp {
 
     /// POSTs a form to `path`, authenticating as `client_id` its registered way.
     pub async fn post_as(&self, client_id: &str, path: &str, params: &[(&str, &str)]) -> Reply {
+        self.send_as(client_id, self.http.post(self.url(path)), path, params)
+            .await
+    }
+
+    /// [`Self::poll`] on a connection of its own (closed after the answer):
+    /// the server hands each new connection to its next worker thread.
+    pub async fn poll_on_a_new_connection(&self, client_id: &str, auth_req_id: &str) -> Reply {
+        let request = self
+            .http
+            .post(self.url("/token"))
+            .header(reqwest::header::CONNECTION, "close");
+        self.send_as(
+            client_id,
+            request,
+            "/token",
+            &[("grant_type", CIBA_GRANT), ("auth_req_id", auth_req_id)],
+        )
+        .await
+    }
+
+    /// `request` to `path`, authenticated as `client_id`, with `params`.
+    async fn send_as(
+        &self,
+        client_id: &str,
+        request: reqwest::RequestBuilder,
+        path: &str,
+        params: &[(&str, &str)],
+    ) -> Reply {
         let c = self.client(client_id);
-        let request = self.http.post(self.url(path));
         let request = if c.auth_method == "client_secret_basic" {
             request
                 .basic_auth(&c.client_id, Some(&c.client_secret))

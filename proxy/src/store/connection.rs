@@ -137,16 +137,20 @@ pub async fn open(target: &StoreTarget) -> Result<Connections, StoreError> {
                 .await
                 .map_err(unavailable)?;
             let opener = client.clone();
-            let per_thread = PerThread::new(Box::new(move || {
-                let (client, config) = (opener.clone(), config.clone());
-                Box::pin(async move {
-                    Ok(Link::Single(
-                        ConnectionManager::new_with_config(client, config).await?,
-                    ))
-                })
-            }));
+            let shared = Link::Single(conn);
+            let per_thread = PerThread::new(
+                Box::new(move || {
+                    let (client, config) = (opener.clone(), config.clone());
+                    Box::pin(async move {
+                        Ok(Link::Single(
+                            ConnectionManager::new_with_config(client, config).await?,
+                        ))
+                    })
+                }),
+                &shared,
+            );
             Ok(Connections {
-                conn: RedisConn::new(Link::Single(conn), Some(per_thread)),
+                conn: RedisConn::new(shared, Some(per_thread)),
                 subscriber: Subscriber::Nodes(vec![client]),
             })
         }
@@ -165,16 +169,22 @@ pub async fn open(target: &StoreTarget) -> Result<Connections, StoreError> {
             }
             let cluster = builder.build().map_err(unavailable)?;
             let conn = cluster.get_async_connection().await.map_err(unavailable)?;
-            let per_thread = PerThread::new(Box::new(move || {
-                let cluster = cluster.clone();
-                Box::pin(async move { Ok(Link::Cluster(cluster.get_async_connection().await?)) })
-            }));
+            let shared = Link::Cluster(conn);
+            let per_thread = PerThread::new(
+                Box::new(move || {
+                    let cluster = cluster.clone();
+                    Box::pin(
+                        async move { Ok(Link::Cluster(cluster.get_async_connection().await?)) },
+                    )
+                }),
+                &shared,
+            );
             let nodes = seeds
                 .iter()
                 .map(|n| client(target, n, 0))
                 .collect::<Result<Vec<_>, _>>()?;
             Ok(Connections {
-                conn: RedisConn::new(Link::Cluster(conn), Some(per_thread)),
+                conn: RedisConn::new(shared, Some(per_thread)),
                 subscriber: Subscriber::Nodes(nodes),
             })
         }

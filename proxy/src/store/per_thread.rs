@@ -10,7 +10,10 @@
 //! down one connection. If opening fails, the thread uses the shared
 //! connection and tries again a second later. A connection whose runtime
 //! has stopped (its driver task went with it) is replaced, so a later
-//! runtime on the same thread starts afresh.
+//! runtime on the same thread starts afresh. Each is pinged every 250 ms,
+//! so an idle worker's connection that a Redis restart broke is mended
+//! before a request needs it, as the shared one was by the job worker's
+//! scans.
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
@@ -25,6 +28,8 @@ use super::connection::Link;
 
 /// How long a thread whose connection failed to open uses the shared one.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
+/// How often an idle thread's connection is checked (see [`keep`]).
+const PING_EVERY: Duration = Duration::from_millis(250);
 
 /// Opens a thread's own [`Link`] to the deployment.
 pub(super) type Opener = Box<dyn Fn() -> BoxFuture<'static, RedisResult<Link>> + Send + Sync>;
@@ -61,12 +66,18 @@ pub(super) enum Lookup {
 }
 
 impl PerThread {
-    pub(super) fn new(open: Opener) -> Arc<Self> {
+    /// `shared` was opened on this thread: if that is a single-threaded
+    /// runtime's, it is also this thread's own (one connection fewer).
+    pub(super) fn new(open: Opener, shared: &Link) -> Arc<Self> {
         static NEXT_ID: AtomicU64 = AtomicU64::new(0);
-        Arc::new(Self {
+        let per_thread = Arc::new(Self {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             open,
-        })
+        });
+        if let Lookup::Open(cell) = per_thread.lookup() {
+            let _ = cell.set((shared.clone(), keep(shared.clone())));
+        }
+        per_thread
     }
 
     pub(super) fn lookup(self: &Arc<Self>) -> Lookup {
@@ -110,15 +121,7 @@ impl PerThread {
         let opened = cell
             .get_or_try_init(|| async {
                 let link = (self.open)().await?;
-                // Dropped with the runtime's tasks: tells the thread's
-                // next runtime that this link's driver is gone.
-                let alive = Arc::new(());
-                let watch = Arc::downgrade(&alive);
-                tokio::spawn(async move {
-                    let _alive = alive;
-                    std::future::pending::<()>().await
-                });
-                RedisResult::Ok((link, watch))
+                RedisResult::Ok((link.clone(), keep(link)))
             })
             .await;
         match opened {
@@ -134,4 +137,25 @@ impl PerThread {
             }
         }
     }
+}
+
+/// Keeps `link` for this runtime: a task that lives as long as the runtime
+/// pings it every [`PING_EVERY`], and the answer is live while that task
+/// is. A link opened on a runtime that has stopped lost its driver with
+/// it. The ping finds a connection a Redis restart broke, so the redis
+/// crate reconnects it before a request on this thread needs it (only a
+/// command that fails makes it reconnect, and that command's request would
+/// get a 503).
+fn keep(link: Link) -> Weak<()> {
+    let alive = Arc::new(());
+    let watch = Arc::downgrade(&alive);
+    tokio::spawn(async move {
+        let _alive = alive;
+        let mut link = link;
+        loop {
+            tokio::time::sleep(PING_EVERY).await;
+            let _: RedisResult<()> = redis::cmd("PING").query_async(&mut link).await;
+        }
+    });
+    watch
 }
