@@ -99,7 +99,7 @@ async fn a_moment_after_redis_is_back_no_worker_s_next_request_fails() {
     // A restart breaks every connection; none was in use at the time.
     redis.stop().await;
     redis.restart().await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
     for _ in 0..6 {
         let reply = app.poll_on_a_new_connection("shop", &id).await;
         assert!(

@@ -10,12 +10,12 @@
 //! down one connection. If opening fails, the thread uses the shared
 //! connection and tries again a second later. A connection whose runtime
 //! has stopped (its driver task went with it) is replaced, so a later
-//! runtime on the same thread starts afresh. Each is pinged every 250 ms,
-//! so an idle worker's connection that a Redis restart broke is mended
-//! before a request needs it, as the shared one was by the job worker's
-//! scans.
+//! runtime on the same thread starts afresh. One that sent nothing for
+//! half a second is pinged, so an idle worker's connection that a Redis
+//! restart broke is mended before a request needs it, as the shared one
+//! was by the job worker's scans.
 use std::cell::RefCell;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
@@ -28,8 +28,9 @@ use super::connection::Link;
 
 /// How long a thread whose connection failed to open uses the shared one.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
-/// How often an idle thread's connection is checked (see [`keep`]).
-const PING_EVERY: Duration = Duration::from_millis(250);
+/// How often a thread's connection, if it sent nothing meanwhile, is
+/// checked (see [`keep`]).
+const PING_EVERY: Duration = Duration::from_millis(500);
 
 /// Opens a thread's own [`Link`] to the deployment.
 pub(super) type Opener = Box<dyn Fn() -> BoxFuture<'static, RedisResult<Link>> + Send + Sync>;
@@ -40,8 +41,16 @@ pub(super) struct PerThread {
     open: Opener,
 }
 
-/// A thread's link, once open, and whether its runtime still runs.
-type Cell = Arc<OnceCell<(Link, Weak<()>)>>;
+/// A thread's link, once open.
+type Cell = Arc<OnceCell<Kept>>;
+
+/// A thread's link, whether its runtime still runs, and whether it was
+/// used since its last check.
+pub(super) struct Kept {
+    link: Link,
+    alive: Weak<()>,
+    used: Arc<AtomicBool>,
+}
 
 struct Entry {
     id: u64,
@@ -75,7 +84,7 @@ impl PerThread {
             open,
         });
         if let Lookup::Open(cell) = per_thread.lookup() {
-            let _ = cell.set((shared.clone(), keep(shared.clone())));
+            let _ = cell.set(keep(shared.clone()));
         }
         per_thread
     }
@@ -90,8 +99,9 @@ impl PerThread {
             let mut links = links.borrow_mut();
             if let Some(entry) = links.iter_mut().find(|e| e.id == self.id) {
                 match entry.cell.get() {
-                    Some((link, alive)) if alive.strong_count() > 0 => {
-                        return Lookup::Ready(link.clone())
+                    Some(kept) if kept.alive.strong_count() > 0 => {
+                        kept.used.store(true, Ordering::Relaxed);
+                        return Lookup::Ready(kept.link.clone());
                     }
                     // Its runtime stopped: open one on this runtime.
                     Some(_) => entry.cell = Cell::default(),
@@ -119,13 +129,10 @@ impl PerThread {
     /// it); `None` if that failed, for now.
     pub(super) async fn open(&self, cell: Cell) -> Option<Link> {
         let opened = cell
-            .get_or_try_init(|| async {
-                let link = (self.open)().await?;
-                RedisResult::Ok((link.clone(), keep(link)))
-            })
+            .get_or_try_init(|| async { RedisResult::Ok(keep((self.open)().await?)) })
             .await;
         match opened {
-            Ok((link, _)) => Some(link.clone()),
+            Ok(kept) => Some(kept.link.clone()),
             Err(e) => {
                 tracing::warn!(error = %e, "opening this thread's Redis connection failed; using the shared one");
                 LINKS.with(|links| {
@@ -140,22 +147,29 @@ impl PerThread {
 }
 
 /// Keeps `link` for this runtime: a task that lives as long as the runtime
-/// pings it every [`PING_EVERY`], and the answer is live while that task
-/// is. A link opened on a runtime that has stopped lost its driver with
-/// it. The ping finds a connection a Redis restart broke, so the redis
-/// crate reconnects it before a request on this thread needs it (only a
-/// command that fails makes it reconnect, and that command's request would
-/// get a 503).
-fn keep(link: Link) -> Weak<()> {
+/// pings it every [`PING_EVERY`] unless it was used meanwhile, and the
+/// link counts as live while that task is (a link opened on a runtime that
+/// has stopped lost its driver with it). The ping finds a connection that
+/// a Redis restart broke while it sat idle, so the redis crate reconnects
+/// it before a request needs it: only a command that fails makes the crate
+/// reconnect, and that command's request would get a 503.
+fn keep(link: Link) -> Kept {
     let alive = Arc::new(());
-    let watch = Arc::downgrade(&alive);
+    let used = Arc::new(AtomicBool::new(false));
+    let kept = Kept {
+        link: link.clone(),
+        alive: Arc::downgrade(&alive),
+        used: used.clone(),
+    };
     tokio::spawn(async move {
         let _alive = alive;
         let mut link = link;
         loop {
             tokio::time::sleep(PING_EVERY).await;
-            let _: RedisResult<()> = redis::cmd("PING").query_async(&mut link).await;
+            if !used.swap(false, Ordering::Relaxed) {
+                let _: RedisResult<()> = redis::cmd("PING").query_async(&mut link).await;
+            }
         }
     });
-    watch
+    kept
 }
