@@ -59,9 +59,10 @@ impl Counters {
         Ok(counters)
     }
 
-    /// `self - before`, per `per` units.
+    /// `self - before`, per `per` units. The `PING`s that keep an idle
+    /// worker thread's connection checked are counted apart: they come
+    /// with time, not with logins or polls.
     fn since(&self, before: &Counters, per: f64) -> Cost {
-        let calls: u64 = self.calls.values().sum::<u64>() - before.calls.values().sum::<u64>();
         let mut by_command: BTreeMap<String, u64> = BTreeMap::new();
         for (name, n) in &self.calls {
             let delta = n - before.calls.get(name).copied().unwrap_or(0);
@@ -69,19 +70,27 @@ impl Counters {
                 by_command.insert(name.clone(), delta);
             }
         }
+        let pings = by_command.remove("ping").unwrap_or(0);
+        let calls: u64 = by_command.values().sum();
         Cost {
             commands: calls as f64 / per,
-            bytes_in: (self.bytes_in - before.bytes_in) as f64 / per,
-            bytes_out: (self.bytes_out - before.bytes_out) as f64 / per,
+            bytes_in: (self.bytes_in - before.bytes_in - pings * PING_BYTES.0) as f64 / per,
+            bytes_out: (self.bytes_out - before.bytes_out - pings * PING_BYTES.1) as f64 / per,
+            pings: pings as f64 / per,
             by_command,
         }
     }
 }
 
+/// A `PING` on the wire (`*1\r\n$4\r\nPING\r\n`) and its answer (`+PONG\r\n`).
+const PING_BYTES: (u64, u64) = (14, 7);
+
 struct Cost {
     commands: f64,
     bytes_in: f64,
     bytes_out: f64,
+    /// Keep-alive `PING`s, not in the figures above.
+    pings: f64,
     by_command: BTreeMap<String, u64>,
 }
 
@@ -89,8 +98,9 @@ impl std::fmt::Display for Cost {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{:.1} commands, {:.0} bytes to Redis, {:.0} bytes back",
-            self.commands, self.bytes_in, self.bytes_out
+            "{:.1} commands, {:.0} bytes to Redis, {:.0} bytes back \
+             (and {:.1} keep-alive PINGs of idle worker connections)",
+            self.commands, self.bytes_in, self.bytes_out, self.pings
         )
     }
 }
