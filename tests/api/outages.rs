@@ -30,9 +30,9 @@ async fn poll_until_available(app: &TestApp, id: &str) -> Reply {
     panic!("the proxy never recovered from the Redis restart");
 }
 
-#[tokio::test]
-async fn a_redis_restart_gives_503s_meanwhile_and_loses_nothing() {
-    let mut redis = RedisServer::start()
+/// A proxy on a Redis of the test's own, which it stops and restarts.
+async fn app_on_a_private_redis() -> (RedisServer, TestApp) {
+    let redis = RedisServer::start()
         .await
         .expect("start a private redis-server");
     let app = TestApp::builder()
@@ -40,6 +40,12 @@ async fn a_redis_restart_gives_503s_meanwhile_and_loses_nothing() {
         .ciba(120, 600, 1)
         .spawn()
         .await;
+    (redis, app)
+}
+
+#[tokio::test]
+async fn a_redis_restart_gives_503s_meanwhile_and_loses_nothing() {
+    let (mut redis, app) = app_on_a_private_redis().await;
     app.device.on("alice", Action::Ignore);
     let id = app.start("shop", "alice").await;
     let notification = app.device.wait_for_notification("alice").await;
@@ -80,14 +86,7 @@ async fn a_redis_restart_gives_503s_meanwhile_and_loses_nothing() {
 
 #[tokio::test]
 async fn a_moment_after_redis_is_back_no_worker_s_next_request_fails() {
-    let mut redis = RedisServer::start()
-        .await
-        .expect("start a private redis-server");
-    let app = TestApp::builder()
-        .redis_at(&redis.url())
-        .ciba(120, 600, 1)
-        .spawn()
-        .await;
+    let (mut redis, app) = app_on_a_private_redis().await;
     app.device.on("alice", Action::Ignore);
     let id = app.start("shop", "alice").await;
     // Every worker thread has reached Redis over its own connection.

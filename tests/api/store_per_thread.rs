@@ -10,9 +10,7 @@ use ciba_proxy::store::Status;
 use ciba_proxy_e2e::app::redis_url;
 use ciba_proxy_e2e::redis_cluster::RedisCluster;
 use ciba_proxy_e2e::redis_deployments::{backends_for, pending_record as record, store_settings};
-use ciba_proxy_e2e::redis_process::{
-    connection, free_port, node_config, temp_dir, wait_until, Process,
-};
+use ciba_proxy_e2e::redis_process::{free_port, node_config, temp_dir, Access, Process};
 
 /// Runs `work` on a thread of its own, in a single-threaded runtime that
 /// stops when `work` is done.
@@ -91,16 +89,7 @@ impl Pair {
         };
         let primary = node(free_port()?, None)?;
         let replica = node(free_port()?, Some(primary.port))?;
-        let replica_port = replica.port;
-        wait_until("the replica is in sync", Duration::from_secs(20), || {
-            connection(replica_port)
-                .and_then(|mut c| {
-                    redis::cmd("INFO")
-                        .arg("replication")
-                        .query::<String>(&mut c)
-                })
-                .is_ok_and(|info| info.contains("master_link_status:up"))
-        })?;
+        Access::default().wait_in_sync(replica.port)?;
         Ok(Pair { primary, replica })
     }
 

@@ -9,6 +9,9 @@
 //! often than its interval, so the answer is `authorization_pending`, as
 //! the floor's), which the goal is about; and a client that polls too fast
 //! (50 requests, each polled hundreds of times a second: `slow_down`).
+//! Polls on time are also measured against a second floor with a Redis
+//! connection per worker thread, as the proxy has: not the goal, but what
+//! is left of the proxy's own overhead.
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};

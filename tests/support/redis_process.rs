@@ -154,6 +154,19 @@ impl Access {
     }
 
     /// Waits until the node on `port` answers PING.
+    /// Waits until the replica on `port` is in sync with its primary.
+    pub fn wait_in_sync(&self, port: u16) -> anyhow::Result<()> {
+        wait_until("the replica is in sync", Duration::from_secs(20), || {
+            self.connection(port)
+                .and_then(|mut c| {
+                    redis::cmd("INFO")
+                        .arg("replication")
+                        .query::<String>(&mut c)
+                })
+                .is_ok_and(|info| info.contains("master_link_status:up"))
+        })
+    }
+
     pub fn wait_ready(&self, port: u16) -> anyhow::Result<()> {
         wait_until(
             &format!("redis on port {port} answers PING"),

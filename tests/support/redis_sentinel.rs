@@ -116,15 +116,7 @@ impl RedisSentinel {
         let replica = node(replica_port, Some(primary_port))?;
         data.wait_ready(primary_port)?;
         data.wait_ready(replica_port)?;
-        wait_until("the replica is in sync", Duration::from_secs(20), || {
-            data.connection(replica_port)
-                .and_then(|mut c| {
-                    redis::cmd("INFO")
-                        .arg("replication")
-                        .query::<String>(&mut c)
-                })
-                .is_ok_and(|info| info.contains("master_link_status:up"))
-        })?;
+        data.wait_in_sync(replica_port)?;
         let mut sentinels = Vec::new();
         for _ in 0..3 {
             let port = free_port()?;

@@ -313,18 +313,26 @@ impl RedisConn {
             Lookup::Shared => self.shared.clone(),
         }
     }
+
+    /// `send` on this thread's link; no await added when it is open.
+    fn on_link<'a, T: 'a>(
+        &'a mut self,
+        send: impl FnOnce(&'a mut Link) -> RedisFuture<'a, T> + Send + 'a,
+    ) -> RedisFuture<'a, T> {
+        match self.per_thread.as_ref().map(PerThread::lookup) {
+            None | Some(Lookup::Shared) => send(&mut self.shared),
+            Some(Lookup::Ready(link)) => send(self.current.insert(link)),
+            Some(Lookup::Open(_)) => Box::pin(async move {
+                let link = self.link().await;
+                send(self.current.insert(link)).await
+            }),
+        }
+    }
 }
 
 impl ConnectionLike for RedisConn {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        match self.per_thread.as_ref().map(PerThread::lookup) {
-            None | Some(Lookup::Shared) => self.shared.req_packed_command(cmd),
-            Some(Lookup::Ready(link)) => self.current.insert(link).req_packed_command(cmd),
-            Some(Lookup::Open(_)) => Box::pin(async move {
-                let link = self.link().await;
-                self.current.insert(link).req_packed_command(cmd).await
-            }),
-        }
+        self.on_link(move |link| link.req_packed_command(cmd))
     }
 
     fn req_packed_commands<'a>(
@@ -333,20 +341,7 @@ impl ConnectionLike for RedisConn {
         offset: usize,
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
-        match self.per_thread.as_ref().map(PerThread::lookup) {
-            None | Some(Lookup::Shared) => self.shared.req_packed_commands(cmd, offset, count),
-            Some(Lookup::Ready(link)) => self
-                .current
-                .insert(link)
-                .req_packed_commands(cmd, offset, count),
-            Some(Lookup::Open(_)) => Box::pin(async move {
-                let link = self.link().await;
-                self.current
-                    .insert(link)
-                    .req_packed_commands(cmd, offset, count)
-                    .await
-            }),
-        }
+        self.on_link(move |link| link.req_packed_commands(cmd, offset, count))
     }
 
     fn get_db(&self) -> i64 {
