@@ -11,6 +11,7 @@ use ciba_proxy_e2e::app::redis_url;
 use ciba_proxy_e2e::redis_cluster::RedisCluster;
 use ciba_proxy_e2e::redis_deployments::{backends_for, pending_record as record, store_settings};
 use ciba_proxy_e2e::redis_process::{free_port, node_config, temp_dir, Access, Process};
+use ciba_proxy_e2e::redis_server::RedisServer;
 
 /// Runs `work` on a thread of its own, in a single-threaded runtime that
 /// stops when `work` is done.
@@ -130,4 +131,89 @@ async fn wait_replicas_waits_for_the_writes_of_a_thread_s_own_connection() {
         "the request's writes waited {took:?} for a replica that acknowledged nothing"
     );
     drop(pair);
+}
+
+/// How many `PING`s the Redis on `url` has answered.
+async fn pings(url: &str) -> u64 {
+    let mut conn = redis::Client::open(url)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let stats: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    stats
+        .lines()
+        .find_map(|l| l.strip_prefix("cmdstat_ping:calls="))
+        .and_then(|rest| rest.split(',').next())
+        .map_or(0, |n| n.parse().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_idle_thread_s_connection_is_pinged_while_its_store_lives_and_not_after() {
+    let redis = RedisServer::start().await.expect("a private redis-server");
+    let url = redis.url();
+    let counted = {
+        let url = url.clone();
+        move || {
+            let url = url.clone();
+            std::thread::spawn(move || {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap()
+                    .block_on(pings(&url))
+            })
+            .join()
+            .unwrap()
+        }
+    };
+    let store = backends_for(&store_settings(&url))
+        .await
+        .expect("connect")
+        .store;
+    let (dropped_tx, dropped_rx) = std::sync::mpsc::channel::<()>();
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    let worker = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            // This thread's connection opens, then sits idle.
+            store.ping().await.expect("ping");
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            drop(store);
+            dropped_tx.send(()).unwrap();
+            // The runtime runs on: only the store is gone.
+            while done_rx.try_recv().is_err() {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        });
+    });
+    let before = counted();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let while_alive = counted() - before;
+    assert!(
+        while_alive >= 2,
+        "an idle connection got {while_alive} PINGs in 1.5 s"
+    );
+    tokio::task::spawn_blocking(move || dropped_rx.recv().unwrap())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let after_drop = counted();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        counted(),
+        after_drop,
+        "PINGs went on after the store was dropped"
+    );
+    done_tx.send(()).unwrap();
+    tokio::task::spawn_blocking(move || worker.join().unwrap())
+        .await
+        .unwrap();
 }

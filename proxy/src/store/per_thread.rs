@@ -84,7 +84,7 @@ impl PerThread {
             open,
         });
         if let Lookup::Open(cell) = per_thread.lookup() {
-            let _ = cell.set(keep(shared.clone()));
+            let _ = cell.set(keep(shared.clone(), Arc::downgrade(&per_thread)));
         }
         per_thread
     }
@@ -127,9 +127,11 @@ impl PerThread {
 
     /// Opens this thread's link (once, however many commands wait for
     /// it); `None` if that failed, for now.
-    pub(super) async fn open(&self, cell: Cell) -> Option<Link> {
+    pub(super) async fn open(self: &Arc<Self>, cell: Cell) -> Option<Link> {
         let opened = cell
-            .get_or_try_init(|| async { RedisResult::Ok(keep((self.open)().await?)) })
+            .get_or_try_init(|| async {
+                RedisResult::Ok(keep((self.open)().await?, Arc::downgrade(self)))
+            })
             .await;
         match opened {
             Ok(kept) => Some(kept.link.clone()),
@@ -152,8 +154,9 @@ impl PerThread {
 /// has stopped lost its driver with it). The ping finds a connection that
 /// a Redis restart broke while it sat idle, so the redis crate reconnects
 /// it before a request needs it: only a command that fails makes the crate
-/// reconnect, and that command's request would get a 503.
-fn keep(link: Link) -> Kept {
+/// reconnect, and that command's request would get a 503. The task ends
+/// with the store (`owner`).
+fn keep(link: Link, owner: Weak<PerThread>) -> Kept {
     let alive = Arc::new(());
     let used = Arc::new(AtomicBool::new(false));
     let kept = Kept {
@@ -166,6 +169,9 @@ fn keep(link: Link) -> Kept {
         let mut link = link;
         loop {
             tokio::time::sleep(PING_EVERY).await;
+            if owner.strong_count() == 0 {
+                return;
+            }
             if !used.swap(false, Ordering::Relaxed) {
                 let _: RedisResult<()> = redis::cmd("PING").query_async(&mut link).await;
             }
