@@ -11,6 +11,7 @@ use ciba_proxy_e2e::app::redis_url;
 use ciba_proxy_e2e::redis_cluster::RedisCluster;
 use ciba_proxy_e2e::redis_deployments::{backends_for, pending_record as record, store_settings};
 use ciba_proxy_e2e::redis_process::{free_port, node_config, temp_dir, Access, Process};
+use ciba_proxy_e2e::redis_sentinel::RedisSentinel;
 use ciba_proxy_e2e::redis_server::RedisServer;
 
 /// Runs `work` on a thread of its own, in a single-threaded runtime that
@@ -34,7 +35,10 @@ async fn a_store_still_works_on_a_thread_whose_earlier_runtime_stopped() {
     let cluster = tokio::task::spawn_blocking(RedisCluster::shared)
         .await
         .unwrap();
-    for url in [redis_url(), cluster.url()] {
+    let group = tokio::task::spawn_blocking(RedisSentinel::shared)
+        .await
+        .unwrap();
+    for url in [redis_url(), cluster.url(), group.url()] {
         let store = backends_for(&store_settings(&url))
             .await
             .expect("connect")

@@ -22,11 +22,11 @@ use super::per_thread::{Lookup, PerThread};
 use super::StoreError;
 
 /// A connection to whichever deployment `store.url` names; cheap to clone.
-/// On a single server or a cluster each thread that runs a single-threaded
-/// runtime has a connection of its own (see [`PerThread`]).
+/// Each thread that runs a single-threaded runtime has a connection of its
+/// own (see [`PerThread`]); other threads share one.
 pub struct RedisConn {
     shared: Link,
-    per_thread: Option<Arc<PerThread>>,
+    per_thread: Arc<PerThread>,
     /// The link the command in flight goes down (its future borrows it).
     current: Option<Link>,
 }
@@ -150,7 +150,7 @@ pub async fn open(target: &StoreTarget) -> Result<Connections, StoreError> {
                 &shared,
             );
             Ok(Connections {
-                conn: RedisConn::new(shared, Some(per_thread)),
+                conn: RedisConn::new(shared, per_thread),
                 subscriber: Subscriber::Nodes(vec![client]),
             })
         }
@@ -184,7 +184,7 @@ pub async fn open(target: &StoreTarget) -> Result<Connections, StoreError> {
                 .map(|n| client(target, n, 0))
                 .collect::<Result<Vec<_>, _>>()?;
             Ok(Connections {
-                conn: RedisConn::new(shared, Some(per_thread)),
+                conn: RedisConn::new(shared, per_thread),
                 subscriber: Subscriber::Nodes(nodes),
             })
         }
@@ -193,35 +193,7 @@ pub async fn open(target: &StoreTarget) -> Result<Connections, StoreError> {
             master,
             db,
         } => {
-            let tls = target.tls.is_some();
-            let mut builder = SentinelClientBuilder::new(
-                sentinels.iter().map(|n| addr(n, tls)),
-                master.clone(),
-                SentinelServerType::Master,
-            )
-            .map_err(unavailable)?
-            .set_client_to_redis_db(*db);
-            if let Some(user) = &target.auth.username {
-                builder = builder.set_client_to_redis_username(user.clone());
-            }
-            if let Some(password) = &target.auth.password {
-                builder = builder.set_client_to_redis_password(password.expose_secret().to_owned());
-            }
-            if let Some(user) = &target.sentinel_auth.username {
-                builder = builder.set_client_to_sentinel_username(user.clone());
-            }
-            if let Some(password) = &target.sentinel_auth.password {
-                builder =
-                    builder.set_client_to_sentinel_password(password.expose_secret().to_owned());
-            }
-            if let Some(files) = &target.tls {
-                builder = builder
-                    .set_client_to_redis_tls_mode(TlsMode::Secure)
-                    .set_client_to_sentinel_tls_mode(TlsMode::Secure)
-                    .set_client_to_redis_certificates(files.certificates())
-                    .set_client_to_sentinel_certificates(files.certificates());
-            }
-            let sentinel = builder.build().map_err(unavailable)?;
+            let sentinel = sentinel_client(target, sentinels, master, *db).map_err(unavailable)?;
             let conn = match SentinelConn::connect(sentinel, manager_config(target)).await {
                 Ok(conn) => conn,
                 Err(e) if refused_credentials(&e) => {
@@ -229,13 +201,65 @@ pub async fn open(target: &StoreTarget) -> Result<Connections, StoreError> {
                 }
                 Err(e) => return Err(unavailable(e)),
             };
+            // Each thread's own connection follows the sentinels too.
+            let (target, sentinels, master, db) =
+                (target.clone(), sentinels.clone(), master.clone(), *db);
+            let shared = Link::Sentinel(conn.clone());
+            let per_thread = PerThread::new(
+                Box::new(move || {
+                    let sentinel = sentinel_client(&target, &sentinels, &master, db);
+                    let config = manager_config(&target);
+                    Box::pin(async move {
+                        Ok(Link::Sentinel(
+                            SentinelConn::connect(sentinel?, config).await?,
+                        ))
+                    })
+                }),
+                &shared,
+            );
             Ok(Connections {
-                // One connection, which follows the sentinels across a failover.
-                conn: RedisConn::new(Link::Sentinel(conn.clone()), None),
+                conn: RedisConn::new(shared, per_thread),
                 subscriber: Subscriber::Sentinel(conn),
             })
         }
     }
+}
+
+/// A client that asks the `sentinels` for `master` (TLS and credentials
+/// from `target`).
+fn sentinel_client(
+    target: &StoreTarget,
+    sentinels: &[Node],
+    master: &str,
+    db: i64,
+) -> RedisResult<SentinelClient> {
+    let tls = target.tls.is_some();
+    let mut builder = SentinelClientBuilder::new(
+        sentinels.iter().map(|n| addr(n, tls)),
+        master.to_owned(),
+        SentinelServerType::Master,
+    )?
+    .set_client_to_redis_db(db);
+    if let Some(user) = &target.auth.username {
+        builder = builder.set_client_to_redis_username(user.clone());
+    }
+    if let Some(password) = &target.auth.password {
+        builder = builder.set_client_to_redis_password(password.expose_secret().to_owned());
+    }
+    if let Some(user) = &target.sentinel_auth.username {
+        builder = builder.set_client_to_sentinel_username(user.clone());
+    }
+    if let Some(password) = &target.sentinel_auth.password {
+        builder = builder.set_client_to_sentinel_password(password.expose_secret().to_owned());
+    }
+    if let Some(files) = &target.tls {
+        builder = builder
+            .set_client_to_redis_tls_mode(TlsMode::Secure)
+            .set_client_to_sentinel_tls_mode(TlsMode::Secure)
+            .set_client_to_redis_certificates(files.certificates())
+            .set_client_to_sentinel_certificates(files.certificates());
+    }
+    builder.build()
 }
 
 impl RedisConn {
@@ -291,7 +315,7 @@ fn key_slot(key: &[u8]) -> u16 {
 }
 
 impl RedisConn {
-    fn new(shared: Link, per_thread: Option<Arc<PerThread>>) -> Self {
+    fn new(shared: Link, per_thread: Arc<PerThread>) -> Self {
         Self {
             shared,
             per_thread,
@@ -301,12 +325,10 @@ impl RedisConn {
 
     /// The link this thread's commands go down, opened if need be.
     async fn link(&self) -> Link {
-        let Some(per_thread) = &self.per_thread else {
-            return self.shared.clone();
-        };
-        match per_thread.lookup() {
+        match self.per_thread.lookup() {
             Lookup::Ready(link) => link,
-            Lookup::Open(cell) => per_thread
+            Lookup::Open(cell) => self
+                .per_thread
                 .open(cell)
                 .await
                 .unwrap_or_else(|| self.shared.clone()),
@@ -319,10 +341,10 @@ impl RedisConn {
         &'a mut self,
         send: impl FnOnce(&'a mut Link) -> RedisFuture<'a, T> + Send + 'a,
     ) -> RedisFuture<'a, T> {
-        match self.per_thread.as_ref().map(PerThread::lookup) {
-            None | Some(Lookup::Shared) => send(&mut self.shared),
-            Some(Lookup::Ready(link)) => send(self.current.insert(link)),
-            Some(Lookup::Open(_)) => Box::pin(async move {
+        match self.per_thread.lookup() {
+            Lookup::Shared => send(&mut self.shared),
+            Lookup::Ready(link) => send(self.current.insert(link)),
+            Lookup::Open(_) => Box::pin(async move {
                 let link = self.link().await;
                 send(self.current.insert(link)).await
             }),
