@@ -202,15 +202,7 @@ async fn denial_and_expiry_are_reported() {
 #[tokio::test]
 async fn tokens_seen_expired_are_never_handed_out_to_a_clock_that_lags() {
     for (name, store, clock) in backends().await {
-        let r = record(&clock, "c");
-        store.create(&r, clock.now_ms()).await.unwrap();
-        let approved = Outcome::Approved {
-            sealed_tokens: "t".into(),
-        };
-        assert!(store
-            .finish(&r.id, &approved, clock.now_ms())
-            .await
-            .unwrap());
+        let r = approved_request(store.as_ref(), &clock).await;
         // One instance sees the request expired; another, whose clock is a
         // second behind, polls next: the tokens are gone, not handed out.
         assert_eq!(
@@ -232,15 +224,7 @@ async fn tokens_seen_expired_are_never_handed_out_to_a_clock_that_lags() {
 #[tokio::test]
 async fn concurrent_polls_take_the_tokens_once() {
     for (name, store, clock) in backends().await {
-        let r = record(&clock, "c");
-        store.create(&r, clock.now_ms()).await.unwrap();
-        let approved = Outcome::Approved {
-            sealed_tokens: "t".into(),
-        };
-        store
-            .finish(&r.id, &approved, clock.now_ms())
-            .await
-            .unwrap();
+        let r = approved_request(store.as_ref(), &clock).await;
         let polls = (0..32).map(|i| {
             let store = store.clone();
             let id = r.id.clone();
