@@ -432,15 +432,10 @@ impl RedisStore {
         let expires_at =
             expires_at.ok_or_else(|| StoreError::Corrupt("request without expires_at".into()))?;
         match status.as_deref() {
-            // Only an approved request can have tokens to drop (they
-            // expire with it in Redis too; deleting them now keeps an
-            // instance whose clock lags from handing them out).
-            Some("approved" | "issued") if now_ms >= expires_at => {
-                conn.del::<_, ()>(self.tokens_key(id))
-                    .await
-                    .map_err(unavailable)?;
-                Ok(PollOutcome::Expired)
-            }
+            // The script checks the expiry itself, and drops expired
+            // tokens so that an instance whose clock lags cannot hand
+            // them out.
+            Some("approved" | "issued") => self.take_tokens(id, client_id, attempt, now_ms).await,
             _ if now_ms >= expires_at => Ok(PollOutcome::Expired),
             Some("pending") => {
                 let interval = interval
@@ -456,7 +451,6 @@ impl RedisStore {
                     _ => Ok(PollOutcome::Pending),
                 }
             }
-            Some("approved" | "issued") => self.take_tokens(id, client_id, attempt, now_ms).await,
             Some("denied") => Ok(PollOutcome::Denied(reason.unwrap_or_default())),
             _ => Ok(PollOutcome::Redeemed),
         }
@@ -484,16 +478,9 @@ impl RedisStore {
         let payload = reply.get(1).cloned();
         Ok(match (reply.first().map(String::as_str), payload) {
             (Some("unknown"), _) => PollOutcome::Unknown,
-            (Some("pending"), _) => PollOutcome::Pending,
             (Some("expired"), _) => PollOutcome::Expired,
             (Some("redeemed"), _) => PollOutcome::Redeemed,
-            (Some("denied"), reason) => PollOutcome::Denied(reason.unwrap_or_default()),
             (Some("tokens"), Some(tokens)) => PollOutcome::Tokens(tokens),
-            (Some("slow_down"), Some(interval)) => PollOutcome::SlowDown {
-                interval_secs: interval
-                    .parse()
-                    .map_err(|_| StoreError::Corrupt("interval is not a number".into()))?,
-            },
             _ => {
                 return Err(StoreError::Corrupt(format!(
                     "unexpected poll reply {reply:?}"
